@@ -1,0 +1,177 @@
+"""The common machinery of adapted layers (plain PyTorch, nothing of OpenMMLab).
+
+An adapted layer *is* its base layer: ``FLoRAConv2d`` subclasses ``nn.Conv2d`` and is created from an existing
+``nn.Conv2d`` by sharing its ``weight`` / ``bias`` ``Parameter`` objects and every attribute (stride, padding,
+padding_mode, hooks, ...). So
+
+* the base parameters keep their original ``state_dict`` keys (``conv.weight``) and a plain checkpoint loads
+  unchanged; the adapter adds new keys next to them (``conv.flora_core``, ``conv.lora_A``, ...);
+* code that checks ``isinstance(m, nn.Conv2d)`` keeps working;
+* :meth:`AdapterLayer.merge` gives back a module of the original class with ``W0 + dW`` and nothing else.
+
+Every adapter defines the *effective weight* ``W = merged_weight()`` and ``delta_weight() = W - W0``. The layer's
+output is always exactly ``op(x, W, b)`` (``op`` = the base layer's linear / convolution), computed by one of:
+
+* ``merged``   -- build ``W`` and run one ``op``; cheapest for depthwise convolutions, and what eval mode does
+  with a cached ``W`` (recomputed only after ``train()`` or a parameter change);
+* ``branch``   -- ``op(x, W0, b) + low_rank_op(x)`` without materialising ``dW`` (method-specific, e.g. FLoRA's
+  1x1 -> core kxk -> 1x1 convolutions); cheapest when the weight gradient of ``op`` is expensive;
+* ``two_pass`` -- ``op(x, W0, b) + op(x, dW)``, the form of the authors' reference code (also what
+  adapter dropout needs where no branch exists).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import AdapterConfig
+
+__all__ = ['AdapterLayer', 'conv_nd']
+
+
+def conv_nd(ndim: int) -> Callable[..., Tensor]:
+    """The functional convolution of a given number of spatial dimensions."""
+    return (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
+
+
+def _copy_module_state(state: dict) -> dict:
+    # Shallow copy with fresh containers (_parameters, _modules, hooks...), sharing the tensors themselves.
+    return {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in state.items()}
+
+
+class AdapterLayer:
+    """Mixin for an adapted ``nn.Linear`` / ``nn.ConvNd``; concrete classes are ``(Mixin, nn.Conv2d)`` etc.
+
+    Subclasses implement :meth:`_init_adapter` (create the adapter parameters, registered with
+    ``register_parameter`` under names listed in ``self.adapter_names``) and :meth:`delta_weight`, and may
+    provide a ``_branch`` route. The base-layer operator is ``self._op(x, weight, bias)``.
+    """
+
+    adapter_names: tuple[str, ...]
+    scale: float
+    impl: str
+
+    # ----------------------------------------------------------------------------------------------- creation
+    @classmethod
+    def from_base(cls, base: nn.Module, cfg: AdapterConfig) -> 'AdapterLayer':
+        """Create the adapted layer from ``base``, sharing its parameters (``base`` itself is not modified)."""
+        layer = cls.__new__(cls)
+        layer.__dict__.update(_copy_module_state(base.__dict__))
+        before = set(layer.__dict__)
+        layer._base_type = type(base)
+        layer.scale = cfg.scale
+        layer.dropout = cfg.dropout
+        layer._merged_cache = None
+        layer._init_adapter(cfg)
+        layer.impl = layer._choose_impl(cfg.impl)
+        # Everything the adapter added to the instance, removed again by merge().
+        layer._adapter_attrs = tuple(set(layer.__dict__) - before) + ('_adapter_attrs', )
+        return layer
+
+    def _init_adapter(self, cfg: AdapterConfig) -> None:
+        raise NotImplementedError
+
+    def _new_param(self, *shape: int) -> nn.Parameter:
+        weight = self.weight
+        return nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device))
+
+    def _choose_impl(self, impl: str) -> str:
+        if impl == 'auto':
+            impl = 'branch' if self._prefer_branch() else ('two_pass' if self.dropout else 'merged')
+        if impl == 'branch' and not self._supports_branch():
+            raise ValueError(f'{type(self).__name__} {self._describe()} has no branch implementation; '
+                             f"use impl='merged', 'two_pass' or 'auto'")
+        if impl == 'merged' and self.dropout:
+            raise ValueError(f"impl='merged' cannot apply adapter dropout ({self.dropout}) to "
+                             f"{type(self).__name__} {self._describe()}; use impl='auto'")
+        return impl
+
+    def _supports_branch(self) -> bool:
+        """Whether this layer has a ``branch`` route (override per method)."""
+        return False
+
+    def _prefer_branch(self) -> bool:
+        """The ``auto`` choice: branch where supported (override where another route is cheaper)."""
+        return self._supports_branch()
+
+    def _describe(self) -> str:
+        return f'(weight {tuple(self.weight.shape)}, groups {getattr(self, "groups", 1)})'
+
+    # ------------------------------------------------------------------------------------------------ maths
+    def delta_weight(self) -> Tensor:
+        """``W - W0``: the scaled update this adapter applies to the base weight (shape of ``weight``)."""
+        raise NotImplementedError
+
+    def merged_weight(self) -> Tensor:
+        """The effective weight ``W = W0 + delta_weight()``."""
+        return self.weight + self.delta_weight()
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The adapter's own parameters by local name (the base ``weight`` / ``bias`` are not among them)."""
+        return {name: self._parameters[name] for name in self.adapter_names}
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and not self._adapter_needs_grad():
+            return self._op(x, self._cached_merged_weight(), self.bias)
+        if self.impl == 'merged':
+            return self._op(x, self.merged_weight(), self.bias)
+        if self.impl == 'branch':
+            return self._branch_forward(x)
+        return self._two_pass_forward(x)
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.dropout, self.training) if self.dropout else x
+
+    def _two_pass_forward(self, x: Tensor) -> Tensor:
+        return self._op(x, self.weight, self.bias) + self._op(self._drop(x), self.delta_weight(), None)
+
+    def _branch_forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adapter_needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters().values())
+
+    def _cached_merged_weight(self) -> Tensor:
+        params = (self.weight, *self.adapter_parameters().values())
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._merged_cache is None or self._merged_cache[0] != key:
+            # Full precision, whatever autocast region the first eval call happens in.
+            with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):
+                self._merged_cache = (key, self.merged_weight())
+        return self._merged_cache[1]
+
+    def train(self, mode: bool = True):
+        self._merged_cache = None  # invalidate the eval-mode weight cache
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._merged_cache = None  # .to() / .half() / .cuda() change the parameters
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------ merge
+    @torch.no_grad()
+    def merge(self) -> nn.Module:
+        """Return a plain module of the base layer's class whose weight is ``W0 + dW`` (same state_dict keys).
+
+        The base ``weight`` Parameter object is updated in place and reused, so references to it stay valid.
+        Raises ``FloatingPointError`` if the merged weight is not finite (nothing is modified in that case).
+        """
+        merged = self.merged_weight()
+        if not torch.isfinite(merged).all():
+            raise FloatingPointError(f'merging {type(self).__name__} {self._describe()} gives non-finite weights')
+        state = {k: v for k, v in self.__dict__.items() if k not in self._adapter_attrs}
+        state = _copy_module_state(state)
+        for name in self.adapter_names:
+            state['_parameters'].pop(name)
+        self.weight.copy_(merged)
+        plain = self._base_type.__new__(self._base_type)
+        plain.__dict__.update(state)
+        return plain
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, scale={self.scale:g}, impl={self.impl}'

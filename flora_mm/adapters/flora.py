@@ -1,0 +1,118 @@
+"""FLoRA: low-rank *Tucker* adaptation that keeps the shape of the weight tensor.
+
+For a frozen weight ``W0`` of order N (``nn.Linear``: ``[d_out, d_in]``; ``nn.ConvNd``:
+``[d_out, d_in/groups, k_1, ..., k_n]``) the update is
+
+    dW = s * G x_1 A_1 x_2 A_2 ... x_N A_N
+
+with a core ``G`` of the same order as ``W0`` and shape ``[r_1, ..., r_N]`` and one factor
+``A_n`` of shape ``[I_n, r_n]`` per mode (``x_n`` is the mode-n product). Ranks: ``r_1 = min(rank, d_out)``,
+``r_2 = min(rank, d_in/groups)``, spatial modes ``r = min(kernel_rank, k_i)``. For a Linear layer this is
+``dW = s * A G B^T`` (LoRA is the special case ``G = I``). Initialisation: ``G = 0`` and random factors, so the
+adapted layer equals the base layer at step 0. Parameter count: ``prod(r_n) + sum(I_n * r_n)``.
+
+State-dict keys: ``flora_core`` (G) and ``flora_factor_{n}`` (A_n, n = 0 output mode, 1 input mode, 2.. kernel).
+
+Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x -> x B G^T A^T`` (two thin matmuls); for
+a dense convolution (``groups == 1``) it is ``1x1 conv (B^T) -> core conv (G x_3 C x_4 D, with the layer's
+stride / padding / dilation / padding_mode) -> 1x1 conv (A)``, which equals ``conv(x, dW)`` because a per-pixel
+channel map commutes with every padding mode. Grouped / depthwise convolutions use ``merged``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import AdapterLayer, conv_nd
+from .config import AdapterConfig
+
+__all__ = ['tucker_product', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
+
+
+def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int] | None = None) -> Tensor:
+    """``core x_n factors[n]`` over the given modes (default all), applied smallest output size first.
+
+    ``factors[n]`` has shape ``[I_n, core.shape[n]]``; the result has ``I_n`` in every transformed mode.
+    """
+    modes = range(len(factors)) if modes is None else modes
+    out = core
+    for n in sorted(modes, key=lambda m: factors[m].shape[0]):
+        # matmul (not tensordot) so that autocast applies to every step
+        out = torch.movedim(torch.matmul(torch.movedim(out, n, -1), factors[n].t()), -1, n)
+    return out
+
+
+class FLoRALayer(AdapterLayer):
+    """Mixin with the FLoRA maths, shared by :class:`FLoRALinear` and :class:`FLoRAConv1d/2d/3d`."""
+
+    ranks: tuple[int, ...]
+
+    def _init_adapter(self, cfg: AdapterConfig) -> None:
+        shape = tuple(self.weight.shape)
+        ranks = (min(cfg.rank, shape[0]), min(cfg.rank, shape[1]), *(min(cfg.kernel_rank, k) for k in shape[2:]))
+        self.ranks = ranks
+        self.register_parameter('flora_core', self._new_param(*ranks))
+        for n, (size, rank) in enumerate(zip(shape, ranks)):
+            self.register_parameter(f'flora_factor_{n}', self._new_param(size, rank))
+        self.adapter_names = ('flora_core', *(f'flora_factor_{n}' for n in range(len(shape))))
+        self.reset_adapter_parameters(cfg.init)
+
+    @torch.no_grad()
+    def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
+        """Core to zero; factors ``kaiming`` (``kaiming_normal_(a=sqrt(3))``, as the authors' reference code:
+        entries ~ N(0, 1 / (2 r_n))), ``gaussian`` (N(0, 1)) or ``orthogonal`` (orthonormal columns)."""
+        self.flora_core.zero_()
+        for factor in self.factors:
+            if init == 'kaiming':
+                nn.init.kaiming_normal_(factor, a=math.sqrt(3))
+            elif init == 'gaussian':
+                nn.init.normal_(factor)
+            else:
+                nn.init.orthogonal_(factor)
+
+    @property
+    def factors(self) -> list[Tensor]:
+        return [self._parameters[f'flora_factor_{n}'] for n in range(len(self.ranks))]
+
+    def delta_weight(self) -> Tensor:
+        return tucker_product(self.flora_core, self.factors) * self.scale
+
+    def _supports_branch(self) -> bool:
+        return getattr(self, 'groups', 1) == 1
+
+    def _branch_forward(self, x: Tensor) -> Tensor:
+        out = self._op(x, self.weight, self.bias)
+        factors = self.factors
+        x = self._drop(x)
+        if len(self.ranks) == 2:  # Linear: x B G^T A^T
+            h = nn.functional.linear(x, self.flora_core @ factors[1].t())
+            return out + nn.functional.linear(h, factors[0] * self.scale)
+        ones = (1, ) * (len(self.ranks) - 2)
+        conv = conv_nd(len(ones))
+        kernel = tucker_product(self.flora_core, factors, modes=range(2, len(self.ranks)))
+        h = conv(x, factors[1].t().reshape(self.ranks[1], -1, *ones))
+        h = self._op(h, kernel, None)
+        return out + conv(h, (factors[0] * self.scale).reshape(*factors[0].shape, *ones))
+
+
+class FLoRALinear(FLoRALayer, nn.Linear):
+    """``nn.Linear`` with a FLoRA update ``dW = s * A G B^T``."""
+    _op = staticmethod(nn.functional.linear)
+
+
+class FLoRAConv1d(FLoRALayer, nn.Conv1d):
+    """``nn.Conv1d`` with a 3rd-order FLoRA update."""
+    _op = nn.Conv1d._conv_forward
+
+
+class FLoRAConv2d(FLoRALayer, nn.Conv2d):
+    """``nn.Conv2d`` with a 4th-order FLoRA update (core ``[r, r, r3, r3]``)."""
+    _op = nn.Conv2d._conv_forward
+
+
+class FLoRAConv3d(FLoRALayer, nn.Conv3d):
+    """``nn.Conv3d`` with a 5th-order FLoRA update."""
+    _op = nn.Conv3d._conv_forward

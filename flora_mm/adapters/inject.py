@@ -1,0 +1,252 @@
+"""The one place that decides where adapters go: matching, injection, freezing, merging, adapter state dicts.
+
+``inject_adapters(model, cfg)`` walks ``model``, selects layers by kind (``targets``) and by qualified name
+(``include`` / ``exclude`` regexes), replaces each with its adapted twin (same parameters, same keys) and freezes
+every other parameter of ``model``. What was injected is recorded on ``model`` (``model.adapter_state``), so the
+other functions work on ``model`` or on any module that contains it (e.g. a detector around an adapted backbone).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import AdapterLayer
+from .config import AdapterConfig
+from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALinear
+from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d,
+                   LoRALinear)
+
+__all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
+           'count_parameters', 'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'merge_adapters',
+           'register_compatible_layer', 'NORM_TYPES']
+
+#: Adapted class for each (method, base layer class). BitFit adapts no layer, it only unfreezes biases.
+ADAPTER_LAYERS: dict[str, dict[type, type]] = {
+    'FLoRA': {nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d},
+    'LoRA': {nn.Linear: LoRALinear, nn.Conv1d: LoRAConv1d, nn.Conv2d: LoRAConv2d, nn.Conv3d: LoRAConv3d},
+    'DoRA': {nn.Linear: DoRALinear, nn.Conv1d: DoRAConv1d, nn.Conv2d: DoRAConv2d, nn.Conv3d: DoRAConv3d},
+    'BitFit': {},
+}
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    'linear': (nn.Linear, ), 'conv': (nn.Conv1d, nn.Conv2d, nn.Conv3d), 'conv1d': (nn.Conv1d, ),
+    'conv2d': (nn.Conv2d, ), 'conv3d': (nn.Conv3d, )
+}
+#: Normalisation layers whose affine parameters ``train_norm=True`` unfreezes (extend with more types if needed).
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+# Modules that use their sub-layers' weights without calling them (nn.MultiheadAttention reads out_proj.weight
+# directly), so adapting those sub-layers would silently do nothing: they are never searched.
+_OPAQUE_TYPES: tuple[type, ...] = (nn.MultiheadAttention, )
+# Subclasses of nn.Linear / nn.ConvNd that override forward() but compute the same operator (e.g. wrappers that
+# only handle empty tensors on old torch versions); see register_compatible_layer.
+_COMPATIBLE: set[type] = set()
+
+
+def register_compatible_layer(cls: type) -> type:
+    """Declare that ``cls`` (a subclass of ``nn.Linear`` / ``nn.ConvNd`` with its own ``forward``) computes the
+    standard operator, so it may be adapted. Usable as a decorator."""
+    if layer_base_type(cls, strict=False) is None:
+        raise TypeError(f'{cls.__name__} is not a subclass of nn.Linear / nn.Conv1d / nn.Conv2d / nn.Conv3d')
+    _COMPATIBLE.add(cls)
+    return cls
+
+
+def layer_base_type(cls: type, strict: bool = True) -> type | None:
+    """The standard layer class (``nn.Linear``, ``nn.Conv2d``...) ``cls`` computes, or None if it is not one.
+
+    With ``strict``, a subclass that overrides ``forward`` counts only if registered as compatible.
+    """
+    for base in cls.__mro__:
+        if base in ADAPTER_LAYERS['FLoRA']:
+            if not strict or cls is base or cls.forward is base.forward or cls in _COMPATIBLE:
+                return base
+            return None
+    return None
+
+
+@dataclasses.dataclass
+class AdapterState:
+    """What :func:`inject_adapters` did to a module (stored as ``module.adapter_state``).
+
+    Attributes:
+        config: The validated adapter configuration.
+        layers: Qualified names (relative to the module) of the adapted layers.
+        extra_trainable: Names of base parameters the config unfroze (BitFit biases, ``train_bias``,
+            ``train_norm``); they are part of the adapter's state dict.
+    """
+    config: AdapterConfig
+    layers: tuple[str, ...]
+    extra_trainable: tuple[str, ...]
+
+
+def _walk(module: nn.Module, prefix: str = '') -> Iterator[tuple[str, nn.Module]]:
+    yield prefix, module
+    if isinstance(module, _OPAQUE_TYPES):
+        return
+    for name, child in module.named_children():
+        yield from _walk(child, f'{prefix}.{name}' if prefix else name)
+
+
+def _select(names: list[str], cfg: AdapterConfig, what: str) -> list[str]:
+    """Apply include / exclude; every pattern must match at least one of ``names``."""
+    for key in ('include', 'exclude'):
+        for pattern in getattr(cfg, key):
+            if not any(re.search(pattern, n) for n in names):
+                sample = ', '.join(names[:8]) + (', ...' if len(names) > 8 else '')
+                raise ValueError(f'{cfg.type} adapter: {key} pattern {pattern!r} matches none of the {len(names)} '
+                                 f'{what} ({sample})')
+    if cfg.include:
+        names = [n for n in names if any(re.search(p, n) for p in cfg.include)]
+    return [n for n in names if not any(re.search(p, n) for p in cfg.exclude)]
+
+
+def _is_frozen(module: nn.Module) -> bool:
+    params = list(module.parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition('.')
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
+                    respect_frozen: bool = False) -> nn.Module:
+    """Adapt the matching layers of ``model`` in place and freeze every base parameter of ``model``.
+
+    Args:
+        model: Any ``nn.Module`` (typically a backbone). Must not already contain adapters.
+        cfg: Adapter config dict (see :class:`AdapterConfig`).
+        respect_frozen: Give no adapter (and unfreeze nothing) in layers whose parameters are already frozen,
+            e.g. the stages a backbone freezes with ``frozen_stages``.
+
+    Returns:
+        ``model`` (or the adapted layer, if ``model`` itself is a single targeted layer).
+
+    Raises:
+        ValueError: bad config, include / exclude patterns that match nothing, no layer to adapt, or a model
+            that already has adapters.
+    """
+    cfg = AdapterConfig.from_dict(cfg)
+    if any(isinstance(m, AdapterLayer) or hasattr(m, 'adapter_state') for m in model.modules()):
+        raise ValueError('the model already contains adapters; merge_adapters() it before injecting again')
+    modules = dict(_walk(model))
+    layer_types = ADAPTER_LAYERS[cfg.type]
+    if 'all' in cfg.targets:
+        candidates = list(modules)
+    else:
+        kinds = tuple(t for k in cfg.targets for t in _KIND_TYPES[k])
+        candidates = [n for n, m in modules.items() if layer_base_type(type(m)) in kinds]
+    if cfg.type == 'BitFit':
+        candidates = [n for n in candidates if isinstance(getattr(modules[n], 'bias', None), nn.Parameter)]
+    if respect_frozen:
+        candidates = [n for n in candidates if not _is_frozen(modules[n])]
+    if not candidates:
+        what = 'with a bias ' if cfg.type == 'BitFit' else ''
+        raise ValueError(f'{cfg.type} adapter: the model has no trainable layer {what}of kind {list(cfg.targets)}')
+    selected = _select(candidates, cfg, f'{"/".join(cfg.targets)} layers')
+    if not selected:
+        raise ValueError(f'{cfg.type} adapter: include={list(cfg.include)} / exclude={list(cfg.exclude)} '
+                         f'leave no layer to adapt')
+
+    extra = []
+    if cfg.type == 'BitFit' or cfg.train_bias:
+        extra += [f'{n}.bias' if n else 'bias' for n in selected
+                  if isinstance(getattr(modules[n], 'bias', None), nn.Parameter)]
+    if cfg.train_norm:
+        extra += [f'{n}.{p}' if n else p for n, m in modules.items() if isinstance(m, NORM_TYPES)
+                  and not (respect_frozen and _is_frozen(m)) for p, _ in m.named_parameters(recurse=False)]
+    extra_set = set(extra)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in extra_set)
+
+    layers = tuple(selected) if layer_types else ()
+    for name in layers:
+        module = modules[name]
+        new = layer_types[layer_base_type(type(module))].from_base(module, cfg)
+        if name:
+            _replace(model, name, new)
+        else:
+            model = new
+    model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)))
+    return model
+
+
+def adapted_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    """``(qualified name, layer)`` for every adapted layer in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield name, module
+
+
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every parameter the adapter trains, by qualified name: the adapter layers' own parameters and the base
+    parameters the config unfroze (BitFit biases, ``train_bias``, ``train_norm``)."""
+    out: dict[str, nn.Parameter] = {}
+    for name, layer in adapted_layers(model):
+        out.update({f'{name}.{k}' if name else k: p for k, p in layer.adapter_parameters().items()})
+    for prefix, module in model.named_modules():
+        state = getattr(module, 'adapter_state', None)
+        if isinstance(state, AdapterState):
+            params = dict(module.named_parameters())
+            out.update({f'{prefix}.{k}' if prefix else k: params[k] for k in state.extra_trainable})
+    return out
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Only the adapter's tensors (detached), keyed as in ``model.state_dict()``."""
+    return {name: p.detach() for name, p in adapter_parameters(model).items()}
+
+
+@torch.no_grad()
+def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load tensors saved by :func:`adapter_state_dict` into a model with the same adapters.
+
+    Raises ``KeyError`` listing missing / unexpected keys and shape mismatches, before modifying anything.
+    """
+    params = adapter_parameters(model)
+    missing = sorted(set(params) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(params))
+    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(p.shape)}'
+              for k, p in params.items() if k in state_dict and state_dict[k].shape != p.shape]
+    if missing or unexpected or shapes:
+        lines = [f'missing keys: {missing}'] * bool(missing) + [f'unexpected keys: {unexpected}'] * bool(unexpected)
+        lines += [f'shape mismatch: {s}' for s in shapes]
+        raise KeyError('adapter checkpoint does not fit the model:\n  ' + '\n  '.join(lines))
+    for name, param in params.items():
+        param.copy_(state_dict[name])
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight; adapted layers become plain ``nn.Linear`` / ``nn.ConvNd``
+    (their original class) with the original state_dict keys. Returns ``model`` (or the merged layer if
+    ``model`` is itself an adapted layer). Raises ``FloatingPointError`` if a merged weight is not finite,
+    in which case nothing has been replaced."""
+    layers = list(adapted_layers(model))
+    with torch.no_grad():  # check every layer before touching any weight
+        for name, layer in layers:
+            if not torch.isfinite(layer.merged_weight()).all():
+                raise FloatingPointError(f'merging the adapter of {name or type(layer).__name__} gives non-finite '
+                                         f'weights; the model was left unchanged')
+    for name, layer in layers:
+        plain = layer.merge()
+        if name:
+            _replace(model, name, plain)
+        else:
+            model = plain
+    for module in model.modules():
+        if isinstance(getattr(module, 'adapter_state', None), AdapterState):
+            del module.adapter_state
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``dict(adapter=..., trainable=..., total=...)`` parameter counts (works on the meta device)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return dict(adapter=sum(p.numel() for p in adapter_parameters(model).values()),
+                trainable=sum(p.numel() for p in params if p.requires_grad),
+                total=sum(p.numel() for p in params))

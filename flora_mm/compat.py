@@ -1,0 +1,54 @@
+"""Fixes for running the pinned OpenMMLab stack (mmengine 0.10.7, mmcv 2.1) on a modern torch.
+
+Each fix names the upstream behaviour it works around. Applied once, on ``import flora_mm``.
+"""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch
+
+__all__ = ['CHECKPOINT_SAFE_GLOBALS', 'apply']
+
+
+def _numpy_pickle_globals() -> list:
+    # What pickle needs to rebuild numpy arrays / scalars / dtypes (numpy 2 moved numpy.core to numpy._core).
+    multiarray = np._core.multiarray
+    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32,
+                                                 np.int16, np.int8, np.uint8, np.bool_)]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
+
+
+def _mmengine_pickle_globals() -> list:
+    from mmengine.logging import HistoryBuffer
+
+    def history_buffer_getattr(obj, name):
+        # HistoryBuffer.__getstate__ stores its statistics methods (HistoryBuffer.min, .max, ...), which pickle
+        # writes as ``getattr(HistoryBuffer, 'min')``. Only that lookup is honoured, never a general getattr.
+        if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+            return getattr(obj, name)
+        raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
+
+    return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr'),
+            (history_buffer_getattr, '__builtin__.getattr')]
+
+
+#: Exactly the non-tensor objects an mmengine checkpoint contains (message_hub's HistoryBuffer of numpy arrays
+#: and its statistics methods, numpy scalars in runtime info / meta).
+CHECKPOINT_SAFE_GLOBALS: list = []
+
+
+def apply() -> None:
+    """Apply every compatibility fix (idempotent).
+
+    * torch >= 2.6 defaults to ``torch.load(weights_only=True)``; mmengine 0.10.7's ``CheckpointLoader`` calls
+      ``torch.load`` without ``weights_only``, so resuming fails on the ``HistoryBuffer`` / numpy objects that
+      mmengine itself stored in ``message_hub``. Rather than switching ``weights_only`` off (arbitrary code
+      execution on untrusted files), exactly those types are allow-listed with
+      ``torch.serialization.add_safe_globals``.
+    """
+    if CHECKPOINT_SAFE_GLOBALS:
+        return
+    CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals())
+    torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
