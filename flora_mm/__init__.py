@@ -5,11 +5,15 @@ fixes of :mod:`flora_mm.compat` and registers everything flora_mm provides with 
 The adapter core, :mod:`flora_mm.adapters`, is plain PyTorch and can be used without OpenMMLab.
 """
 from . import adapters, compat
-from .adapters import (adapter_state_dict, count_parameters, inject_adapters, load_adapter_state_dict,
+
+compat.apply()
+
+from . import engine, models  # noqa: E402  (registers backbones, the optimizer constructor and hooks)
+from .adapters import (adapter_state_dict, count_parameters, inject_adapters, load_adapter_state_dict,  # noqa
                        merge_adapters)
 
 __version__ = '0.1.0'
-__all__ = ['adapters', 'compat', 'adapter_state_dict', 'count_parameters', 'inject_adapters',
+__all__ = ['adapters', 'compat', 'engine', 'models', 'adapter_state_dict', 'count_parameters', 'inject_adapters',
            'load_adapter_state_dict', 'merge_adapters', '__version__']
 
-compat.apply()
+models.install_adapter_build_hook()

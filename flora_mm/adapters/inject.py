@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -77,10 +77,13 @@ class AdapterState:
         layers: Qualified names (relative to the module) of the adapted layers.
         extra_trainable: Names of base parameters the config unfroze (BitFit biases, ``train_bias``,
             ``train_norm``); they are part of the adapter's state dict.
+        frozen: Names of the base parameters injection froze; they must stay frozen (checked by the
+            optimizer constructor and the gradient-check hook of :mod:`flora_mm.engine`).
     """
     config: AdapterConfig
     layers: tuple[str, ...]
     extra_trainable: tuple[str, ...]
+    frozen: tuple[str, ...] = ()
 
 
 def _walk(module: nn.Module, prefix: str = '') -> Iterator[tuple[str, nn.Module]]:
@@ -114,8 +117,8 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
-                    respect_frozen: bool = False) -> nn.Module:
+def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *, respect_frozen: bool = False,
+                    keep_trainable: Sequence[str] = ()) -> nn.Module:
     """Adapt the matching layers of ``model`` in place and freeze every base parameter of ``model``.
 
     Args:
@@ -123,6 +126,8 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
         cfg: Adapter config dict (see :class:`AdapterConfig`).
         respect_frozen: Give no adapter (and unfreeze nothing) in layers whose parameters are already frozen,
             e.g. the stages a backbone freezes with ``frozen_stages``.
+        keep_trainable: Qualified names of submodules that are new, not pretrained (e.g. a backbone's output
+            norms): they get no adapter and their parameters keep their ``requires_grad``.
 
     Returns:
         ``model`` (or the adapted layer, if ``model`` itself is a single targeted layer).
@@ -135,6 +140,12 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
     if any(isinstance(m, AdapterLayer) or hasattr(m, 'adapter_state') for m in model.modules()):
         raise ValueError('the model already contains adapters; merge_adapters() it before injecting again')
     modules = dict(_walk(model))
+    unknown = [n for n in keep_trainable if n not in modules]
+    if unknown:
+        raise ValueError(f'keep_trainable names no submodule of the model: {unknown}')
+    kept = {f'{n}.{p}' if n else p for n in keep_trainable for p, _ in modules[n].named_parameters()}
+    for n in keep_trainable:  # never adapt inside a kept module
+        modules = {m: mod for m, mod in modules.items() if m != n and not m.startswith(f'{n}.')}
     layer_types = ADAPTER_LAYERS[cfg.type]
     if 'all' in cfg.targets:
         candidates = list(modules)
@@ -161,8 +172,12 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
         extra += [f'{n}.{p}' if n else p for n, m in modules.items() if isinstance(m, NORM_TYPES)
                   and not (respect_frozen and _is_frozen(m)) for p, _ in m.named_parameters(recurse=False)]
     extra_set = set(extra)
+    frozen = []
     for name, param in model.named_parameters():
-        param.requires_grad_(name in extra_set)
+        if name not in kept:
+            param.requires_grad_(name in extra_set)
+            if name not in extra_set:
+                frozen.append(name)
 
     layers = tuple(selected) if layer_types else ()
     for name in layers:
@@ -172,7 +187,7 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
             _replace(model, name, new)
         else:
             model = new
-    model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)))
+    model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)), tuple(frozen))
     return model
 
 

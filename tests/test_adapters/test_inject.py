@@ -218,3 +218,13 @@ def test_training_step_changes_only_adapters():
     assert changed and changed <= set(adapter_state_dict(model))
     assert {k for k in changed if k.endswith('flora_core')} == {f'{n}.flora_core' for n in
                                                                ['stem', 'block.0', 'block.2', 'head']}
+
+
+def test_keep_trainable_modules_are_neither_adapted_nor_frozen():
+    model, _ = tiny()
+    inject_adapters(model, dict(type='FLoRA', rank=2), keep_trainable=['head'])
+    assert 'head' not in dict(adapted_layers(model))
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert 'head.weight' not in model.adapter_state.frozen and 'stem.weight' in model.adapter_state.frozen
+    with pytest.raises(ValueError, match='keep_trainable names no submodule'):
+        inject_adapters(tiny()[0], dict(type='FLoRA', rank=2), keep_trainable=['nope'])

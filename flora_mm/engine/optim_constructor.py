@@ -1,0 +1,107 @@
+"""An optimizer-wrapper constructor for adapter training: trainable parameters only, one summary, no flood."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from mmengine.logging import MMLogger, print_log
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from torch import nn
+
+from ..adapters import AdapterState, adapter_parameters
+
+__all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary']
+
+
+def check_frozen(model: nn.Module) -> None:
+    """Raise ``RuntimeError`` if a base parameter that adapter injection froze has become trainable again."""
+    bad = []
+    for prefix, module in model.named_modules():
+        state = getattr(module, 'adapter_state', None)
+        if isinstance(state, AdapterState):
+            params = dict(module.named_parameters())
+            bad += [f'{prefix}.{n}' if prefix else n for n in state.frozen if params[n].requires_grad]
+    if bad:
+        raise RuntimeError(f'{len(bad)} base parameters of an adapted module are trainable again although an '
+                           f'adapter is configured (something called requires_grad_(True) after injection): '
+                           f'{bad[:10]}{" ..." if len(bad) > 10 else ""}')
+
+
+def parameter_summary(model: nn.Module) -> str:
+    """A table of trainable / frozen / adapter parameter counts per top-level module."""
+    adapter_ids = {id(p) for p in adapter_parameters(model).values()}
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for name, param in model.named_parameters():
+        row = rows[name.split('.', 1)[0]]
+        row[0 if param.requires_grad else 1] += param.numel()
+        row[2] += param.numel() if id(param) in adapter_ids else 0
+    total = [sum(col) for col in zip(*rows.values())] if rows else [0, 0, 0]
+    lines = [f'{"module":<24}{"trainable":>16}{"frozen":>16}{"adapter":>14}']
+    for name, (trainable, frozen, adapter) in [*rows.items(), ('total', total)]:
+        lines.append(f'{name:<24}{trainable:>16,}{frozen:>16,}{adapter:>14,}')
+    return '\n'.join(lines)
+
+
+class _DropParamwiseChatter(logging.Filter):
+    """Drops mmengine's per-parameter messages ('... is skipped since its requires_grad=False',
+    'paramwise_options -- ...'), which flood the log for large frozen backbones."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith('paramwise_options --') or msg.endswith('is skipped since its requires_grad=False'):
+            self.dropped += 1
+            return False
+        return True
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class AdapterOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """``DefaultOptimWrapperConstructor`` over the trainable parameters only.
+
+    * Refuses to build if a base parameter frozen by adapter injection is trainable again (:func:`check_frozen`).
+    * Keeps every ``paramwise_cfg`` feature of the default constructor (``custom_keys`` with ``lr_mult`` /
+      ``decay_mult``, ``norm_decay_mult``, ``bias_decay_mult``...), e.g. ``custom_keys={'flora_': dict(lr_mult=2.)}``.
+    * Parameter groups with identical options are merged (one group per distinct setting, so the optimizer's
+      multi-tensor kernels apply), and frozen parameters are left out.
+    * Logs one summary table instead of mmengine's per-parameter messages.
+    """
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        module = model.module if hasattr(model, 'module') else model
+        check_frozen(module)
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        if not trainable:
+            raise RuntimeError('the model has no trainable parameter: nothing to optimize')
+        # Always take the param-wise path (it skips frozen parameters); an option that changes nothing makes
+        # the default constructor use it even without a user paramwise_cfg.
+        self.paramwise_cfg = self.paramwise_cfg or dict(bypass_duplicate=False)
+        chatter = _DropParamwiseChatter()
+        logger = MMLogger.get_current_instance()
+        logger.addFilter(chatter)
+        try:
+            wrapper = super().__call__(module)
+        finally:
+            logger.removeFilter(chatter)
+        print_log(f'AdapterOptimWrapperConstructor: {sum(p.numel() for p in trainable):,} trainable parameters '
+                  f'in {len(wrapper.optimizer.param_groups)} group(s)\n{parameter_summary(module)}',
+                  logger='current')
+        return wrapper
+
+    def add_params(self, params: list[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
+        super().add_params(params, module, prefix=prefix, **kwargs)
+        if prefix == '':  # the outermost call: merge groups with identical options
+            params[:] = self._merge_groups(params)
+
+    @staticmethod
+    def _merge_groups(groups: list[dict]) -> list[dict]:
+        merged: dict[tuple, dict] = {}
+        for group in groups:
+            options = {k: v for k, v in group.items() if k != 'params'}
+            key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+            merged.setdefault(key, dict(options, params=[]))['params'].extend(group['params'])
+        return list(merged.values())

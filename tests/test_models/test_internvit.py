@@ -1,0 +1,109 @@
+"""InternViT backbone: pyramid outputs, adapters, both checkpoint namings, position-embedding interpolation."""
+import re
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from flora_mm.adapters import adapted_layers, count_parameters
+from flora_mm.models import InternViT
+from flora_mm.models.internvit import resize_pos_embed
+
+TINY = dict(embed_dim=32, depth=4, num_heads=4, mlp_dim=64)
+ADAPTER = dict(type='FLoRA', rank=4, scale=0.04, targets=['linear'])
+
+
+def make(seed=0, **kw):
+    torch.manual_seed(seed)
+    kw.setdefault('img_size', 56)
+    return InternViT(TINY, **kw)
+
+
+def test_pyramid_outputs_and_other_input_sizes():
+    model = make()
+    outs = model(torch.randn(2, 3, 56, 56))
+    assert [tuple(o.shape) for o in outs] == [(2, 32, 16, 16), (2, 32, 8, 8), (2, 32, 4, 4), (2, 32, 2, 2)]
+    outs = model(torch.randn(1, 3, 42, 70))  # pos-embed interpolated on the fly
+    assert tuple(outs[2].shape) == (1, 32, 3, 5)
+    assert make(with_fpn=False)(torch.randn(1, 3, 56, 56))[0].shape[-1] == 4
+
+
+def test_adapter_identity_freezing_and_new_layers_trainable():
+    plain, x = make(), torch.randn(1, 3, 56, 56)
+    adapted = make(adapter=ADAPTER)
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    for a, b in zip(adapted(x), plain(x)):
+        torch.testing.assert_close(a, b)
+    names = [n for n, _ in adapted_layers(adapted)]
+    assert {'blocks.0.attn.qkv', 'blocks.0.attn.proj', 'blocks.3.mlp.fc2'} <= set(names)
+    trainable = {n.split('.')[0] for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trainable == {'blocks', 'up1', 'up2'}
+    assert not adapted.pos_embed.requires_grad and not adapted.blocks[0].norm1.weight.requires_grad
+    base = make(frozen=True)
+    assert {n.split('.')[0] for n, p in base.named_parameters() if p.requires_grad} == {'up1', 'up2'}
+
+
+def test_with_cp_and_bf16():
+    model = make(adapter=ADAPTER, with_cp=True)
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = sum(o.float().mean() for o in model(torch.randn(1, 3, 56, 56)))
+    out.backward()
+    assert model.blocks[0].attn.qkv.flora_core.grad is not None
+    model.to(torch.bfloat16)
+    assert model(torch.randn(1, 3, 56, 56, dtype=torch.bfloat16))[0].dtype == torch.bfloat16
+
+
+def _to_hf(state):
+    rules = [(r'^cls_token$', 'embeddings.class_embedding'), (r'^pos_embed$', 'embeddings.position_embedding'),
+             (r'^patch_embed\.proj\.', 'embeddings.patch_embedding.'),
+             (r'^blocks\.(\d+)\.ls([12])\.gamma$', r'encoder.layers.\1.ls\2'), (r'^blocks\.(\d+)\.', r'encoder.layers.\1.')]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v.contiguous()
+    return out
+
+
+@pytest.mark.parametrize('naming', ['mm', 'mm_module', 'hf_safetensors', 'hf_vision_model_pth'])
+def test_pretrained_loading_both_namings_with_pos_embed_interpolation(naming, tmp_path):
+    source = {k: v for k, v in make(seed=5, img_size=42, with_fpn=False).state_dict().items()}  # 3x3 grid
+    if naming == 'mm':
+        path = tmp_path / 'w.pth'
+        torch.save(source, path)
+    elif naming == 'mm_module':
+        path = tmp_path / 'w.pth'
+        torch.save({'module': source}, path)
+    elif naming == 'hf_safetensors':
+        path = tmp_path / 'model.safetensors'
+        save_file(_to_hf(source), str(path))
+    else:
+        path = tmp_path / 'w.pth'
+        torch.save({f'vision_model.{k}': v for k, v in _to_hf(source).items()} | {'mlp1.0.weight': torch.ones(1)},
+                   path)
+    model = make(adapter=ADAPTER, init_cfg=dict(type='Pretrained', checkpoint=str(path)))  # 4x4 grid
+    model.init_weights()
+    own = model.state_dict()
+    torch.testing.assert_close(own['blocks.2.attn.qkv.weight'], source['blocks.2.attn.qkv.weight'])
+    torch.testing.assert_close(own['blocks.1.ls2.gamma'], source['blocks.1.ls2.gamma'])
+    torch.testing.assert_close(own['pos_embed'], resize_pos_embed(source['pos_embed'], (4, 4)))
+    assert own['pos_embed'].shape == (1, 17, 32)
+    assert not own['blocks.0.attn.qkv.flora_core'].any()
+
+
+def test_bad_checkpoint_raises():
+    state = make(with_fpn=False).state_dict()
+    state.pop('blocks.1.mlp.fc1.weight')
+    with pytest.raises(KeyError, match=r"missing \['blocks.1.mlp.fc1.weight'\]"):
+        make().load_pretrained(state)
+
+
+def test_6b_on_meta_device():
+    with torch.device('meta'):
+        model = InternViT('6b', img_size=224, with_fpn=False, adapter=dict(type='LoRA', rank=16, targets=['linear']))
+    counts = count_parameters(model)
+    base = counts['total'] - counts['adapter']
+    assert 5.85e9 < base < 5.95e9
+    # LoRA r=16 on qkv, proj, fc1, fc2 of 48 blocks: 16 * sum(d_in + d_out)
+    assert counts['adapter'] == 48 * 16 * ((3200 + 9600) + (3200 + 3200) + (3200 + 12800) + (12800 + 3200))
