@@ -22,9 +22,21 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS, Registry
 from torch import nn
 
-from ..adapters import count_parameters, inject_adapters
+from ..adapters import count_parameters, inject_adapters, register_compatible_layer
 
-__all__ = ['attach_adapter', 'install_adapter_build_hook']
+__all__ = ['attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
+
+
+def register_mm_layers() -> None:
+    """Declare OpenMMLab's layer wrappers adaptable. mmcv's ``Conv2d`` (registered as ``'Conv'``, used by
+    mmdet's ResNet and every ``build_conv_layer``), ``Conv3d`` and ``Linear`` (used by ``FFN``) override
+    ``forward`` only to handle empty tensors on torch < 1.5 and otherwise call the standard operator."""
+    try:
+        from mmcv.cnn.bricks import wrappers
+    except ImportError:  # mmcv is optional for flora_mm's own backbones
+        return
+    for cls in (wrappers.Conv2d, wrappers.Conv3d, wrappers.Linear):
+        register_compatible_layer(cls)
 
 
 def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
@@ -78,6 +90,7 @@ def _registries(root: Registry):
 
 
 def install_adapter_build_hook(root: Registry = MODELS) -> None:
-    """Wrap the build function of ``root`` and all its descendants (idempotent)."""
+    """Wrap the build function of ``root`` and all its descendants (idempotent); register mm layer wrappers."""
+    register_mm_layers()
     for registry in _registries(root):
         registry.build_func = _wrap(registry.build_func)

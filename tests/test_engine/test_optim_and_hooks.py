@@ -1,0 +1,119 @@
+"""The adapter optimizer-wrapper constructor and the frozen-set check hook, on a toy mmengine model."""
+import logging
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.runner import Runner
+from torch import nn
+from torch.utils.data import Dataset
+
+import flora_mm  # noqa: F401
+from flora_mm.adapters import inject_adapters
+from flora_mm.engine import FrozenParamsCheckHook, check_frozen
+
+
+class ToyModel(BaseModel):
+    def __init__(self, adapter=None, tamper=False):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Linear(8, 2)
+        self.tamper = tamper
+        if adapter:
+            inject_adapters(self.backbone, adapter)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        feats = self.backbone(inputs).mean((2, 3))
+        logits = self.head(feats)
+        if mode == 'loss':
+            if self.tamper:  # a bug that writes into a frozen weight
+                with torch.no_grad():
+                    self.backbone[0].weight.add_(1.0)
+            return dict(loss=nn.functional.cross_entropy(logits, labels))
+        return logits
+
+
+class ToyData(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randn(3, 8, 8, generator=g), labels=torch.tensor(i % 2))
+
+
+def build(model, paramwise_cfg=None):
+    cfg = dict(type='AdapterOptimWrapperConstructor',
+               optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)))
+    if paramwise_cfg is not None:
+        cfg['paramwise_cfg'] = paramwise_cfg
+    return OPTIM_WRAPPER_CONSTRUCTORS.build(cfg)(model)
+
+
+def test_only_trainable_params_in_one_group_and_summary_logged(caplog):
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    wrapper = build(model)
+    groups = wrapper.optimizer.param_groups
+    assert len(groups) == 1 and {id(p) for p in groups[0]['params']} == trainable
+
+
+def test_paramwise_cfg_kept_groups_merged_and_no_per_parameter_flood():
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        wrapper = build(model, dict(custom_keys={'flora_core': dict(lr_mult=10.0)}, bias_decay_mult=0.0))
+    finally:
+        logger.removeHandler(handler)
+    groups = wrapper.optimizer.param_groups
+    by_lr = {g['lr']: g for g in groups}
+    assert set(by_lr) == {1e-3, 1e-2}
+    assert all(p.shape == (2, 2, 2, 2) for p in by_lr[1e-2]['params'])  # exactly the FLoRA cores
+    assert sum(len(g['params']) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    assert len(groups) == 3  # default, cores x10, biases without decay
+    messages = [r.getMessage() for r in records]
+    assert not any('paramwise_options' in m or 'requires_grad=False' in m for m in messages)
+    assert any('trainable' in m and 'frozen' in m and 'adapter' in m for m in messages)
+
+
+def test_refuses_base_weights_trainable_again():
+    model = ToyModel(adapter=dict(type='LoRA', rank=2))
+    model.backbone[0].weight.requires_grad_(True)
+    with pytest.raises(RuntimeError, match=r"trainable again.*'backbone.0.weight'"):
+        build(model)
+    with pytest.raises(RuntimeError, match='trainable again'):
+        check_frozen(model)
+
+
+def _run(tmp_path, model):
+    runner = Runner(model=model, work_dir=str(tmp_path), train_dataloader=dict(
+        dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=4, num_workers=0,
+        collate_fn=dict(type='default_collate')), optim_wrapper=dict(
+            constructor='AdapterOptimWrapperConstructor', optimizer=dict(type='AdamW', lr=1e-2)),
+        train_cfg=dict(by_epoch=False, max_iters=2), custom_hooks=[dict(type='FrozenParamsCheckHook')],
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None), default_scope=None)
+    runner.train()
+    return runner
+
+
+def test_hook_passes_on_a_correct_run_and_base_is_unchanged(tmp_path):
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    before = model.backbone[0].weight.clone()
+    _run(tmp_path, model)
+    assert torch.equal(model.backbone[0].weight, before)
+    assert model.backbone[0].flora_core.abs().sum() > 0
+
+
+def test_hook_raises_when_a_frozen_weight_changes(tmp_path):
+    with pytest.raises(RuntimeError, match=r'frozen parameters were changed.*backbone.0.weight'):
+        _run(tmp_path, ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=True))
+
+
+def test_hook_is_registered():
+    assert isinstance(FrozenParamsCheckHook(), FrozenParamsCheckHook)
