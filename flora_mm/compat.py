@@ -4,6 +4,8 @@ Each fix names the upstream behaviour it works around. Applied once, on ``import
 """
 from __future__ import annotations
 
+import functools
+import os
 import pickle
 
 import numpy as np
@@ -47,8 +49,26 @@ def apply() -> None:
       mmengine itself stored in ``message_hub``. Rather than switching ``weights_only`` off (arbitrary code
       execution on untrusted files), exactly those types are allow-listed with
       ``torch.serialization.add_safe_globals``.
+    * mmengine 0.10.7's ``_init_dist_pytorch`` calls ``torch.cuda.set_device(local_rank)`` unconditionally, so a
+      ``torchrun`` job on a machine without GPUs (gloo backend) dies before training. Without CUDA the process
+      group is initialised directly; with CUDA mmengine's own function runs unchanged.
     """
     if CHECKPOINT_SAFE_GLOBALS:
         return
     CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals())
     torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
+    _patch_cpu_distributed_init()
+
+
+def _patch_cpu_distributed_init() -> None:
+    from mmengine.dist import utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+
+    @functools.wraps(original)
+    def init_dist_pytorch(backend: str, init_backend: str = 'torch', **kwargs) -> None:
+        if torch.cuda.is_available() or init_backend != 'torch':
+            return original(backend, init_backend=init_backend, **kwargs)
+        torch.distributed.init_process_group(backend=backend, rank=int(os.environ['RANK']),
+                                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+
+    dist_utils._init_dist_pytorch = init_dist_pytorch

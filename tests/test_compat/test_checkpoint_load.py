@@ -47,3 +47,18 @@ def test_arbitrary_objects_are_still_refused(obj, match):
     buf.seek(0)
     with pytest.raises(Exception, match=match):
         torch.load(buf)
+
+
+def test_cpu_distributed_init_without_cuda(monkeypatch):
+    from mmengine.dist import utils as dist_utils
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', '29611')
+    dist_utils._init_dist_pytorch('gloo')  # mmengine's own version calls torch.cuda.set_device and fails
+    try:
+        assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
+    finally:
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,41 @@
+# FLoRA on ConvNeXt-V2-L + UperNet, ADE20K 512x512, 160k iterations (paper Table 9): AdamW lr 1e-4, wd 0.05,
+# total batch 16 (8 GPUs x 2), linear warm-up then poly decay.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+]
+custom_imports = dict(imports=['flora_mm'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/convnextv2_large_22k_224_ema.pt'
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='ConvNeXtV2',
+        arch='large',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.4,
+        with_cp=False,
+        adapter=dict(type='FLoRA', rank=42, kernel_rank=2, scale=4.0),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[192, 384, 768, 1536], num_classes=150, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=768, num_classes=150, norm_cfg=norm_cfg),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+
+train_dataloader = dict(batch_size=2, num_workers=4)  # x 8 GPUs = 16
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='AdapterOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500, end=160000),
+]
+
+custom_hooks = [dict(type='FrozenParamsCheckHook')]
