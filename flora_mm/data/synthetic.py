@@ -1,0 +1,243 @@
+"""Deterministic synthetic datasets in the real on-disk formats, read by the stock OpenMMLab dataset classes.
+
+* :func:`make_coco` -- COCO instances JSON with polygon masks (mmdet ``CocoDataset``);
+* :func:`make_dota` -- DOTA-v1.0 ``annfiles/*.txt`` with oriented boxes (mmrotate ``DOTADataset``);
+* :func:`make_ade20k` -- ADE20K-style ``images/*.jpg`` + ``annotations/*.png`` (mmseg ``ADE20KDataset``).
+
+Objects have class-specific shapes and colour tendencies on varied backgrounds (gradients and noise), enough
+signal for a small model to learn visibly. Everything is drawn from ``numpy.random.default_rng(seed)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ['COCO_CLASSES', 'DOTA_CLASSES', 'ADE_CLASSES', 'SOURCE_SHAPES', 'make_coco', 'make_dota', 'make_ade20k',
+           'source_batch']
+
+COCO_CLASSES = ('square', 'disc', 'triangle')
+#: A subset of DOTA-v1.0's class names (mmrotate's DOTADataset knows them).
+DOTA_CLASSES = ('plane', 'ship', 'small-vehicle')
+#: The first five ADE20K classes; PNG values are 1-based (0 = "other", ignored with reduce_zero_label).
+ADE_CLASSES = ('wall', 'building', 'sky', 'floor', 'tree')
+
+# Class colour tendencies (RGB), jittered per object.
+_COLOURS = ((220, 60, 50), (60, 200, 80), (60, 90, 230))
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    angle = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = ((xx * math.cos(angle) + yy * math.sin(angle)) / max(h, w) + 1) / 2
+    img = c0 * (1 - t[..., None]) + c1 * t[..., None] + rng.normal(0, 10, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
+    base = np.array(_COLOURS[label % len(_COLOURS)], dtype=float)
+    return tuple(int(v) for v in np.clip(base + rng.normal(0, 25, 3), 0, 255))
+
+
+def _rotate(points: np.ndarray, angle: float, centre: tuple[float, float]) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return points @ np.array([[c, s], [-s, c]]) + np.asarray(centre)
+
+
+def _regular(n: int, radius: float, phase: float = -math.pi / 2) -> np.ndarray:
+    t = phase + np.arange(n) * 2 * math.pi / n
+    return np.stack([np.cos(t), np.sin(t)], 1) * radius
+
+
+def _shape_polygon(kind: str, radius: float, angle: float, centre) -> np.ndarray:
+    """Polygon (``[n, 2]`` pixel coordinates) of a shape of the given kind, rotated and centred."""
+    if kind == 'square':
+        pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * radius * 0.8
+    elif kind == 'disc':
+        pts = _regular(24, radius)
+    elif kind == 'triangle':
+        pts = _regular(3, radius)
+    elif kind == 'pentagon':
+        pts = _regular(5, radius)
+    elif kind == 'hexagon':
+        pts = _regular(6, radius)
+    elif kind == 'star':
+        outer, inner = _regular(5, radius), _regular(5, radius * 0.45, -math.pi / 2 + math.pi / 5)
+        pts = np.stack([outer, inner], 1).reshape(-1, 2)
+    elif kind == 'cross':
+        a, b = radius, radius * 0.35
+        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b],
+                        [-a, -b], [-b, -b]])
+    elif kind == 'diamond':
+        pts = np.array([[0, -radius], [radius * 0.5, 0], [0, radius], [-radius * 0.5, 0]])
+    else:
+        raise ValueError(f'unknown shape {kind!r}')
+    return _rotate(pts, angle, centre)
+
+
+#: Shapes of the classification source domain used to pretrain the demo's base model.
+SOURCE_SHAPES = ('square', 'disc', 'triangle', 'pentagon', 'hexagon', 'star', 'cross', 'diamond')
+
+
+def source_batch(rng: np.random.Generator, n: int, img_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A classification batch of the source domain: one shape of :data:`SOURCE_SHAPES` per image, random
+    colour, size, rotation and position, on a plain or a gradient-and-noise background.
+
+    Returns ``uint8`` images ``[n, H, W, 3]`` and ``int64`` labels ``[n]``.
+    """
+    images = np.empty((n, img_size, img_size, 3), np.uint8)
+    labels = rng.integers(len(SOURCE_SHAPES), size=n)
+    for i, label in enumerate(labels):
+        if rng.random() < 0.5:
+            bg = np.broadcast_to(rng.uniform(0, 255, 3).astype(np.uint8), (img_size, img_size, 3)).copy()
+        else:
+            bg = _background(rng, img_size, img_size)
+        img = Image.fromarray(bg)
+        radius = rng.uniform(img_size / 8, img_size / 3)
+        centre = rng.uniform(radius, img_size - radius, 2)
+        poly = _shape_polygon(SOURCE_SHAPES[label], radius, rng.uniform(0, 2 * math.pi), centre)
+        ImageDraw.Draw(img).polygon([tuple(p) for p in poly], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
+        images[i] = np.asarray(img)
+    return images, labels.astype(np.int64)
+
+
+def _place(rng, n: int, size: tuple[int, int], r_range: tuple[float, float], tries: int = 50):
+    """Up to ``n`` non-overlapping (centre, radius) pairs inside the image."""
+    h, w = size
+    placed: list[tuple[tuple[float, float], float]] = []
+    for _ in range(n):
+        for _ in range(tries):
+            r = rng.uniform(*r_range)
+            c = (rng.uniform(r, w - r), rng.uniform(r, h - r))
+            if all(math.dist(c, c2) > r + r2 + 2 for c2, r2 in placed):
+                placed.append((c, r))
+                break
+    return placed
+
+
+def _polygon_area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+def make_coco(root: str | Path, num_train: int = 64, num_val: int = 16, img_size: int = 128,
+              seed: int = 0) -> Path:
+    """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_{split}.json``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    categories = [dict(id=i + 1, name=n) for i, n in enumerate(COCO_CLASSES)]
+    for split, count in (('train2017', num_train), ('val2017', num_val)):
+        (root / split).mkdir(exist_ok=True)
+        images, annotations = [], []
+        for idx in range(count):
+            img = Image.fromarray(_background(rng, img_size, img_size))
+            draw = ImageDraw.Draw(img)
+            for centre, radius in _place(rng, int(rng.integers(1, 5)), (img_size, img_size),
+                                         (img_size / 12, img_size / 5)):
+                label = int(rng.integers(len(COCO_CLASSES)))
+                poly = _shape_polygon(COCO_CLASSES[label], radius, rng.uniform(0, 2 * math.pi), centre)
+                draw.polygon([tuple(p) for p in poly], fill=_colour(rng, label))
+                x0, y0 = poly.min(0)
+                x1, y1 = poly.max(0)
+                annotations.append(dict(id=len(annotations) + 1, image_id=idx + 1, category_id=label + 1,
+                                        segmentation=[[round(float(v), 2) for v in poly.ravel()]],
+                                        area=_polygon_area(poly), iscrowd=0,
+                                        bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)]))
+            name = f'{idx:06d}.jpg'
+            img.save(root / split / name, quality=95)
+            images.append(dict(id=idx + 1, file_name=name, width=img_size, height=img_size))
+        with open(root / 'annotations' / f'instances_{split}.json', 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    return root
+
+
+def _oriented_object(kind: str, radius: float):
+    """Polygon to draw and half extents of its oriented box, in the object's frame."""
+    if kind == 'plane':  # a cross: fuselage and wings
+        a, b = radius, radius * 0.25
+        pts = np.array([[-a, -b], [-b, -b], [-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a],
+                        [-b, a], [-b, b], [-a, b]])
+        return pts, (a, a)
+    if kind == 'ship':  # elongated hexagon
+        a, b = radius, radius * 0.3
+        pts = np.array([[-a, 0], [-a * 0.6, -b], [a * 0.6, -b], [a, 0], [a * 0.6, b], [-a * 0.6, b]])
+        return pts, (a, b)
+    a, b = radius * 0.7, radius * 0.35  # small vehicle: 2:1 rectangle
+    return np.array([[-a, -b], [a, -b], [a, b], [-a, b]]), (a, b)
+
+
+def make_dota(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 256,
+              seed: int = 0) -> Path:
+    """Write ``root/{trainval,val}/{images/*.png,annfiles/*.txt}`` in DOTA-v1.0 format (after splitting)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (('trainval', num_train), ('val', num_val)):
+        (root / split / 'images').mkdir(parents=True, exist_ok=True)
+        (root / split / 'annfiles').mkdir(parents=True, exist_ok=True)
+        for idx in range(count):
+            img = Image.fromarray(_background(rng, img_size, img_size))
+            draw = ImageDraw.Draw(img)
+            lines = []  # split DOTA label files (mmrotate's img_split output) carry no header lines
+            for centre, radius in _place(rng, int(rng.integers(2, 7)), (img_size, img_size),
+                                         (img_size / 16, img_size / 7)):
+                label = int(rng.integers(len(DOTA_CLASSES)))
+                pts, (a, b) = _oriented_object(DOTA_CLASSES[label], radius)
+                angle = rng.uniform(0, math.pi)
+                draw.polygon([tuple(p) for p in _rotate(pts, angle, centre)], fill=_colour(rng, label))
+                box = _rotate(np.array([[-a, -b], [a, -b], [a, b], [-a, b]]), angle, centre)
+                lines.append(' '.join(f'{v:.1f}' for v in box.ravel()) + f' {DOTA_CLASSES[label]} 0')
+            name = f'P{idx:04d}'
+            img.save(root / split / 'images' / f'{name}.png')
+            (root / split / 'annfiles' / f'{name}.txt').write_text('\n'.join(lines) + '\n')
+    return root
+
+
+def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 128,
+                seed: int = 0) -> Path:
+    """Write ``root/images/{training,validation}/*.jpg`` and ``root/annotations/...*.png`` (ADE20K layout).
+
+    Scenes: sky above a horizon, floor below, building rectangles standing on the horizon, tree discs, and
+    a wall patch; label values are 1-based indices into :data:`ADE_CLASSES`.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+        (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
+        for idx in range(count):
+            h = w = img_size
+            horizon = int(rng.uniform(0.35, 0.65) * h)
+            label = np.full((h, w), 4, np.uint8)  # floor
+            label[:horizon] = 3  # sky
+            img = Image.fromarray(_background(rng, h, w))
+            colours = {1: (150, 150, 140), 2: (170, 90, 60), 3: (110, 170, 235), 4: (120, 100, 80), 5: (40, 140, 50)}
+            lab = Image.fromarray(label)
+            draw_i, draw_l = ImageDraw.Draw(img), ImageDraw.Draw(lab)
+            jitter = lambda c: tuple(int(v) for v in np.clip(np.array(c) + rng.normal(0, 20, 3), 0, 255))  # noqa
+            draw_i.rectangle([0, 0, w, horizon], fill=jitter(colours[3]))
+            draw_i.rectangle([0, horizon, w, h], fill=jitter(colours[4]))
+            shapes = [(2, 'rect')] * int(rng.integers(1, 4)) + [(5, 'disc')] * int(rng.integers(1, 4))
+            shapes += [(1, 'rect')] * int(rng.integers(0, 2))
+            for cls, kind in shapes:
+                cx = rng.uniform(0, w)
+                if kind == 'rect':
+                    bw, bh = rng.uniform(0.1, 0.3) * w, rng.uniform(0.15, 0.4) * h
+                    box = [cx - bw / 2, horizon - bh, cx + bw / 2, horizon + (0 if cls == 2 else bh / 3)]
+                    draw_i.rectangle(box, fill=jitter(colours[cls]))
+                    draw_l.rectangle(box, fill=cls)
+                else:
+                    r = rng.uniform(0.05, 0.12) * w
+                    cy = horizon + rng.uniform(-r, r)
+                    box = [cx - r, cy - r, cx + r, cy + r]
+                    draw_i.ellipse(box, fill=jitter(colours[cls]))
+                    draw_l.ellipse(box, fill=cls)
+            noisy = np.clip(np.asarray(img, float) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+            prefix = 'ADE_train' if split == 'training' else 'ADE_val'
+            Image.fromarray(noisy).save(root / 'images' / split / f'{prefix}_{idx:08d}.jpg', quality=95)
+            lab.save(root / 'annotations' / split / f'{prefix}_{idx:08d}.png')
+    return root
