@@ -1,0 +1,52 @@
+"""Adapter parameter budgets of a backbone config, counted on the meta device, and a rank solver.
+
+The paper tuned FLoRA's rank by hand to match LoRA's budget; :func:`solve_rank` does it: the budget grows
+monotonically with the rank, so a bisection over integer ranks finds the closest one.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from mmengine.registry import MODELS
+
+from ..adapters import count_parameters
+
+__all__ = ['adapter_budget', 'solve_rank']
+
+
+def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> tuple[int, int]:
+    """``(adapter parameters, base parameters)`` of the backbone built with ``adapter`` on the meta device."""
+    cfg = copy.deepcopy(dict(backbone_cfg))
+    cfg['adapter'] = None if adapter is None else dict(adapter)
+    cfg.pop('init_cfg', None)
+    with torch.device('meta'):
+        model = MODELS.build(cfg)
+    counts = count_parameters(model)
+    bias_only = adapter is not None and adapter.get('type') == 'BitFit'
+    return counts['adapter'], counts['total'] - (0 if bias_only else counts['adapter'])
+
+
+def solve_rank(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], target: int, key: str = 'rank',
+               max_rank: int = 4096) -> tuple[int, int]:
+    """The value of ``adapter[key]`` (a rank) whose budget is closest to ``target``; returns ``(rank, budget)``."""
+    if target <= 0:
+        raise ValueError(f'target budget must be positive, got {target}')
+
+    def budget(rank: int) -> int:
+        return adapter_budget(backbone_cfg, {**adapter, key: rank})[0]
+
+    lo, hi = 1, max_rank
+    if budget(hi) < target:
+        raise ValueError(f'{adapter.get("type")} cannot reach {target:,} parameters with {key} <= {max_rank}')
+    while lo < hi:  # smallest rank whose budget >= target
+        mid = (lo + hi) // 2
+        if budget(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    candidates = [r for r in (lo - 1, lo) if r >= 1]
+    best = min(candidates, key=lambda r: abs(budget(r) - target))
+    return best, budget(best)

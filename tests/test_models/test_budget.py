@@ -1,0 +1,33 @@
+"""Budget counting and the FLoRA rank solver on the real backbone sizes (meta device)."""
+import pytest
+from mmengine.registry import init_default_scope
+
+import flora_mm  # noqa: F401
+from flora_mm.models.budget import adapter_budget, solve_rank
+
+CASES = {
+    'convnextv2_large': (dict(type='ConvNeXtV2', arch='large'), dict(type='LoRA', rank=8),
+                         dict(type='FLoRA', kernel_rank=2, scale=4.0), 42),
+    'internvit_6b': (dict(type='InternViT', arch='6b', with_fpn=False), dict(type='LoRA', rank=16, targets=['linear']),
+                     dict(type='FLoRA', targets=['linear'], scale=0.04), 16),
+}
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_solver_matches_lora_budget_within_one_percent(case):
+    init_default_scope('mmdet')
+    backbone, lora, flora, expected_rank = CASES[case]
+    target, _ = adapter_budget(backbone, lora)
+    rank, budget = solve_rank(backbone, flora, target)
+    assert rank == expected_rank
+    assert abs(budget / target - 1) < 0.01
+    assert budget == adapter_budget(backbone, {**flora, 'rank': rank})[0]
+
+
+def test_solver_rejects_unreachable_targets():
+    init_default_scope('mmdet')
+    backbone = dict(type='ConvNeXtV2', arch=dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)))
+    with pytest.raises(ValueError, match='cannot reach'):
+        solve_rank(backbone, dict(type='FLoRA'), 10**9, max_rank=64)
+    with pytest.raises(ValueError, match='positive'):
+        solve_rank(backbone, dict(type='FLoRA'), 0)

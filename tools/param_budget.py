@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Adapter parameter budgets of a config's backbone (FLoRA / LoRA / DoRA / BitFit at several ranks), counted on
+the meta device (no memory needed, InternViT-6B included), and the FLoRA rank that matches a target budget.
+
+Examples::
+
+    tools/param_budget.py configs/flora_convnext_coco.py
+    tools/param_budget.py configs/flora_convnext_coco.py --match 12.94M
+    tools/param_budget.py configs/flora_convnext_coco.py --match-method LoRA --rank 8
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import flora_mm  # noqa: E402,F401
+from flora_mm.models.budget import adapter_budget, solve_rank  # noqa: E402
+
+SUFFIX = {'k': 1e3, 'm': 1e6, 'b': 1e9}
+
+
+def parse_count(text: str) -> int:
+    text = text.strip().lower()
+    scale = SUFFIX.get(text[-1], 1)
+    return int(round(float(text[:-1] if scale != 1 else text) * scale))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('--ranks', type=int, nargs='+', default=[4, 8, 16, 32])
+    parser.add_argument('--kernel-rank', type=int, help="FLoRA's r3 (default: the config's, else 2)")
+    parser.add_argument('--match', help='target budget, e.g. 12.94M: solve the FLoRA rank')
+    parser.add_argument('--match-method', choices=['LoRA', 'DoRA'], help='match the budget of this method ...')
+    parser.add_argument('--rank', type=int, help='... at this rank')
+    args = parser.parse_args()
+
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope'))
+    backbone = cfg.model.backbone
+    template = dict(backbone.get('adapter') or dict(type='FLoRA'))
+    targets = template.get('targets')
+    common = {} if targets is None else dict(targets=list(targets))
+    kernel_rank = args.kernel_rank or (template.get('kernel_rank', 2) if template['type'] == 'FLoRA' else 2)
+    flora = dict(type='FLoRA', **common, kernel_rank=kernel_rank, scale=template.get('scale', 1.0))
+
+    if args.match or args.match_method:
+        if args.match_method:
+            if args.rank is None:
+                parser.error('--match-method needs --rank')
+            target = adapter_budget(backbone, dict(type=args.match_method, rank=args.rank, **common))[0]
+            what = f'{args.match_method} r={args.rank}'
+        else:
+            target, what = parse_count(args.match), args.match
+        rank, budget = solve_rank(backbone, flora, target)
+        print(f'target {what}: {target:,} parameters')
+        print(f'FLoRA rank {rank} (kernel_rank {kernel_rank}): {budget:,} parameters '
+              f'({100 * (budget / target - 1):+.2f}%)')
+        print(f'--cfg-options model.backbone.adapter.type=FLoRA model.backbone.adapter.rank={rank} '
+              f'model.backbone.adapter.kernel_rank={kernel_rank}')
+        return
+
+    _, base = adapter_budget(backbone, None)
+    print(f'{backbone.type} backbone: {base:,} parameters')
+    print(f'| method | rank | adapter parameters | % of backbone |\n|---|---|---|---|')
+    n, _ = adapter_budget(backbone, dict(type='BitFit'))
+    print(f'| BitFit | - | {n:,} | {100 * n / base:.3f}% |')
+    for method in ('LoRA', 'DoRA', 'FLoRA'):
+        for rank in args.ranks:
+            adapter = {**flora, 'rank': rank} if method == 'FLoRA' else dict(type=method, rank=rank, **common)
+            n, _ = adapter_budget(backbone, adapter)
+            print(f'| {method} | {rank} | {n:,} | {100 * n / base:.2f}% |')
+
+
+if __name__ == '__main__':
+    main()
