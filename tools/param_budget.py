@@ -66,7 +66,7 @@ def main():
 
     _, base = adapter_budget(backbone, None)
     print(f'{backbone.type} backbone: {base:,} parameters')
-    print(f'| method | rank | adapter parameters | % of backbone |\n|---|---|---|---|')
+    print('| method | rank | adapter parameters | % of backbone |\n|---|---|---|---|')
     n, _ = adapter_budget(backbone, dict(type='BitFit'))
     print(f'| BitFit | - | {n:,} | {100 * n / base:.3f}% |')
     for method in ('LoRA', 'DoRA', 'FLoRA'):

@@ -17,15 +17,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
-from ..adapters import adapted_layers, inject_adapters
+from ..adapters import inject_adapters
+from .checkpoint import load_base_weights
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
@@ -186,6 +185,9 @@ class ConvNeXtV2(BaseModule):
     def out_channels(self) -> list[int]:
         return [self.dims[i] for i in self.out_indices]
 
+    def extra_repr(self) -> str:
+        return f'depths={self.depths}, dims={self.dims}'
+
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages <= 0:
             return []
@@ -215,26 +217,7 @@ class ConvNeXtV2(BaseModule):
 
         Raises ``KeyError`` naming the missing and unexpected keys if the checkpoint does not fit.
         """
-        if isinstance(checkpoint, str):
-            state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-            source = checkpoint
-        else:
-            state, source = checkpoint, 'state dict'
-        state = checkpoint_filter_fn(state, self)
-        own = self.state_dict()
-        new_layers = tuple(f'{n}.' for n in self.norm_names)
-        adapter_keys = {f'{n}.{k}' for n, layer in adapted_layers(self) for k in layer.adapter_names}
-        base_keys = {k for k in own if not k.startswith(new_layers)} - adapter_keys
-        missing = sorted(base_keys - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-                  if k in own and v.shape != own[k].shape]
-        if missing or unexpected or shapes:
-            raise KeyError(f'checkpoint {source} does not fit ConvNeXtV2(depths={self.depths}, dims={self.dims}): '
-                           f'missing {missing[:10]}{"..." if len(missing) > 10 else ""} ({len(missing)}), '
-                           f'unexpected {unexpected[:10]} ({len(unexpected)}), shape mismatches {shapes[:10]}')
-        self.load_state_dict(state, strict=False)
-        print_log(f'ConvNeXtV2: loaded {len(state)} tensors from {source}', logger='current')
+        load_base_weights(self, checkpoint, checkpoint_filter_fn, new_layers=self.norm_names)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.stem(x)

@@ -24,14 +24,13 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import DropPath, LayerNorm2d
 from torch import Tensor, nn
 
-from ..adapters import adapted_layers, inject_adapters
+from ..adapters import inject_adapters
+from .checkpoint import load_base_weights
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
 
@@ -259,6 +258,9 @@ class InternViT(BaseModule):
     def out_channels(self) -> list[int]:
         return [self.embed_dim] * 4
 
+    def extra_repr(self) -> str:
+        return f'embed_dim={self.embed_dim}, depth={self.depth}'
+
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
@@ -280,28 +282,7 @@ class InternViT(BaseModule):
     def load_pretrained(self, checkpoint: str | Mapping[str, Tensor]) -> None:
         """Load the transformer from a path (``.pth`` / ``.safetensors`` / URL) or a state dict; raises
         ``KeyError`` naming missing / unexpected keys if it does not fit."""
-        if isinstance(checkpoint, str) and checkpoint.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            state, source = load_file(checkpoint, device='cpu'), checkpoint
-        elif isinstance(checkpoint, str):
-            state, source = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'), checkpoint
-        else:
-            state, source = checkpoint, 'state dict'
-        state = checkpoint_filter_fn(state, self)
-        own = self.state_dict()
-        skip = tuple(f'{n}.' for n in self._new_layers)
-        adapter_keys = {f'{n}.{k}' for n, layer in adapted_layers(self) for k in layer.adapter_names}
-        base_keys = {k for k in own if not k.startswith(skip)} - adapter_keys
-        missing = sorted(base_keys - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-                  if k in own and v.shape != own[k].shape]
-        if missing or unexpected or shapes:
-            raise KeyError(f'checkpoint {source} does not fit InternViT(embed_dim={self.embed_dim}, '
-                           f'depth={self.depth}): missing {missing[:10]} ({len(missing)}), unexpected '
-                           f'{unexpected[:10]} ({len(unexpected)}), shape mismatches {shapes[:10]}')
-        self.load_state_dict(state, strict=False)
-        print_log(f'InternViT: loaded {len(state)} tensors from {source}', logger='current')
+        load_base_weights(self, checkpoint, checkpoint_filter_fn, new_layers=self._new_layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.patch_embed(x)
