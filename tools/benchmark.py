@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Training-step time and peak memory of FLoRA against LoRA, DoRA, BitFit, full fine-tuning and the physical
+bound, on a ConvNeXt-V2 backbone; plus merged-inference overhead.
+
+Methods (training step = forward + backward of ``sum(mean(features))`` + optimizer step of the trainable
+parameters):
+
+* ``input_grad_bound`` -- every parameter frozen, the input requires grad: forward + backward of activation
+  gradients through the whole backbone, which any adapter on every layer must at least pay;
+* ``full``, ``bitfit``, ``lora``, ``dora``, ``flora`` -- LoRA / DoRA at ``--rank``, FLoRA at the rank whose
+  budget is closest to LoRA's (both budgets are printed);
+* ``infer_base`` / ``infer_flora_merged`` -- eval forward of the plain model and of the FLoRA model after
+  ``merge_adapters``.
+
+Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
+Peak memory is measured per method in its own subprocess (CPU: growth of the peak RSS over three steps from
+the built model; CUDA:
+``max_memory_allocated``). Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+"""
+import argparse
+import copy
+import json
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from flora_mm.adapters import count_parameters, inject_adapters, merge_adapters  # noqa: E402
+from flora_mm.models import ConvNeXtV2  # noqa: E402
+
+TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
+INFER = ('infer_base', 'infer_flora_merged')
+
+
+def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
+    """The FLoRA rank whose budget on this backbone is closest to ``target`` (bisection: budgets grow with r)."""
+    def budget(rank):
+        with torch.device('meta'):
+            return count_parameters(ConvNeXtV2(arch, adapter=dict(type='FLoRA', rank=rank,
+                                                                  kernel_rank=kernel_rank)))['adapter']
+    lo, hi = 1, 1024
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if budget(mid) >= target else (mid + 1, hi)
+    return min({max(lo - 1, 1), lo}, key=lambda r: abs(budget(r) - target))
+
+
+def build(method: str, args) -> tuple[torch.nn.Module, list]:
+    torch.manual_seed(0)
+    adapters = dict(bitfit=dict(type='BitFit'), lora=dict(type='LoRA', rank=args.rank),
+                    dora=dict(type='DoRA', rank=args.rank),
+                    flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0))
+    model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
+    if method == 'input_grad_bound':
+        model.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, params
+
+
+class Step:
+    """One callable training (or inference) step of a method."""
+
+    def __init__(self, method: str, args):
+        self.method = method
+        self.x = torch.randn(args.batch, 3, args.img, args.img, device=args.device)
+        if method in INFER:
+            model, _ = build('flora' if method == 'infer_flora_merged' else 'full', args)
+            if method == 'infer_flora_merged':
+                with torch.no_grad():
+                    for p in model.parameters():
+                        if p.requires_grad:
+                            p.add_(torch.randn_like(p) * 0.02)
+                model.eval()
+                with torch.no_grad():
+                    self.adapted_out = model(self.x)
+                model = merge_adapters(copy.deepcopy(model))
+            self.model = model.eval()
+            self.opt = None
+        else:
+            self.model, params = build(method, args)
+            self.model.train()
+            self.opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+            if method == 'input_grad_bound':
+                self.x.requires_grad_(True)
+        self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
+
+    def __call__(self):
+        if self.opt is None and self.method in INFER:
+            with torch.no_grad():
+                return self.model(self.x)
+        out = sum(o.float().mean() for o in self.model(self.x))
+        out.backward()
+        if self.opt is not None:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        self.x.grad = None
+        return out
+
+
+def sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def peak_of(method: str, args) -> float:
+    """Peak memory (MB) of a few steps of ``method``, measured in a fresh subprocess on CPU."""
+    if args.device == 'cuda':
+        step = Step(method, args)
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    cmd = [sys.executable, __file__, '--peak-only', method, '--arch', args.arch, '--img', str(args.img), '--batch',
+           str(args.batch), '--rank', str(args.rank), '--flora-rank', str(args.flora_rank), '--kernel-rank',
+           str(args.kernel_rank)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _peak_only(method: str, args) -> None:
+    tiny = argparse.Namespace(**{**vars(args), 'batch': 1, 'img': 32})
+    Step(method, tiny)()  # one-time library initialisation (oneDNN kernels, thread pools) is not the method's
+    step = Step(method, args)
+    before = _rss_mb()  # model, input and imports are resident; the steps add activations, grads, optimizer state
+    for _ in range(3):
+        step()
+    print(max(0.0, _maxrss_mb() - before))
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', default='atto')
+    parser.add_argument('--img', type=int, default=128)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--rank', type=int, default=8, help='LoRA / DoRA rank')
+    parser.add_argument('--kernel-rank', type=int, default=2)
+    parser.add_argument('--flora-rank', type=int, help='default: matched to the LoRA budget')
+    parser.add_argument('--reps', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--quick', action='store_true', help='small and short (<= 90 s on 2 CPU cores)')
+    parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
+    parser.add_argument('--peak-only', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.img, args.batch, args.reps, args.warmup = 64, 4, 5, 1
+    if args.flora_rank is None:
+        with torch.device('meta'):
+            lora = count_parameters(ConvNeXtV2(args.arch, adapter=dict(type='LoRA', rank=args.rank)))['adapter']
+        args.flora_rank = flora_rank_for(args.arch, lora, args.kernel_rank)
+    if args.peak_only:
+        _peak_only(args.peak_only, args)
+        return
+
+    torch.manual_seed(0)
+    steps = {m: Step(m, args) for m in TRAIN + INFER}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times = {m: [] for m in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            sync(args.device)
+            start = time.perf_counter()
+            step()
+            sync(args.device)
+            times[name].append(1000 * (time.perf_counter() - start))
+    results = {m: dict(step_ms=statistics.median(times[m]), peak_mb=peak_of(m, args),
+                       adapter_params=steps[m].adapter_params) for m in steps}
+    merged = steps['infer_flora_merged']
+    with torch.no_grad():
+        diff = max((a - b).abs().max().item() for a, b in zip(merged.adapted_out, merged()))
+    r = {m: results[m] for m in results}
+    ratios = dict(
+        flora_vs_lora_time=r['flora']['step_ms'] / r['lora']['step_ms'],
+        flora_vs_lora_mem=r['flora']['peak_mb'] / max(r['lora']['peak_mb'], 1e-9),
+        flora_vs_bound_time=r['flora']['step_ms'] / r['input_grad_bound']['step_ms'],
+        flora_vs_bound_mem=r['flora']['peak_mb'] / max(r['input_grad_bound']['peak_mb'], 1e-9),
+        dora_vs_lora_time=r['dora']['step_ms'] / r['lora']['step_ms'],
+        full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
+        merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'])
+    setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
+                 warmup=args.warmup, lora_rank=args.rank, flora_rank=args.flora_rank, kernel_rank=args.kernel_rank,
+                 torch=torch.__version__, threads=torch.get_num_threads(),
+                 device_name=torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu')
+    report = dict(setup=setup, results=results, ratios=ratios, merged_max_abs_diff=diff)
+    write(report, args.json)
+
+
+def write(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    base = osp.splitext(path)[0]
+    import os
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(report, f, indent=2)
+    s = report['setup']
+    lines = [f"ConvNeXt-V2-{s['arch']}, {s['img']} px, batch {s['batch']}, {s['device_name']} "
+             f"({s['threads']} threads), medians of {s['reps']} interleaved reps; LoRA/DoRA r={s['lora_rank']}, "
+             f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}", '',
+             '| method | step (ms) | peak (MB) | adapter params |', '|---|---|---|---|']
+    for m, v in report['results'].items():
+        lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['adapter_params']:,} |")
+    lines += ['', '| ratio | value |', '|---|---|']
+    lines += [f'| {k} | {v:.3f} |' for k, v in report['ratios'].items()]
+    lines.append(f"| merged_max_abs_diff | {report['merged_max_abs_diff']:.2e} |")
+    with open(base + '.md', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    names = list(report['results'])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, label in ((axes[0], 'step_ms', 'step time (ms)'), (axes[1], 'peak_mb', 'peak memory (MB)')):
+        ax.barh(names, [report['results'][n][key] for n in names], color='tab:blue')
+        ax.set_xlabel(label)
+        ax.invert_yaxis()
+    fig.suptitle(lines[0], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(base + '.png', dpi=110)
+    print('\n'.join(lines))
+    print(f'\nwrote {path}, {base}.md, {base}.png')
+
+
+if __name__ == '__main__':
+    main()
