@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..adapters import adapted_layers
 
-__all__ = ['read_checkpoint', 'load_base_weights']
+__all__ = ['PretrainedMixin', 'read_checkpoint', 'load_base_weights']
 
 
 def read_checkpoint(checkpoint: str | Mapping[str, Tensor]) -> tuple[Mapping[str, Tensor], str]:
@@ -49,3 +49,28 @@ def load_base_weights(model: nn.Module, checkpoint: str | Mapping[str, Tensor],
                        f'unexpected {unexpected[:10]} ({len(unexpected)}), shape mismatches {shapes[:10]}')
     model.load_state_dict(state, strict=False)
     print_log(f'{type(model).__name__}: loaded {len(state)} tensors from {source}', logger='current')
+
+
+class PretrainedMixin:
+    """``init_weights()`` / ``load_pretrained()`` for an mmengine ``BaseModule`` backbone whose
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` goes through its own checkpoint filter.
+
+    The class sets ``checkpoint_filter`` (a pure ``fn(state_dict, model)``); instances set ``new_layer_names``
+    (submodules that are not part of the pretrained network). Other init configs go to mmengine.
+    """
+
+    checkpoint_filter: Callable[[Mapping[str, Tensor], nn.Module], dict[str, Tensor]]
+    new_layer_names: Sequence[str] = ()
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'])
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def load_pretrained(self, checkpoint: str | Mapping[str, Tensor]) -> None:
+        """Load the base weights from a path (``.pth`` / ``.safetensors`` / URL) or a state dict; raises
+        ``KeyError`` naming missing / unexpected keys and shape mismatches if the checkpoint does not fit."""
+        load_base_weights(self, checkpoint, type(self).checkpoint_filter, self.new_layer_names)

@@ -24,7 +24,7 @@ from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
 from ..adapters import inject_adapters
-from .checkpoint import load_base_weights
+from .checkpoint import PretrainedMixin
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
@@ -124,7 +124,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> 
 
 
 @MODELS.register_module()
-class ConvNeXtV2(BaseModule):
+class ConvNeXtV2(PretrainedMixin, BaseModule):
     """ConvNeXt-V2 backbone returning multi-scale NCHW features, with optional adapters.
 
     Args:
@@ -143,6 +143,8 @@ class ConvNeXtV2(BaseModule):
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads any format accepted
             by :func:`checkpoint_filter_fn` and raises if keys do not fit.
     """
+
+    checkpoint_filter = staticmethod(checkpoint_filter_fn)
 
     def __init__(self,
                  arch: str | dict = 'tiny',
@@ -172,14 +174,14 @@ class ConvNeXtV2(BaseModule):
                        ls_init_value=None, conv_mlp=False, drop_path_rate=drop_path_rate)
         self.stem = net.stem
         self.stages = net.stages
-        self.norm_names = []
+        self.new_layer_names = []
         if norm_out:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=1e-6))
-                self.norm_names.append(f'norm{i}')
+                self.new_layer_names.append(f'norm{i}')
         self._freeze_stages()
         if adapter is not None:
-            inject_adapters(self, adapter, respect_frozen=True, keep_trainable=self.norm_names)
+            inject_adapters(self, adapter, respect_frozen=True, keep_trainable=self.new_layer_names)
 
     @property
     def out_channels(self) -> list[int]:
@@ -204,21 +206,6 @@ class ConvNeXtV2(BaseModule):
             module.eval()
         return self
 
-    def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'])
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def load_pretrained(self, checkpoint: str | Mapping[str, Tensor]) -> None:
-        """Load base weights from a path (local / URL / anything mmengine's loader reads) or a state dict.
-
-        Raises ``KeyError`` naming the missing and unexpected keys if the checkpoint does not fit.
-        """
-        load_base_weights(self, checkpoint, checkpoint_filter_fn, new_layers=self.norm_names)
-
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.stem(x)
         outs = []
@@ -233,4 +220,5 @@ class ConvNeXtV2(BaseModule):
                 norm = getattr(self, f'norm{i}', None)
                 outs.append(norm(x) if norm is not None else x)
         return tuple(outs)
+
 

@@ -30,7 +30,7 @@ from timm.layers import DropPath, LayerNorm2d
 from torch import Tensor, nn
 
 from ..adapters import inject_adapters
-from .checkpoint import load_base_weights
+from .checkpoint import PretrainedMixin
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
 
@@ -177,7 +177,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: 'InternViT') -
 
 
 @MODELS.register_module()
-class InternViT(BaseModule):
+class InternViT(PretrainedMixin, BaseModule):
     """InternViT with a simple feature pyramid, for mmseg / mmdet heads, with optional adapters.
 
     Args:
@@ -199,6 +199,8 @@ class InternViT(BaseModule):
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` (``.pth`` or ``.safetensors``) or another mmengine
             init config.
     """
+
+    checkpoint_filter = staticmethod(checkpoint_filter_fn)
 
     def __init__(self,
                  arch: str | dict = '6b',
@@ -246,7 +248,7 @@ class InternViT(BaseModule):
             self.up4 = nn.MaxPool2d(2)
             new_layers = ['up1', 'up2']
         self.with_fpn = with_fpn
-        self._new_layers = new_layers
+        self.new_layer_names = new_layers
         self._default_init()
         if adapter is not None:
             inject_adapters(self, adapter, keep_trainable=new_layers)
@@ -261,14 +263,6 @@ class InternViT(BaseModule):
     def extra_repr(self) -> str:
         return f'embed_dim={self.embed_dim}, depth={self.depth}'
 
-    def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'])
-            self._is_init = True
-        else:
-            super().init_weights()
-
     @torch.no_grad()
     def _default_init(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -278,11 +272,6 @@ class InternViT(BaseModule):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     module.bias.zero_()
-
-    def load_pretrained(self, checkpoint: str | Mapping[str, Tensor]) -> None:
-        """Load the transformer from a path (``.pth`` / ``.safetensors`` / URL) or a state dict; raises
-        ``KeyError`` naming missing / unexpected keys if it does not fit."""
-        load_base_weights(self, checkpoint, checkpoint_filter_fn, new_layers=self._new_layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.patch_embed(x)
@@ -301,3 +290,4 @@ class InternViT(BaseModule):
         if not self.with_fpn:
             return tuple(maps)
         return self.up1(maps[0]), self.up2(maps[1]), maps[2], self.up4(maps[3])
+
