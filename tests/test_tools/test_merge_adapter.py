@@ -1,0 +1,76 @@
+"""tools/merge_adapter.py: a detector and a segmentor give the same outputs after merging, with no adapter."""
+import importlib.util
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+
+from flora_mm.adapters import AdapterLayer, adapter_parameters
+from tests.test_configs.smoke import ROOT, smoke_config
+
+spec = importlib.util.spec_from_file_location('merge_adapter', ROOT / 'tools/merge_adapter.py')
+merge_adapter = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(merge_adapter)
+
+
+@pytest.mark.parametrize('task', ['coco', 'ade20k'])
+def test_merged_model_matches_adapted_model(task, tmp_path):
+    cfg = smoke_config(task, tmp_path)
+    cfg_path = tmp_path / 'adapted.py'
+    cfg.dump(str(cfg_path))
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        for p in adapter_parameters(model).values():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = tmp_path / 'adapted.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(note='test')), ckpt)
+    before = ckpt.read_bytes()
+
+    merged_ckpt, merged_cfg = merge_adapter.merge(str(cfg_path), str(ckpt), str(tmp_path / 'out'))
+    assert ckpt.read_bytes() == before  # the input checkpoint is never modified
+    cfg2 = Config.fromfile(str(merged_cfg))
+    assert cfg2.model.backbone.adapter is None
+    plain = MODELS.build(cfg2.model)
+    plain.load_state_dict(torch.load(merged_ckpt)['state_dict'], strict=True)
+    assert not any(isinstance(m, AdapterLayer) for m in plain.modules())
+
+    x = torch.rand(2, 3, 64, 64) * 255
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        a, b = (_outputs(m, task, x) for m in (model, plain))
+    assert a and len(a) == len(b) and a[0].numel() > 0, "no output to compare"
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(ta, tb, atol=1e-4, rtol=1e-4)
+
+
+def _outputs(model, task, images):
+    """Whole-model outputs: detections (boxes, scores, labels, masks) or segmentation logits."""
+    if task == 'ade20k':
+        inputs = model.data_preprocessor(dict(inputs=list(images)))['inputs']
+        return [model(inputs, mode='tensor')]
+    from mmdet.structures import DetDataSample
+    samples = []
+    for _ in images:
+        sample = DetDataSample()
+        sample.set_metainfo(dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0),
+                                 pad_shape=(64, 64), batch_input_shape=(64, 64)))
+        samples.append(sample)
+    data = model.data_preprocessor(dict(inputs=list(images), data_samples=samples))
+    results = model(data['inputs'], data['data_samples'], mode='predict')
+    out = []
+    for r in results:
+        inst = r.pred_instances
+        out += [inst.bboxes, inst.scores, inst.labels.float(), inst.masks.float()]
+    return out
+
+def test_refuses_config_without_adapter(tmp_path):
+    cfg = smoke_config('coco', tmp_path)
+    cfg.model.backbone.adapter = None
+    path = tmp_path / 'plain.py'
+    cfg.dump(str(path))
+    with pytest.raises(ValueError, match='nothing to merge'):
+        merge_adapter.merge(str(path), str(tmp_path / 'x.pth'), str(tmp_path / 'out'))

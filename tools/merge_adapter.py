@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Fold a trained adapter into its base weights: write a plain checkpoint and a config without ``adapter``.
+
+    tools/merge_adapter.py CONFIG CHECKPOINT OUT_DIR
+
+The merged model has exactly the state_dict keys of the un-adapted model (adapted layers become plain
+``nn.Conv2d`` / ``nn.Linear``), so the stock runner of mmdet / mmseg / mmrotate evaluates and deploys it with no
+adapter code (flora_mm's own backbones still need ``custom_imports``). Refuses to write if a merged weight is
+not finite; the input checkpoint is only read.
+"""
+import argparse
+import os.path as osp
+import sys
+from pathlib import Path
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import MODELS, init_default_scope  # noqa: E402
+from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
+
+import flora_mm  # noqa: E402,F401
+from flora_mm.adapters import AdapterConfig, merge_adapters  # noqa: E402
+
+
+def merge(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path]:
+    """Returns the paths of the merged checkpoint and config."""
+    cfg = Config.fromfile(config)
+    if cfg.model.backbone.get('adapter') is None:
+        raise ValueError(f'{config} configures no model.backbone.adapter: nothing to merge')
+    init_default_scope(cfg.get('default_scope'))
+    cfg.model.backbone.init_cfg = None  # the checkpoint has everything
+    model = MODELS.build(cfg.model)
+    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(f'{checkpoint} does not fit {config}: missing {missing[:10]}, unexpected {unexpected[:10]}')
+    merge_adapters(model)  # raises FloatingPointError before touching anything if a merged weight is not finite
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(config).stem + '_merged'
+    adapter = AdapterConfig.from_dict(cfg.model.backbone.adapter.to_dict()).to_dict()  # plain types only
+    meta = dict(ckpt.get('meta', {}), flora_mm=dict(merged_from=str(checkpoint), adapter=adapter))
+    ckpt_path = out / f'{name}.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), ckpt_path)
+    cfg.model.backbone.adapter = None
+    cfg.load_from = str(ckpt_path)
+    cfg_path = out / f'{name}.py'
+    cfg.dump(str(cfg_path))
+    return ckpt_path, cfg_path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out_dir')
+    args = parser.parse_args()
+    ckpt_path, cfg_path = merge(args.config, args.checkpoint, args.out_dir)
+    print(f'merged checkpoint: {ckpt_path}\nconfig without adapter: {cfg_path}')
+
+
+if __name__ == '__main__':
+    main()
