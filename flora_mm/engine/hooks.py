@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import Tensor
 
-__all__ = ['FrozenParamsCheckHook']
+__all__ = ['DeltaWeightStatsHook', 'FrozenParamsCheckHook', 'delta_stats']
 
 
 def _fingerprint(param: Tensor) -> Tensor:
@@ -76,3 +76,60 @@ class FrozenParamsCheckHook(Hook):
                       f'iteration; {len(self._got_grad)}/{len(self._trainable)} trainable parameters got gradients',
                       logger='current')
         self._frozen = {}
+
+
+def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
+    """``(||dW||_F, ||dW||_F / ||U^T W0 V||_F)`` of an adapted layer (the paper's Sec. 5.2 / LoRA's feature
+    amplification factor), with ``dW = layer.delta_weight()``, the applied update (``s`` included). ``U``, ``V``: the top-``rank`` left / right singular vectors of ``dW``. Convolution
+    weights are unfolded along the output mode (``[d_out, d_in/groups * k * k]``), for ``dW`` and ``W0`` alike.
+    ``rank`` defaults to the layer's adapter rank (FLoRA: its output-mode rank)."""
+    with torch.no_grad():
+        delta = layer.delta_weight().detach().float().flatten(1)
+        weight = layer.weight.detach().float().flatten(1)
+        if rank is None:
+            rank = layer.ranks[0] if hasattr(layer, 'ranks') else layer.rank
+        rank = min(rank, *delta.shape)
+        u, _, vh = torch.linalg.svd(delta, full_matrices=False)
+        projected = u[:, :rank].T @ weight @ vh[:rank].T
+        fro = torch.linalg.matrix_norm(delta).item()
+        denom = torch.linalg.matrix_norm(projected).item()
+    return fro, fro / denom if denom > 0 else float('nan')
+
+
+@HOOKS.register_module()
+class DeltaWeightStatsHook(Hook):
+    """Every ``interval`` training iterations, log ``||dW||_F`` and the feature amplification factor of every
+    adapted layer (``delta/<layer>/fro``, ``delta/<layer>/amp``) and their means (``delta/mean_fro``,
+    ``delta/mean_amp``) to the message hub, so they reach mmengine's logger and visualizer backends
+    (e.g. TensorBoard) -- the curves of the paper's Fig. 4.
+
+    Args:
+        interval: Iterations between two measurements.
+        per_layer: Also log every layer's values (many scalars for large backbones).
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 50, per_layer: bool = True) -> None:
+        self.interval = interval
+        self.per_layer = per_layer
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.every_n_train_iters(runner, self.interval) and runner.iter != 0:
+            return
+        from ..adapters import adapted_layers
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        stats = {name: delta_stats(layer) for name, layer in adapted_layers(model)}
+        if not stats:
+            return
+        hub = runner.message_hub
+        fros = [v[0] for v in stats.values()]
+        amps = [v[1] for v in stats.values() if v[1] == v[1]]  # drop NaN (dW = 0 at init)
+        hub.update_scalar('delta/mean_fro', sum(fros) / len(fros))
+        if amps:
+            hub.update_scalar('delta/mean_amp', sum(amps) / len(amps))
+        if self.per_layer:
+            for name, (fro, amp) in stats.items():
+                hub.update_scalar(f'delta/{name}/fro', fro)
+                if amp == amp:
+                    hub.update_scalar(f'delta/{name}/amp', amp)

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 import flora_mm  # noqa: F401
 from flora_mm.adapters import inject_adapters
-from flora_mm.engine import FrozenParamsCheckHook, check_frozen
+from flora_mm.engine import FrozenParamsCheckHook, check_frozen, delta_stats
 
 
 class ToyModel(BaseModel):
@@ -117,3 +117,35 @@ def test_hook_raises_when_a_frozen_weight_changes(tmp_path):
 
 def test_hook_is_registered():
     assert isinstance(FrozenParamsCheckHook(), FrozenParamsCheckHook)
+
+
+@pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
+def test_delta_stats_match_a_direct_computation(method):
+    torch.manual_seed(0)
+    layer = inject_adapters(nn.Conv2d(6, 8, 3), dict(type=method, rank=2))
+    with torch.no_grad():
+        for p in layer.adapter_parameters().values():
+            p.add_(torch.randn_like(p) * 0.3)
+    fro, amp = delta_stats(layer, rank=2)
+    delta = (layer.merged_weight() - layer.weight).detach().reshape(8, -1)
+    u, s, vh = torch.linalg.svd(delta.double())
+    expected_fro = delta.double().norm().item()
+    projected = u[:, :2].T @ layer.weight.detach().double().reshape(8, -1) @ vh[:2].T
+    assert fro == pytest.approx(expected_fro, rel=1e-4)
+    assert amp == pytest.approx(expected_fro / projected.norm().item(), rel=1e-3)
+
+
+def test_delta_stats_hook_logs_to_the_message_hub(tmp_path):
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    runner = Runner(model=model, work_dir=str(tmp_path), train_dataloader=dict(
+        dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=4, num_workers=0,
+        collate_fn=dict(type='default_collate')), optim_wrapper=dict(
+            constructor='AdapterOptimWrapperConstructor', optimizer=dict(type='AdamW', lr=1e-2)),
+        train_cfg=dict(by_epoch=False, max_iters=4), custom_hooks=[dict(type='DeltaWeightStatsHook', interval=2)],
+        default_hooks=dict(checkpoint=None), default_scope=None)
+    runner.train()
+    hub = runner.message_hub
+    mean_fro = hub.get_scalar('delta/mean_fro').current()
+    layer_fro = hub.get_scalar('delta/backbone.0/fro').current()
+    assert mean_fro > 0 and layer_fro > 0
+    assert hub.get_scalar('delta/mean_amp').current() > 0
