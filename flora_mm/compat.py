@@ -22,13 +22,18 @@ def _numpy_pickle_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+# HistoryBuffer registers these in _statistics_methods only when a first instance is created, which a fresh
+# process that just loads a checkpoint has not done yet.
+_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _mmengine_pickle_globals() -> list:
     from mmengine.logging import HistoryBuffer
 
     def history_buffer_getattr(obj, name):
         # HistoryBuffer.__getstate__ stores its statistics methods (HistoryBuffer.min, .max, ...), which pickle
         # writes as ``getattr(HistoryBuffer, 'min')``. Only that lookup is honoured, never a general getattr.
-        if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        if obj is HistoryBuffer and name in {*_BUILTIN_STATISTICS, *HistoryBuffer._statistics_methods}:
             return getattr(obj, name)
         raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
 

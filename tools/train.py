@@ -11,11 +11,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 import flora_mm  # noqa: E402,F401
+from flora_mm.engine.launch import build_runner, load_run_config  # noqa: E402
 
 
 def parse_args():
@@ -39,14 +37,7 @@ def parse_args():
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         if not torch.cuda.is_available():
             raise RuntimeError('--amp needs a GPU: mmengine\'s AmpOptimWrapper does not run on the CPU')
@@ -62,25 +53,13 @@ def build_cfg(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'nccl')
-        if backend == 'nccl':  # NCCL needs GPUs: distributed CPU runs use gloo
-            print_log('no CUDA device: using the gloo backend instead of nccl', logger='current')
-            cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-        # DDP of a CPU module takes no device_ids (mmengine passes [LOCAL_RANK] by default)
-        wrapper = cfg.get('model_wrapper_cfg') or dict(
-            type='MMDistributedDataParallel', broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
-        wrapper.setdefault('device_ids', None)
-        cfg.model_wrapper_cfg = wrapper
     return cfg
 
 
 def main():
     args = parse_args()
     cfg = build_cfg(args)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

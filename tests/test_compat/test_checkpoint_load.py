@@ -62,3 +62,14 @@ def test_cpu_distributed_init_without_cuda(monkeypatch):
         assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_checkpoint_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / 'ckpt.pth'
+    path.write_bytes(_checkpoint_bytes().getvalue())
+    code = f"import flora_mm, torch; c = torch.load({str(path)!r}); print(sorted(c))"
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'message_hub' in proc.stdout

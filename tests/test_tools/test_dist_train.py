@@ -31,3 +31,17 @@ def test_dist_train_two_cpu_processes(tmp_path):
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
     assert any(k.endswith('flora_core') and v.abs().sum() > 0 for k, v in ranks[0].items()), 'adapters did not train'
+
+
+def test_test_tool_evaluates_a_checkpoint(tmp_path):
+    from mmengine.runner import Runner
+    cfg = smoke_config('coco', tmp_path)
+    Runner.from_cfg(cfg).train()
+    path = tmp_path / 'smoke_coco.py'
+    cfg.dump(str(path))
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/test.py'), str(path), str(tmp_path / 'work/iter_2.pth'),
+                           '--work-dir', str(tmp_path / 'eval'), '--out', str(tmp_path / 'preds.pkl')],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    assert (tmp_path / 'preds.pkl').exists()
