@@ -31,24 +31,18 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from flora_mm.adapters import count_parameters, inject_adapters, merge_adapters  # noqa: E402
+from flora_mm.adapters import count_parameters, merge_adapters  # noqa: E402
 from flora_mm.models import ConvNeXtV2  # noqa: E402
+from flora_mm.models.budget import solve_rank  # noqa: E402
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
 
 
 def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
-    """The FLoRA rank whose budget on this backbone is closest to ``target`` (bisection: budgets grow with r)."""
-    def budget(rank):
-        with torch.device('meta'):
-            return count_parameters(ConvNeXtV2(arch, adapter=dict(type='FLoRA', rank=rank,
-                                                                  kernel_rank=kernel_rank)))['adapter']
-    lo, hi = 1, 1024
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if budget(mid) >= target else (mid + 1, hi)
-    return min({max(lo - 1, 1), lo}, key=lambda r: abs(budget(r) - target))
+    """The FLoRA rank whose budget on this backbone is closest to ``target``."""
+    flora = dict(type='FLoRA', kernel_rank=kernel_rank)
+    return solve_rank(dict(type='ConvNeXtV2', arch=arch, norm_out=False), flora, target)[0]
 
 
 def build(method: str, args) -> tuple[torch.nn.Module, list]:
