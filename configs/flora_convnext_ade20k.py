@@ -38,4 +38,5 @@ param_scheduler = [
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500, end=160000),
 ]
 
-custom_hooks = [dict(type='FrozenParamsCheckHook')]
+# adapter-only checkpoints (adapters + neck/heads; the frozen base is rebuilt from `pretrained`, checked by SHA-256)
+custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook')]

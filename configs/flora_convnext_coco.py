@@ -27,5 +27,6 @@ optim_wrapper = dict(
     constructor='AdapterOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
 
-custom_hooks = [dict(type='FrozenParamsCheckHook')]
+# adapter-only checkpoints (adapters + neck/heads; the frozen base is rebuilt from `pretrained`, checked by SHA-256)
+custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook')]
 auto_scale_lr = dict(enable=False, base_batch_size=32)

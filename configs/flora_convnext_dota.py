@@ -26,5 +26,6 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.005, momentum=0.9, weight_decay=0.0001),
     clip_grad=dict(max_norm=35, norm_type=2))
 
-custom_hooks = [dict(type='FrozenParamsCheckHook')]
+# adapter-only checkpoints (adapters + neck/heads; the frozen base is rebuilt from `pretrained`, checked by SHA-256)
+custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook')]
 auto_scale_lr = dict(enable=False, base_batch_size=16)

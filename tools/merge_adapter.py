@@ -3,6 +3,9 @@
 
     tools/merge_adapter.py CONFIG CHECKPOINT OUT_DIR
 
+CHECKPOINT is a full checkpoint or an adapter-only one (the base then comes from the config's Pretrained
+``init_cfg``, checked against the SHA-256 the adapter recorded).
+
 The merged model has exactly the state_dict keys of the un-adapted model (adapted layers become plain
 ``nn.Conv2d`` / ``nn.Linear``), so the stock runner of mmdet / mmseg / mmrotate evaluates and deploys it with no
 adapter code (flora_mm's own backbones still need ``custom_imports``). Refuses to write if a merged weight is
@@ -22,6 +25,7 @@ from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
 
 import flora_mm  # noqa: E402,F401
 from flora_mm.adapters import AdapterConfig, merge_adapters  # noqa: E402
+from flora_mm.engine import is_adapter_only, load_adapter_checkpoint  # noqa: E402
 
 
 def merge(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path]:
@@ -30,13 +34,18 @@ def merge(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path]:
     if cfg.model.backbone.get('adapter') is None:
         raise ValueError(f'{config} configures no model.backbone.adapter: nothing to merge')
     init_default_scope(cfg.get('default_scope'))
-    cfg.model.backbone.init_cfg = None  # the checkpoint has everything
-    model = MODELS.build(cfg.model)
     ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise KeyError(f'{checkpoint} does not fit {config}: missing {missing[:10]}, unexpected {unexpected[:10]}')
+    if is_adapter_only(ckpt):  # base weights from the config's Pretrained init_cfg, checked by hash
+        model = MODELS.build(cfg.model)
+        load_adapter_checkpoint(model, ckpt, init_base=True)
+    else:
+        cfg.model.backbone.init_cfg = None  # the checkpoint has everything
+        model = MODELS.build(cfg.model)
+        state = ckpt.get('state_dict', ckpt)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f'{checkpoint} does not fit {config}: missing {missing[:10]}, '
+                           f'unexpected {unexpected[:10]}')
     merge_adapters(model)  # raises FloatingPointError before touching anything if a merged weight is not finite
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """Training hooks for adapter runs."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -64,13 +66,13 @@ class FrozenParamsCheckHook(Hook):
         if no_grad:
             print_log(f'FrozenParamsCheckHook: {len(no_grad)} trainable parameters received no gradient in the '
                       f'first iteration: {no_grad[:10]}{" ..." if len(no_grad) > 10 else ""}',
-                      logger='current', level='WARNING')
+                      logger='current', level=logging.WARNING)
         if touched:
             msg = (f'FrozenParamsCheckHook: {len(touched)} frozen parameters were changed or got gradients in the '
                    f'first iteration: {touched[:10]}{" ..." if len(touched) > 10 else ""}')
             if self.strict:
                 raise RuntimeError(msg)
-            print_log(msg, logger='current', level='ERROR')
+            print_log(msg, logger='current', level=logging.ERROR)
         else:
             print_log(f'FrozenParamsCheckHook: {len(self._frozen)} frozen parameters unchanged after the first '
                       f'iteration; {len(self._got_grad)}/{len(self._trainable)} trainable parameters got gradients',
@@ -98,17 +100,21 @@ def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
 
 @HOOKS.register_module()
 class DeltaWeightStatsHook(Hook):
-    """Every ``interval`` training iterations, log ``||dW||_F`` and the feature amplification factor of every
-    adapted layer (``delta/<layer>/fro``, ``delta/<layer>/amp``) and their means (``delta/mean_fro``,
-    ``delta/mean_amp``) to the message hub, so they reach mmengine's logger and visualizer backends
-    (e.g. TensorBoard) -- the curves of the paper's Fig. 4.
+    """Every ``interval`` training iterations (and after the first), measure ``||s*dW||_F`` and the feature
+    amplification factor of every adapted layer -- the curves of the paper's Fig. 4.
+
+    The values go to the runner's visualizer at the exact iteration (``delta/mean_fro``, ``delta/mean_amp`` and,
+    with ``per_layer``, ``delta/<layer>/fro`` / ``delta/<layer>/amp``), so they land in
+    ``vis_data/scalars.json`` (read by ``tools/plot_delta_stats.py``) and in TensorBoard / W&B when those
+    backends are configured. The means also go to the message hub as ``train/delta_mean_fro`` and
+    ``train/delta_mean_amp``, so the text log shows them.
 
     Args:
         interval: Iterations between two measurements.
         per_layer: Also log every layer's values (many scalars for large backbones).
     """
 
-    priority = 'LOW'
+    priority = 'NORMAL'  # before LoggerHook, so the text log of this iteration has the new means
 
     def __init__(self, interval: int = 50, per_layer: bool = True) -> None:
         self.interval = interval
@@ -122,14 +128,17 @@ class DeltaWeightStatsHook(Hook):
         stats = {name: delta_stats(layer) for name, layer in adapted_layers(model)}
         if not stats:
             return
-        hub = runner.message_hub
         fros = [v[0] for v in stats.values()]
         amps = [v[1] for v in stats.values() if v[1] == v[1]]  # drop NaN (dW = 0 at init)
-        hub.update_scalar('delta/mean_fro', sum(fros) / len(fros))
+        scalars = {'delta/mean_fro': sum(fros) / len(fros)}
         if amps:
-            hub.update_scalar('delta/mean_amp', sum(amps) / len(amps))
+            scalars['delta/mean_amp'] = sum(amps) / len(amps)
         if self.per_layer:
             for name, (fro, amp) in stats.items():
-                hub.update_scalar(f'delta/{name}/fro', fro)
+                scalars[f'delta/{name}/fro'] = fro
                 if amp == amp:
-                    hub.update_scalar(f'delta/{name}/amp', amp)
+                    scalars[f'delta/{name}/amp'] = amp
+        runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
+        for key in ('fro', 'amp'):
+            if f'delta/mean_{key}' in scalars:
+                runner.message_hub.update_scalar(f'train/delta_mean_{key}', scalars[f'delta/mean_{key}'])

@@ -10,13 +10,15 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .adapter_checkpoint import AdapterCheckpointHook
+
 __all__ = ['load_run_config', 'build_runner']
 
 
 def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | None = None,
                     work_dir: str | None = None) -> Config:
-    """Load ``config``, apply ``--cfg-options``, choose the work dir (``./work_dirs/<config name>`` by default)
-    and, for a distributed launch without CUDA, use gloo and a DDP wrapper without ``device_ids``."""
+    """Load ``config``, apply ``--cfg-options``, choose the work dir (``./work_dirs/<config name>`` by default),
+    make sure adapter-only checkpoints load safely (see :class:`AdapterCheckpointHook`) and, for a distributed launch without CUDA, use gloo and a DDP wrapper without ``device_ids``."""
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -25,6 +27,10 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    hooks = cfg.get('custom_hooks') or []
+    if not any(h.get('type') in ('AdapterCheckpointHook', AdapterCheckpointHook) for h in hooks):
+        # loading an adapter-only checkpoint (resume, load_from, test) must rebuild the base first
+        cfg.custom_hooks = [*hooks, dict(type='AdapterCheckpointHook', save=False)]
     if launcher != 'none' and not torch.cuda.is_available():
         env = cfg.setdefault('env_cfg', {})
         if env.get('dist_cfg', {}).get('backend', 'nccl') == 'nccl':  # NCCL needs GPUs

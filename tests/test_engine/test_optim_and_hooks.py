@@ -1,4 +1,5 @@
 """The adapter optimizer-wrapper constructor and the frozen-set check hook, on a toy mmengine model."""
+import json
 import logging
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import flora_mm  # noqa: F401
-from flora_mm.adapters import inject_adapters
+from flora_mm.adapters import adapted_layers, inject_adapters
 from flora_mm.engine import FrozenParamsCheckHook, check_frozen, delta_stats
 
 
@@ -91,13 +92,14 @@ def test_refuses_base_weights_trainable_again():
         check_frozen(model)
 
 
-def _run(tmp_path, model):
+def _run(tmp_path, model, strict=True):
     runner = Runner(model=model, work_dir=str(tmp_path), train_dataloader=dict(
         dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=4, num_workers=0,
         collate_fn=dict(type='default_collate')), optim_wrapper=dict(
             constructor='AdapterOptimWrapperConstructor', optimizer=dict(type='AdamW', lr=1e-2)),
-        train_cfg=dict(by_epoch=False, max_iters=2), custom_hooks=[dict(type='FrozenParamsCheckHook')],
-        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None), default_scope=None)
+        train_cfg=dict(by_epoch=False, max_iters=2), custom_hooks=[dict(type='FrozenParamsCheckHook', strict=strict)],
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None), default_scope=None,
+        experiment_name=tmp_path.name)  # runners started in the same second would share logger and visualizer
     runner.train()
     return runner
 
@@ -113,6 +115,16 @@ def test_hook_passes_on_a_correct_run_and_base_is_unchanged(tmp_path):
 def test_hook_raises_when_a_frozen_weight_changes(tmp_path):
     with pytest.raises(RuntimeError, match=r'frozen parameters were changed.*backbone.0.weight'):
         _run(tmp_path, ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=True))
+
+
+def test_non_strict_hook_logs_the_touched_and_the_gradient_less_parameters(tmp_path):
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=True)
+    model.unused = nn.Parameter(torch.zeros(3))  # trainable, never on the forward path
+    _run(tmp_path, model, strict=False)
+    log = next(tmp_path.glob('*/*.log')).read_text().splitlines()
+    assert any(' ERROR ' in line and "frozen parameters were changed" in line and 'backbone.0.weight' in line
+               for line in log)
+    assert any(' WARNING ' in line and "received no gradient" in line and "'unused'" in line for line in log)
 
 
 def test_hook_is_registered():
@@ -135,17 +147,22 @@ def test_delta_stats_match_a_direct_computation(method):
     assert amp == pytest.approx(expected_fro / projected.norm().item(), rel=1e-3)
 
 
-def test_delta_stats_hook_logs_to_the_message_hub(tmp_path):
+def test_delta_stats_hook_logs_to_the_visualizer_and_the_text_log(tmp_path):
     model = ToyModel(adapter=dict(type='FLoRA', rank=2))
     runner = Runner(model=model, work_dir=str(tmp_path), train_dataloader=dict(
         dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=4, num_workers=0,
         collate_fn=dict(type='default_collate')), optim_wrapper=dict(
             constructor='AdapterOptimWrapperConstructor', optimizer=dict(type='AdamW', lr=1e-2)),
         train_cfg=dict(by_epoch=False, max_iters=4), custom_hooks=[dict(type='DeltaWeightStatsHook', interval=2)],
-        default_hooks=dict(checkpoint=None), default_scope=None)
+        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=1)), default_scope=None,
+        experiment_name=tmp_path.name)  # runners started in the same second would share logger and visualizer
     runner.train()
-    hub = runner.message_hub
-    mean_fro = hub.get_scalar('delta/mean_fro').current()
-    layer_fro = hub.get_scalar('delta/backbone.0/fro').current()
-    assert mean_fro > 0 and layer_fro > 0
-    assert hub.get_scalar('delta/mean_amp').current() > 0
+    records = [json.loads(line) for line in next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    delta = [r for r in records if 'delta/mean_fro' in r]
+    assert [r['step'] for r in delta] == [1, 2, 4]  # after the first iteration, then every 2
+    final = {name: delta_stats(layer)[0] for name, layer in adapted_layers(model)}
+    assert delta[-1]['delta/backbone.0/fro'] == pytest.approx(final['backbone.0'])
+    assert delta[-1]['delta/mean_fro'] == pytest.approx(sum(final.values()) / len(final))
+    assert delta[-1]['delta/mean_amp'] > 0 and delta[0]['delta/mean_fro'] < delta[-1]['delta/mean_fro']
+    logged = [r for r in records if 'delta_mean_fro' in r]
+    assert logged and logged[-1]['delta_mean_fro'] == pytest.approx(delta[-1]['delta/mean_fro'])

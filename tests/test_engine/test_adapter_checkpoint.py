@@ -1,0 +1,141 @@
+"""Adapter-only checkpoints: saved by the hook, loaded back onto the pretrained base (test, resume, Python API),
+swapped in one process, and refused with a list of reasons when they do not fit."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import Runner
+
+from flora_mm.adapters import adapter_parameters
+from flora_mm.engine import adapter_checkpoint, is_adapter_only, load_adapter_checkpoint
+from flora_mm.models import ConvNeXtV2
+from tests.test_configs.smoke import ROOT, TINY_CONVNEXT, smoke_config
+
+
+def _with_base(tmp_path, seed=1):
+    """The coco smoke config on a 'pretrained' tiny ConvNeXt-V2 saved in timm format."""
+    torch.manual_seed(seed)
+    base = tmp_path / f'base{seed}.pth'
+    state = ConvNeXtV2(TINY_CONVNEXT).state_dict()
+    torch.save({k: v for k, v in state.items() if k.startswith(('stem.', 'stages.'))}, base)
+    cfg = smoke_config('coco', tmp_path)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(base))
+    return cfg, base
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('adapter_ckpt')
+    cfg, base = _with_base(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    final = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    return cfg, base, tmp_path / 'work/iter_2.pth', final, runner.model
+
+
+def test_hook_saves_only_what_training_changed(trained, tmp_path):
+    cfg, base, ckpt_path, final, model = trained
+    ckpt = torch.load(ckpt_path, map_location='cpu')
+    assert is_adapter_only(ckpt)
+    meta = ckpt['meta']['flora_mm']
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and set(meta['frozen_keys']) == frozen and not frozen & set(ckpt['state_dict'])
+    assert {f'backbone.{k}' for k in adapter_parameters(model.backbone)} <= set(ckpt['state_dict'])
+    assert any(k.startswith('roi_head.') for k in ckpt['state_dict'])
+    assert meta['adapters']['backbone']['type'] == 'FLoRA'
+    assert meta['base'][0]['checkpoint'] == str(base) and len(meta['base'][0]['sha256']) == 64
+    full = tmp_path / 'full.pth'
+    torch.save(dict(ckpt, state_dict=final), full)
+    assert meta['state_bytes'] < meta['full_state_bytes']
+    assert ckpt_path.stat().st_size < full.stat().st_size
+
+
+def test_runner_test_rebuilds_the_base_and_loads_the_adapter(trained, tmp_path):
+    cfg, _, ckpt_path, final, _ = trained
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir, cfg.load_from = str(tmp_path / 'test'), str(ckpt_path)
+    runner = Runner.from_cfg(cfg)
+    assert runner.test()
+    loaded = runner.model.state_dict()
+    assert loaded.keys() == final.keys()
+    assert all(torch.equal(loaded[k], final[k]) for k in final)
+
+
+def test_resume_from_an_adapter_only_checkpoint(trained, tmp_path):
+    cfg, _, ckpt_path, final, _ = trained
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir, cfg.load_from, cfg.resume = str(tmp_path / 'resume'), str(ckpt_path), True
+    cfg.train_cfg.max_iters = 3
+    runner = Runner.from_cfg(cfg)
+    runner._init_model_weights()  # what runner.train() does before load_or_resume()
+    runner.load_or_resume()
+    assert runner.iter == 2
+    assert all(torch.equal(v, final[k]) for k, v in runner.model.state_dict().items())
+
+
+def test_tools_test_with_adapter_flag(trained, tmp_path):
+    cfg, _, ckpt_path, _, _ = trained
+    path = tmp_path / 'cfg.py'
+    cfg.dump(str(path))
+    common = [sys.executable, str(ROOT / 'tools/test.py'), str(path), '--work-dir', str(tmp_path / 'w')]
+    proc = subprocess.run([*common, '--adapter', str(ckpt_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    proc = subprocess.run(common, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and 'exactly one of CHECKPOINT and --adapter' in proc.stderr
+
+
+def _perturbed_checkpoint(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter_parameters(model.backbone).values():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = dict(state_dict={k: v.clone() for k, v in model.state_dict().items()}, meta={})
+    adapter_checkpoint(model, ckpt)
+    return ckpt
+
+
+def test_swapping_adapters_in_one_process(trained):
+    cfg = trained[0]
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    a, b = _perturbed_checkpoint(model, 1), _perturbed_checkpoint(model, 2)
+    x = torch.rand(1, 3, 64, 64)
+    outputs = []
+    for ckpt in (a, b, a):
+        load_adapter_checkpoint(model, ckpt)
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in ckpt['state_dict'].items())
+        with torch.no_grad():
+            outputs.append(model.eval().backbone(x)[-1])
+    assert not torch.allclose(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda cfg, tmp: cfg.model.backbone.adapter.update(rank=3), 'shape mismatch'),
+    (lambda cfg, tmp: cfg.model.backbone.update(init_cfg=dict(type='Pretrained',
+                                                              checkpoint=str(_with_base(tmp, seed=2)[1]))),
+     'is not the one the adapter was trained on'),
+    (lambda cfg, tmp: cfg.model.backbone.update(init_cfg=None), 'has no Pretrained init_cfg'),
+    (lambda cfg, tmp: setattr(cfg.model.backbone, 'adapter', dict(type='LoRA', rank=2)), 'unexpected keys'),
+])
+def test_checkpoint_that_does_not_fit_is_refused_with_reasons(trained, tmp_path, change, message):
+    cfg, _, ckpt_path, _, _ = trained
+    cfg = copy.deepcopy(cfg)
+    change(cfg, tmp_path)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(KeyError, match=message):
+        load_adapter_checkpoint(model, str(ckpt_path))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing modified
+
+
+def test_full_checkpoint_is_not_taken_for_an_adapter(trained, tmp_path):
+    model = trained[4]
+    with pytest.raises(ValueError, match='not an adapter-only checkpoint'):
+        load_adapter_checkpoint(model, dict(state_dict=model.state_dict(), meta={}))
