@@ -5,8 +5,6 @@ Generates ``data/demo_coco`` if absent, trains and validates through ``tools/tra
 progress log), then prints the COCO bbox and segm mAP of the final validation.
 """
 import argparse
-import json
-import os.path as osp
 import subprocess
 import sys
 import time
@@ -19,14 +17,11 @@ CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
 
 
 def last_metrics(work_dir: Path) -> dict:
-    """The last validation record of the newest run in ``work_dir`` (mmengine's vis_data/scalars.json)."""
-    runs = sorted(work_dir.glob('*/vis_data/scalars.json'), key=osp.getmtime)
-    if not runs:
-        raise FileNotFoundError(f'no scalars.json under {work_dir}: did training run?')
-    records = [json.loads(line) for line in runs[-1].read_text().splitlines() if line.strip()]
-    val = [r for r in records if 'coco/bbox_mAP' in r]
+    """The last validation record of the newest run in ``work_dir``."""
+    from flora_mm.engine.logs import read_scalars
+    val = [r for r in read_scalars(work_dir, latest_only=True) if 'coco/bbox_mAP' in r]
     if not val:
-        raise RuntimeError(f'{runs[-1]} has no validation result')
+        raise RuntimeError(f'the newest run in {work_dir} has no validation result')
     return val[-1]
 
 
