@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ['COCO_CLASSES', 'DOTA_CLASSES', 'ADE_CLASSES', 'SOURCE_SHAPES', 'make_coco', 'make_dota', 'make_ade20k',
-           'source_batch']
+           'source_scene']
 
 COCO_CLASSES = ('square', 'disc', 'triangle')
 #: A subset of DOTA-v1.0's class names (mmrotate's DOTADataset knows them).
@@ -38,9 +38,49 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: tuple[int, int], count: int) -> None:
+    """Unlabelled distractors: random thick lines and small random polygons in random colours."""
+    h, w = size
+    for _ in range(count):
+        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        if rng.random() < 0.5:
+            draw.line([tuple(rng.uniform(0, (w, h))), tuple(rng.uniform(0, (w, h)))], fill=colour,
+                      width=int(rng.integers(1, max(2, w // 40))))
+        else:
+            centre, radius = rng.uniform(0, (w, h)), rng.uniform(w / 40, w / 12)
+            n = int(rng.integers(3, 8))
+            t = np.sort(rng.uniform(0, 2 * math.pi, n))
+            pts = np.stack([np.cos(t), np.sin(t)], 1) * radius * rng.uniform(0.4, 1.0, (n, 1)) + centre
+            draw.polygon([tuple(p) for p in pts], fill=colour)
+
+
+def _texture(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Overlay a random sinusoidal texture (stripes of random frequency and orientation) and sensor noise."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = img.astype(float)
+    for _ in range(2):
+        theta, period = rng.uniform(0, math.pi), rng.uniform(3, 12)
+        wave = np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period + rng.uniform(0, 6.3))
+        out *= 1 + rng.uniform(0.1, 0.3) * wave[..., None]
+    return np.clip(out + rng.normal(0, 12, out.shape), 0, 255).astype(np.uint8)
+
+
 def _colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
     base = np.array(_COLOURS[label % len(_COLOURS)], dtype=float)
     return tuple(int(v) for v in np.clip(base + rng.normal(0, 25, 3), 0, 255))
+
+
+def _object_colour(rng: np.random.Generator, label: int, shift: bool) -> tuple[int, int, int]:
+    """The class's colour tendency, or (``shift``) any colour: shape is then the only class cue."""
+    return tuple(int(v) for v in rng.uniform(0, 255, 3)) if shift else _colour(rng, label)
+
+
+#: What ``shift=True`` changes, relative to the pretraining source (:func:`source_scene`: clean shapes in flat
+#: contrasting colours on plain or smooth backgrounds) -- the way aerial images differ from ImageNet:
+SHIFT_DOC = """new textures (two random sinusoidal stripe patterns multiply the whole image, plus sensor noise),
+clutter (unlabelled random lines and blobs), no colour cue for the class (objects in random colours), new object
+categories, and (detection) arbitrary rotation with smaller objects in more crowded scenes."""
 
 
 def _rotate(points: np.ndarray, angle: float, centre: tuple[float, float]) -> np.ndarray:
@@ -83,26 +123,14 @@ def _shape_polygon(kind: str, radius: float, angle: float, centre) -> np.ndarray
 SOURCE_SHAPES = ('square', 'disc', 'triangle', 'pentagon', 'hexagon', 'star', 'cross', 'diamond')
 
 
-def source_batch(rng: np.random.Generator, n: int, img_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """A classification batch of the source domain: one shape of :data:`SOURCE_SHAPES` per image, random
-    colour, size, rotation and position, on a plain or a gradient-and-noise background.
-
-    Returns ``uint8`` images ``[n, H, W, 3]`` and ``int64`` labels ``[n]``.
-    """
-    images = np.empty((n, img_size, img_size, 3), np.uint8)
-    labels = rng.integers(len(SOURCE_SHAPES), size=n)
-    for i, label in enumerate(labels):
-        if rng.random() < 0.5:
-            bg = np.broadcast_to(rng.uniform(0, 255, 3).astype(np.uint8), (img_size, img_size, 3)).copy()
-        else:
-            bg = _background(rng, img_size, img_size)
-        img = Image.fromarray(bg)
-        radius = rng.uniform(img_size / 8, img_size / 3)
-        centre = rng.uniform(radius, img_size - radius, 2)
-        poly = _shape_polygon(SOURCE_SHAPES[label], radius, rng.uniform(0, 2 * math.pi), centre)
-        ImageDraw.Draw(img).polygon([tuple(p) for p in poly], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
-        images[i] = np.asarray(img)
-    return images, labels.astype(np.int64)
+def _contrasting(rng: np.random.Generator, background: np.ndarray, min_dist: float = 120.0) -> tuple[int, ...]:
+    """A random RGB colour whose L1 distance to the background's mean colour is at least ``min_dist``."""
+    mean = background.reshape(-1, 3).mean(0)
+    for _ in range(100):
+        colour = rng.uniform(0, 255, 3)
+        if np.abs(colour - mean).sum() >= min_dist:
+            break
+    return tuple(int(v) for v in colour)
 
 
 def _place(rng, n: int, size: tuple[int, int], r_range: tuple[float, float], tries: int = 50):
@@ -124,9 +152,38 @@ def _polygon_area(poly: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
+def source_scene(rng: np.random.Generator, n: int, img_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of the *source* domain used to pretrain the demo's base model: 1-3 non-overlapping shapes of
+    :data:`SOURCE_SHAPES` per image, each in a random colour that contrasts with its background (plain, or
+    gradient and noise), random size and rotation. Shape -- not colour -- is the only class cue.
+
+    Returns ``uint8`` images ``[n, H, W, 3]`` and ``int64`` label maps ``[n, H, W]`` (0 = background,
+    ``k + 1`` = ``SOURCE_SHAPES[k]``).
+    """
+    images = np.empty((n, img_size, img_size, 3), np.uint8)
+    labels = np.zeros((n, img_size, img_size), np.int64)
+    for i in range(n):
+        if rng.random() < 0.5:
+            bg = np.broadcast_to(rng.uniform(0, 255, 3).astype(np.uint8), (img_size, img_size, 3)).copy()
+        else:
+            bg = _background(rng, img_size, img_size)
+        img, mask = Image.fromarray(bg), Image.new('L', (img_size, img_size), 0)
+        for centre, radius in _place(rng, int(rng.integers(1, 4)), (img_size, img_size),
+                                     (img_size / 8, img_size / 4)):
+            label = int(rng.integers(len(SOURCE_SHAPES)))
+            poly = [tuple(p) for p in _shape_polygon(SOURCE_SHAPES[label], radius, rng.uniform(0, 2 * math.pi),
+                                                     centre)]
+            ImageDraw.Draw(img).polygon(poly, fill=_contrasting(rng, bg))
+            ImageDraw.Draw(mask).polygon(poly, fill=label + 1)
+        images[i], labels[i] = np.asarray(img), np.asarray(mask)
+    return images, labels
+
+
 def make_coco(root: str | Path, num_train: int = 64, num_val: int = 16, img_size: int = 128,
-              seed: int = 0) -> Path:
-    """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_{split}.json``."""
+              seed: int = 0, shift: bool = False) -> Path:
+    """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_{split}.json``.
+
+    ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     (root / 'annotations').mkdir(parents=True, exist_ok=True)
@@ -137,11 +194,13 @@ def make_coco(root: str | Path, num_train: int = 64, num_val: int = 16, img_size
         for idx in range(count):
             img = Image.fromarray(_background(rng, img_size, img_size))
             draw = ImageDraw.Draw(img)
+            if shift:
+                _clutter(rng, draw, (img_size, img_size), int(rng.integers(4, 10)))
             for centre, radius in _place(rng, int(rng.integers(1, 5)), (img_size, img_size),
                                          (img_size / 12, img_size / 5)):
                 label = int(rng.integers(len(COCO_CLASSES)))
                 poly = _shape_polygon(COCO_CLASSES[label], radius, rng.uniform(0, 2 * math.pi), centre)
-                draw.polygon([tuple(p) for p in poly], fill=_colour(rng, label))
+                draw.polygon([tuple(p) for p in poly], fill=_object_colour(rng, label, shift))
                 x0, y0 = poly.min(0)
                 x1, y1 = poly.max(0)
                 annotations.append(dict(id=len(annotations) + 1, image_id=idx + 1, category_id=label + 1,
@@ -149,6 +208,7 @@ def make_coco(root: str | Path, num_train: int = 64, num_val: int = 16, img_size
                                         area=_polygon_area(poly), iscrowd=0,
                                         bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)]))
             name = f'{idx:06d}.jpg'
+            img = Image.fromarray(_texture(rng, np.asarray(img))) if shift else img
             img.save(root / split / name, quality=95)
             images.append(dict(id=idx + 1, file_name=name, width=img_size, height=img_size))
         with open(root / 'annotations' / f'instances_{split}.json', 'w') as f:
@@ -172,8 +232,10 @@ def _oriented_object(kind: str, radius: float):
 
 
 def make_dota(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 256,
-              seed: int = 0) -> Path:
-    """Write ``root/{trainval,val}/{images/*.png,annfiles/*.txt}`` in DOTA-v1.0 format (after splitting)."""
+              seed: int = 0, shift: bool = False) -> Path:
+    """Write ``root/{trainval,val}/{images/*.png,annfiles/*.txt}`` in DOTA-v1.0 format (after splitting).
+
+    ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (('trainval', num_train), ('val', num_val)):
@@ -182,24 +244,29 @@ def make_dota(root: str | Path, num_train: int = 32, num_val: int = 8, img_size:
         for idx in range(count):
             img = Image.fromarray(_background(rng, img_size, img_size))
             draw = ImageDraw.Draw(img)
+            if shift:
+                _clutter(rng, draw, (img_size, img_size), int(rng.integers(6, 14)))
             lines = []  # split DOTA label files (mmrotate's img_split output) carry no header lines
             for centre, radius in _place(rng, int(rng.integers(2, 7)), (img_size, img_size),
-                                         (img_size / 16, img_size / 7)):
+                                         (img_size / 10, img_size / 5)):
                 label = int(rng.integers(len(DOTA_CLASSES)))
                 pts, (a, b) = _oriented_object(DOTA_CLASSES[label], radius)
                 angle = rng.uniform(0, math.pi)
-                draw.polygon([tuple(p) for p in _rotate(pts, angle, centre)], fill=_colour(rng, label))
+                draw.polygon([tuple(p) for p in _rotate(pts, angle, centre)],
+                             fill=_object_colour(rng, label, shift))
                 box = _rotate(np.array([[-a, -b], [a, -b], [a, b], [-a, b]]), angle, centre)
                 lines.append(' '.join(f'{v:.1f}' for v in box.ravel()) + f' {DOTA_CLASSES[label]} 0')
             name = f'P{idx:04d}'
+            img = Image.fromarray(_texture(rng, np.asarray(img))) if shift else img
             img.save(root / split / 'images' / f'{name}.png')
             (root / split / 'annfiles' / f'{name}.txt').write_text('\n'.join(lines) + '\n')
     return root
 
 
 def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 128,
-                seed: int = 0) -> Path:
+                seed: int = 0, shift: bool = False) -> Path:
     """Write ``root/images/{training,validation}/*.jpg`` and ``root/annotations/...*.png`` (ADE20K layout).
+    ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`).
 
     Scenes: sky above a horizon, floor below, building rectangles standing on the horizon, tree discs, and
     a wall patch; label values are 1-based indices into :data:`ADE_CLASSES`.
@@ -236,7 +303,11 @@ def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_siz
                     box = [cx - r, cy - r, cx + r, cy + r]
                     draw_i.ellipse(box, fill=jitter(colours[cls]))
                     draw_l.ellipse(box, fill=cls)
-            noisy = np.clip(np.asarray(img, float) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+            if shift:
+                _clutter(rng, draw_i, (h, w), int(rng.integers(4, 10)))
+                noisy = _texture(rng, np.asarray(img))
+            else:
+                noisy = np.clip(np.asarray(img, float) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
             prefix = 'ADE_train' if split == 'training' else 'ADE_val'
             Image.fromarray(noisy).save(root / 'images' / split / f'{prefix}_{idx:08d}.jpg', quality=95)
             lab.save(root / 'annotations' / split / f'{prefix}_{idx:08d}.png')
