@@ -164,7 +164,22 @@ def test_flora_conv2d_shapes_follow_the_paper():
     dw = nn.Sequential(nn.Conv2d(96, 96, 7, padding=3, groups=96))  # ConvNeXt's depthwise conv
     inject_adapters(dw, dict(type='FLoRA', rank=8))
     assert [tuple(f.shape) for f in dw[0].factors] == [(96, 8), (1, 1), (7, 2), (7, 2)]
-    assert dw[0].impl == 'merged' and conv[0].impl == 'branch'
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda: nn.Conv2d(96, 96, 7, padding=3, groups=96), 'merged'),  # depthwise: no branch form
+    (lambda: nn.Linear(40, 160), 'merged'),  # narrow: the weight-gradient GEMM is cheap
+    (lambda: nn.Conv2d(64, 32, 3, padding=1), 'merged'),
+    (lambda: nn.Linear(320, 1280), 'branch'),  # wide: skip the weight gradient
+    (lambda: nn.Linear(1536, 6144), 'branch'),
+    (lambda: nn.Conv2d(384, 768, 2, stride=2), 'branch'),
+], ids=['depthwise', 'linear40x160', 'conv64x32k3', 'linear320x1280', 'linear1536x6144', 'conv384x768k2'])
+@pytest.mark.parametrize('method', ['FLoRA', 'LoRA'])
+def test_auto_route_follows_the_cost_model(make, expected, method):
+    layer = inject_adapters(make(), dict(type=method, rank=8))
+    if method == 'LoRA' and layer.weight.dim() > 2:
+        expected = 'merged'  # loralib's ConvLoRA has no factorised form
+    assert layer.impl == expected
 
 
 def test_lora_conv_matches_loralib_shapes():
