@@ -13,15 +13,15 @@ parameters):
   ``merge_adapters``.
 
 Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
-Peak memory is measured per method in its own subprocess (CPU: growth of the peak RSS over three steps from
-the built model; CUDA:
-``max_memory_allocated``). Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that
+the allocator handed out during three training steps (from the profiler's allocation and free events: activations,
+saved tensors, gradients, optimizer state; not the model itself), on CUDA ``max_memory_allocated`` over the
+built model. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
 """
 import argparse
 import copy
 import json
 import os.path as osp
-import resource
 import statistics
 import subprocess
 import sys
@@ -122,22 +122,26 @@ def peak_of(method: str, args) -> float:
 
 
 def _peak_only(method: str, args) -> None:
+    from torch.profiler import ProfilerActivity, profile
     tiny = argparse.Namespace(**{**vars(args), 'batch': 1, 'img': 32})
     Step(method, tiny)()  # one-time library initialisation (oneDNN kernels, thread pools) is not the method's
     step = Step(method, args)
-    before = _rss_mb()  # model, input and imports are resident; the steps add activations, grads, optimizer state
-    for _ in range(3):
-        step()
-    print(max(0.0, _maxrss_mb() - before))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(3):
+            step()
+    print(live_bytes_peak(prof.events()) / 2**20)
 
 
-def _rss_mb() -> float:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def live_bytes_peak(events) -> int:
+    """Peak of the bytes allocated and not yet freed, from profiler events: an op's own allocations count at its
+    start, ``[memory]`` events carry the frees (and allocations outside ops) at their time."""
+    changes = sorted((e.time_range.start, e.cpu_memory_usage if e.name == '[memory]' else e.self_cpu_memory_usage)
+                     for e in events)
+    live = peak = 0
+    for _, delta in changes:
+        live += delta
+        peak = max(peak, live)
+    return peak
 
 
 def main():

@@ -24,3 +24,23 @@ def test_quick_benchmark_report(tmp_path):
     assert abs(budgets['flora']['adapter_params'] / budgets['lora']['adapter_params'] - 1) < 0.02
     assert report['merged_max_abs_diff'] <= 1e-4
     assert out.with_suffix('.md').read_text().count('|') > 20 and out.with_suffix('.png').stat().st_size > 1000
+
+
+def test_cpu_peak_counts_live_tensors_only():
+    import importlib.util
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools/benchmark.py')
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    x = torch.randn(500, 500)  # allocated before: not counted
+    mb = 500 * 500 * 4
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        a = x @ x
+        b = a * 2
+        del a  # a and b were live together: peak 2 tensors
+        c = b + 1
+        d = c * 3  # b, c, d live together: peak 3 tensors
+        del b, c, d
+    assert abs(benchmark.live_bytes_peak(prof.events()) - 3 * mb) < 1024
