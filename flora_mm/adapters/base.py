@@ -47,6 +47,13 @@ def _copy_module_state(state: dict) -> dict:
     return {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in state.items()}
 
 
+def _base_weight_loaded(layer: 'AdapterLayer', state_dict, prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook: a checkpoint holding the base weight but none of the adapter's tensors."""
+    weight = state_dict.get(f'{prefix}weight')
+    if weight is not None and not any(f'{prefix}{name}' in state_dict for name in layer.adapter_names):
+        layer._base_weight_loaded(weight)
+
+
 class AdapterLayer:
     """Mixin for an adapted ``nn.Linear`` / ``nn.ConvNd``; concrete classes are ``(Mixin, nn.Conv2d)`` etc.
 
@@ -72,9 +79,15 @@ class AdapterLayer:
         layer._merged_cache = None
         layer._init_adapter(cfg)
         layer.impl = layer._choose_impl(cfg.impl)
+        layer._base_load_hook = layer._register_load_state_dict_pre_hook(_base_weight_loaded, with_module=True)
         # Everything the adapter added to the instance, removed again by merge().
         layer._adapter_attrs = tuple(set(layer.__dict__) - before) + ('_adapter_attrs', )
         return layer
+
+    def _base_weight_loaded(self, weight: Tensor) -> None:
+        """Called when a checkpoint without this adapter's tensors loads a new base ``weight`` (e.g. pretrained
+        weights loaded after injection): adapters whose initial state depends on ``W0`` re-derive it here, so
+        the adapted model still equals the base model before training."""
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         raise NotImplementedError
@@ -180,6 +193,7 @@ class AdapterLayer:
         merged = self.merged_weight()
         if not torch.isfinite(merged).all():
             raise FloatingPointError(f'merging {type(self).__name__} {self._describe()} gives non-finite weights')
+        self._base_load_hook.remove()
         state = {k: v for k, v in self.__dict__.items() if k not in self._adapter_attrs}
         state = _copy_module_state(state)
         for name in self.adapter_names:

@@ -98,6 +98,11 @@ class DoRALayer(LoRALayer):
             with torch.no_grad():
                 self.dora_magnitude.copy_(self._row_norm(self.weight))
 
+    @torch.no_grad()
+    def _base_weight_loaded(self, weight: Tensor) -> None:
+        """``m = ||W0||`` per output channel for the newly loaded ``W0``, as at initialisation."""
+        self.dora_magnitude.copy_(self._row_norm(weight.to(self.dora_magnitude)))
+
     @staticmethod
     def _row_norm(weight: Tensor) -> Tensor:
         return torch.linalg.vector_norm(weight.flatten(1), dim=1)

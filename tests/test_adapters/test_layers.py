@@ -262,3 +262,22 @@ def test_adapted_layer_is_still_an_instance_of_its_base(method):
     inject(model, method)
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[0], AdapterLayer)
     assert f'impl={model[0].impl}' in repr(model)
+
+
+@pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
+def test_identity_holds_for_base_weights_loaded_after_injection(method):
+    """The usual order in OpenMMLab: build (adapters injected), then init_weights loads the pretrained base."""
+    torch.manual_seed(0)
+    pretrained = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 5 * 5, 4))
+    model = inject_adapters(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 5 * 5, 4)),
+                            dict(type=method, rank=2))
+    model.load_state_dict(pretrained.state_dict(), strict=False)
+    x = torch.randn(2, 3, 7, 7)
+    torch.testing.assert_close(model(x), pretrained(x))
+    # a checkpoint that carries the adapter keeps its (trained) adapter state
+    with torch.no_grad():
+        for p in adapter_parameters(model).values():
+            p.add_(0.1)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(trained)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
