@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write the synthetic demo datasets (COCO instances, DOTA-v1.0, ADE20K layout) under data/demo_*."""
+"""Write the synthetic demo datasets (COCO instances, DOTA-v1.0, ADE20K layout) under data/demo_* (with
+``--shift``: the textured, cluttered target domains of docs/reproduction.md, under data/shift_*)."""
 import argparse
 import os.path as osp
 import sys
@@ -19,14 +20,15 @@ def main():
     parser.add_argument('--num-val', type=int)
     parser.add_argument('--img-size', type=int)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--shift', action='store_true', help='target domain: texture, clutter, no colour cue')
     args = parser.parse_args()
     unknown = [d for d in args.datasets if d not in MAKERS]
     if unknown:
         parser.error(f'unknown dataset(s) {unknown}; choose from {list(MAKERS)}')
     for name in args.datasets or MAKERS:
         kwargs = {k: v for k, v in dict(num_train=args.num_train, num_val=args.num_val, img_size=args.img_size,
-                                         seed=args.seed).items() if v is not None}
-        out = MAKERS[name](osp.join(args.root, f'demo_{name}'), **kwargs)
+                                         seed=args.seed, shift=args.shift).items() if v is not None}
+        out = MAKERS[name](osp.join(args.root, f'{"shift" if args.shift else "demo"}_{name}'), **kwargs)
         print(f'wrote {name} demo data to {out}')
 
 

@@ -1,0 +1,41 @@
+"""tools/reproduce.py --quick: every run goes through tools/train.py, is resumable and aggregated."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_configs.smoke import ROOT
+
+
+@pytest.fixture(scope='module')
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp('base') / 'base.pth'
+    subprocess.run([sys.executable, str(ROOT / 'tools/pretrain_base.py'), '--out', str(out), '--steps', '1',
+                    '--batch', '2', '--img-size', '32'], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def _reproduce(out, base, *args):
+    return subprocess.run([sys.executable, str(ROOT / 'tools/reproduce.py'), '--quick', '--out', str(out),
+                           '--base-checkpoint', str(base), *args], capture_output=True, text=True, timeout=900)
+
+
+def test_quick_grid_runs_resumes_and_aggregates(tmp_path, base):
+    proc = _reproduce(tmp_path, base, '--tasks', 'dota', 'ade20k', '--methods', 'base', 'lora', 'flora',
+                      '--seeds', '0')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / 'runs' / 'dota').glob('*.json')}
+    assert set(results) == {'base_s0', 'lora_s0', 'flora_s0'}
+    assert 'dota/mAP' in results['flora_s0']['metrics']
+    lora, flora = results['lora_s0']['budget'], results['flora_s0']['budget']
+    assert results['base_s0']['budget']['backbone_trainable'] == 0
+    assert abs(flora['backbone_trainable'] - lora['backbone_trainable']) <= 0.05 * lora['backbone_trainable']
+    assert 'mIoU' in json.loads((tmp_path / 'runs/ade20k/flora_s0.json').read_text())['metrics']
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert {(s['task'], s['method']) for s in summary} == {(t, m) for t in ('dota', 'ade20k')
+                                                           for m in ('base', 'lora', 'flora')}
+    assert '| flora |' in (tmp_path / 'summary.md').read_text()
+
+    again = _reproduce(tmp_path, base, '--tasks', 'dota', '--methods', 'flora', '--seeds', '0')
+    assert again.returncode == 0 and 'training' not in again.stdout  # finished runs are skipped
