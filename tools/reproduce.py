@@ -61,8 +61,9 @@ def method_backbone(method: str, task: str, lora_rank: int, **flora) -> dict:
         adapter.update({k: v for k, v in flora.items() if v is not None})
         if 'rank' not in adapter:
             from flora_mm.models.budget import adapter_budget, solve_rank
-            target = adapter_budget(backbone_cfg(task), dict(type='LoRA', rank=lora_rank))[0]
-            adapter['rank'] = solve_rank(backbone_cfg(task), adapter, target)[0]
+            cfg = backbone_cfg(task)
+            target = adapter_budget(cfg, dict(type='LoRA', rank=lora_rank))[0]
+            adapter['rank'] = solve_rank(cfg, adapter, target)[0]
         return dict(adapter=dict(_delete_=True, **adapter))
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
 
