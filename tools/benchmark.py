@@ -102,8 +102,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def peak_of(method: str, args) -> float:
-    """Peak memory (MB) of a few steps of ``method``, measured in a fresh subprocess on CPU."""
+def peak_of(method: str, args) -> tuple[float, float]:
+    """``(peak MB, saved-for-backward MB)`` of ``method``; on CPU measured in a fresh subprocess."""
     if args.device == 'cuda':
         step = Step(method, args)
         step()
@@ -113,12 +113,13 @@ def peak_of(method: str, args) -> float:
         for _ in range(2):
             step()
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return (torch.cuda.max_memory_allocated() - base) / 2**20, saved_bytes(step) / 2**20
     cmd = [sys.executable, __file__, '--peak-only', method, '--arch', args.arch, '--img', str(args.img), '--batch',
            str(args.batch), '--rank', str(args.rank), '--flora-rank', str(args.flora_rank), '--kernel-rank',
            str(args.kernel_rank)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+    saved, peak = out.strip().splitlines()[-2:]
+    return float(peak), float(saved)
 
 
 def _peak_only(method: str, args) -> None:
@@ -129,7 +130,29 @@ def _peak_only(method: str, args) -> None:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for _ in range(3):
             step()
+    print(saved_bytes(step) / 2**20)
     print(live_bytes_peak(prof.events()) / 2**20)
+
+
+def saved_bytes(step) -> int:
+    """Bytes of the distinct tensors autograd saves for backward during one training step's forward, model
+    parameters excluded: the activations a method must keep (e.g. the input of every layer whose parameters get a
+    gradient)."""
+    params = {p.untyped_storage().data_ptr() for p in step.model.parameters()}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    if step.method in INFER:
+        return 0
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step.model(step.x)
+    del out
+    return sum(storages.values())
 
 
 def live_bytes_peak(events) -> int:
@@ -182,8 +205,11 @@ def main():
             step()
             sync(args.device)
             times[name].append(1000 * (time.perf_counter() - start))
-    results = {m: dict(step_ms=statistics.median(times[m]), peak_mb=peak_of(m, args),
-                       adapter_params=steps[m].adapter_params) for m in steps}
+    results = {}
+    for m, step in steps.items():
+        peak, saved = peak_of(m, args)
+        results[m] = dict(step_ms=statistics.median(times[m]), peak_mb=peak, saved_mb=saved,
+                          adapter_params=step.adapter_params)
     merged = steps['infer_flora_merged']
     with torch.no_grad():
         diff = max((a - b).abs().max().item() for a, b in zip(merged.adapted_out, merged()))
@@ -217,9 +243,10 @@ def write(report: dict, path: str) -> None:
     lines = [f"ConvNeXt-V2-{s['arch']}, {s['img']} px, batch {s['batch']}, {s['device_name']} "
              f"({s['threads']} threads), medians of {s['reps']} interleaved reps; LoRA/DoRA r={s['lora_rank']}, "
              f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}", '',
-             '| method | step (ms) | peak (MB) | adapter params |', '|---|---|---|---|']
+             '| method | step (ms) | peak (MB) | saved for backward (MB) | adapter params |', '|---|---|---|---|---|']
     for m, v in report['results'].items():
-        lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['adapter_params']:,} |")
+        lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['saved_mb']:.1f} | "
+                     f"{v['adapter_params']:,} |")
     lines += ['', '| ratio | value |', '|---|---|']
     lines += [f'| {k} | {v:.3f} |' for k, v in report['ratios'].items()]
     lines.append(f"| merged_max_abs_diff | {report['merged_max_abs_diff']:.2e} |")

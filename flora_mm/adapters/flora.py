@@ -13,7 +13,8 @@ adapted layer equals the base layer at step 0. Parameter count: ``prod(r_n) + su
 
 State-dict keys: ``flora_core`` (G) and ``flora_factor_{n}`` (A_n, n = 0 output mode, 1 input mode, 2.. kernel).
 
-Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x -> x B G^T A^T`` (two thin matmuls); for
+Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + x (B G^T) (s A)^T`` (two thin
+matmuls accumulated into the base GEMM by :func:`~flora_mm.adapters.functional.low_rank_linear`); for
 a dense convolution (``groups == 1``) it is ``1x1 conv (B^T) -> core conv (G x_3 C x_4 D, with the layer's
 stride / padding / dilation / padding_mode) -> 1x1 conv (A)``, which equals ``conv(x, dW)`` because a per-pixel
 channel map commutes with every padding mode. Grouped / depthwise convolutions use ``merged``.
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from .base import AdapterLayer, conv_nd
 from .config import AdapterConfig
+from .functional import low_rank_linear
 
 __all__ = ['tucker_product', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
 
@@ -84,10 +86,13 @@ class FLoRALayer(AdapterLayer):
         return getattr(self, 'groups', 1) == 1
 
     def _branch_forward(self, x: Tensor) -> Tensor:
-        out = self._op(x, self.weight, self.bias)
         factors = self.factors
+        if len(self.ranks) == 2 and not self.dropout:  # Linear: x W0^T + b + x (B G^T) (s A)^T, fused
+            return low_rank_linear(x, self.weight, self.bias, factors[1] @ self.flora_core.t(),
+                                   factors[0] * self.scale)
+        out = self._op(x, self.weight, self.bias)
         x = self._drop(x)
-        if len(self.ranks) == 2:  # Linear: x B G^T A^T
+        if len(self.ranks) == 2:
             h = nn.functional.linear(x, self.flora_core @ factors[1].t())
             return out + nn.functional.linear(h, factors[0] * self.scale)
         ones = (1, ) * (len(self.ranks) - 2)

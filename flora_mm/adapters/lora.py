@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from .base import AdapterLayer
 from .config import AdapterConfig
+from .functional import low_rank_linear
 
 __all__ = ['LoRALayer', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'DoRALayer', 'DoRALinear',
            'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d', 'lora_matrix_shape']
@@ -79,6 +80,8 @@ class LoRALayer(AdapterLayer):
         return F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B * self.scale)
 
     def _branch_forward(self, x: Tensor) -> Tensor:
+        if not self.dropout:  # x W0^T + b + (x A^T) (s B)^T, fused
+            return low_rank_linear(x, self.weight, self.bias, self.lora_A.t(), self.lora_B * self.scale)
         return self._op(x, self.weight, self.bias) + self._lora_branch(x)
 
 

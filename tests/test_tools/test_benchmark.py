@@ -18,7 +18,9 @@ def test_quick_benchmark_report(tmp_path):
     report = json.loads(out.read_text())
     assert set(report['results']) == METHODS
     for values in report['results'].values():
-        assert values['step_ms'] > 0 and values['peak_mb'] >= 0
+        assert values['step_ms'] > 0 and values['peak_mb'] >= 0 and values['saved_mb'] >= 0
+    results = report['results']
+    assert results['flora']['saved_mb'] > results['input_grad_bound']['saved_mb'] > 0
     assert RATIOS <= set(report['ratios'])
     budgets = report['results']
     assert abs(budgets['flora']['adapter_params'] / budgets['lora']['adapter_params'] - 1) < 0.02
@@ -44,3 +46,20 @@ def test_cpu_peak_counts_live_tensors_only():
         d = c * 3  # b, c, d live together: peak 3 tensors
         del b, c, d
     assert abs(benchmark.live_bytes_peak(prof.events()) - 3 * mb) < 1024
+
+
+def test_saved_bytes_counts_activations_kept_for_parameter_gradients():
+    import importlib.util
+    from types import SimpleNamespace
+
+    import torch
+    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools/benchmark.py')
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    x = torch.randn(64, 32, requires_grad=True)
+    frozen = torch.nn.Linear(32, 16).requires_grad_(False)
+    trained = torch.nn.Linear(32, 16)
+    # A frozen layer needs only its (excluded) weight for the input gradient; a trained one keeps its input too.
+    assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=frozen, x=x)) == 0
+    assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=trained, x=x)) == x.numel() * 4
+    assert benchmark.saved_bytes(SimpleNamespace(method='infer_base', model=trained, x=x)) == 0
