@@ -173,7 +173,7 @@ def aggregate(out: Path) -> str:
         rows.setdefault((r['task'], r['method']), []).append(r)
     summary, lines = [], []
     for task in TASKS:
-        names = sorted({m for t, m in rows if t == task}, key=lambda m: (m.split('_')[0] not in METHODS, m))
+        names = sorted({m for t, m in rows if t == task}, key=_method_order)
         if not names:
             continue
         metric = TASKS[task]['metric']
@@ -194,7 +194,58 @@ def aggregate(out: Path) -> str:
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     table = '\n'.join(lines).strip() + '\n'
     (out / 'summary.md').write_text(table)
+    plot_sweeps(summary, out / 'sweeps.png')
     return table
+
+
+def _sweep_point(method: str) -> tuple[str, float] | None:
+    """``('rank', 8.0)`` for the sweep run ``flora-rank8``; None for a grid method."""
+    for key in SWEEPS:
+        prefix = f'flora-{key}'
+        if method.startswith(prefix):
+            return key, float(method[len(prefix):])
+    return None
+
+
+def _method_order(method: str) -> tuple:
+    point = _sweep_point(method)
+    return (0, METHODS.index(method), 0.0) if point is None else (1, point[0], point[1])
+
+
+def plot_sweeps(summary: list[dict], path: Path) -> None:
+    """FLoRA rank / scale sweeps (paper Fig. 3 / 5): the metric against the swept value, with the grid's
+    LoRA / DoRA / FLoRA means of the same task as reference lines. Nothing is written without sweep runs."""
+    sweeps = {}
+    for entry in summary:
+        point = _sweep_point(entry['method'])
+        if point is not None:
+            sweeps.setdefault(point[0], []).append((point[1], entry))
+    if not sweeps:
+        return
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.2 * len(sweeps), 3.6), squeeze=False)
+    for ax, (key, points) in zip(axes[0], sorted(sweeps.items())):
+        points.sort(key=lambda p: p[0])
+        task = points[0][1]['task']
+        seeds = sorted({seed for _, entry in points for seed in entry['seeds']})
+        ax.errorbar([p[0] for p in points], [p[1]['mean'] for p in points], [p[1]['std'] for p in points],
+                    marker='o', capsize=3, label=f'FLoRA sweep (seeds {seeds})')
+        for value, entry in points:
+            ax.annotate(f"{entry['budget']['backbone_trainable'] / 1e3:.0f}k", (value, entry['mean']), fontsize=7,
+                        textcoords='offset points', xytext=(0, 6), ha='center')
+        grid = {e['method']: e for e in summary if e['task'] == task and e['method'] in ('lora', 'dora', 'flora')}
+        for (method, entry), style in zip(sorted(grid.items()), ('--', ':', '-.')):
+            ax.axhline(entry['mean'], linestyle=style, color='grey', label=f"{method} (grid, n={entry['n']})")
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel(f'FLoRA {key}' + (' (s fixed at 4)' if key == 'rank' else ' (rank solved to LoRA budget)'))
+        ax.set_ylabel(f"{TASKS[task]['metric']} (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle('FLoRA sweeps on the DOTA-style task (labels: trainable backbone parameters)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plan(args) -> list[tuple[str, str, dict, int]]:

@@ -38,3 +38,29 @@ def test_quick_grid_runs_resumes_and_aggregates(tmp_path, base):
 
     again = _reproduce(tmp_path, base, '--tasks', 'ade20k', '--methods', 'flora', '--seeds', '0')
     assert again.returncode == 0 and 'training' not in again.stdout  # finished runs are skipped
+
+
+def _load_reproduce():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('reproduce', ROOT / 'tools/reproduce.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_aggregate_orders_sweeps_numerically_and_plots_them(tmp_path):
+    reproduce = _load_reproduce()
+    runs = tmp_path / 'runs' / 'dota'
+    runs.mkdir(parents=True)
+    budget = dict(backbone_trainable=1000, percent=1.0)
+    grid = [('lora', 0, 0.03), ('flora', 0, 0.02), ('flora', 1, 0.04)]
+    sweep = [('flora-rank16', 0, 0.05), ('flora-rank2', 0, 0.01), ('flora-scale0.25', 0, 0.02)]
+    for method, seed, value in grid + sweep:
+        (runs / f'{method}_s{seed}.json').write_text(json.dumps(dict(
+            task='dota', run=f'{method}_s{seed}', method=method, seed=seed, budget=budget,
+            metrics={'dota/mAP': value}, minutes=1.0)))
+    table = reproduce.aggregate(tmp_path)
+    order = [line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ') and 'method' not in line]
+    assert order == ['lora', 'flora', 'flora-rank2', 'flora-rank16', 'flora-scale0.25']
+    assert '| flora | 1,000 | 1.00 | 2 | 3.00 ± 1.41 | 0, 1 |' in table
+    assert (tmp_path / 'sweeps.png').stat().st_size > 1000
