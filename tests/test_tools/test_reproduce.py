@@ -60,7 +60,8 @@ def test_aggregate_orders_sweeps_numerically_and_plots_them(tmp_path):
             task='dota', run=f'{method}_s{seed}', method=method, seed=seed, budget=budget,
             metrics={'dota/mAP': value}, minutes=1.0)))
     table = reproduce.aggregate(tmp_path)
-    order = [line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ') and 'method' not in line]
+    rows = [line for line in table.splitlines() if line.startswith('| ') and 'method' not in line]
+    order = [row.split('|')[1].strip() for row in rows]
     assert order == ['lora', 'flora', 'flora-rank2', 'flora-rank16', 'flora-scale0.25']
     assert '| flora | 1,000 | 1.00 | 2 | 3.00 ± 1.41 | 0, 1 |' in table
     assert (tmp_path / 'sweeps.png').stat().st_size > 1000
