@@ -79,7 +79,7 @@ class Step:
         else:
             self.model, params = build(method, args)
             self.model.train()
-            self.opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+            self.opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None
             if method == 'input_grad_bound':
                 self.x.requires_grad_(True)
         self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
