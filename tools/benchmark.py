@@ -16,7 +16,9 @@ Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after
 Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that
 the allocator handed out during three training steps (from the profiler's allocation and free events: activations,
 saved tensors, gradients, optimizer state; not the model itself), on CUDA ``max_memory_allocated`` over the
-built model. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+built model. ``saved_mb`` is the size of the distinct tensors autograd keeps from forward to backward (model
+parameters excluded): the activation memory a method cannot avoid without recomputation. The optimizer is
+``AdamW(fused=True)`` for every method. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
 """
 import argparse
 import copy

@@ -11,8 +11,8 @@ two full passes over memory per step, which dominate on CPU because the skinny l
   ``[N, d_in]`` tensors, and ``g U`` is computed once for both the input and the ``D`` gradient.
 
 Saved for backward: ``x`` (needed for ``dL/dD = x^T (g U)``; not kept when neither ``D`` nor ``W0`` needs a
-gradient) and the small ``h = x D`` (``[N, r]``, for ``dL/dU = g^T h``). Under autocast every operand is cast to the autocast dtype, as
-``F.linear`` would; gradients come back in each operand's own dtype.
+gradient) and the small ``h = x D`` (``[N, r]``, for ``dL/dU = g^T h``). Under autocast every operand is cast
+to the autocast dtype, as ``F.linear`` would; gradients come back in each operand's own dtype.
 """
 from __future__ import annotations
 
