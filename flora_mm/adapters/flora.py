@@ -42,8 +42,15 @@ def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int]
     modes = range(len(factors)) if modes is None else modes
     out = core
     for n in sorted(modes, key=lambda m: factors[m].shape[0]):
-        # matmul (not tensordot) so that autocast applies to every step
-        out = torch.movedim(torch.matmul(torch.movedim(out, n, -1), factors[n].t()), -1, n)
+        # matmul (not tensordot) so that autocast applies to every step; the first and last modes need no movedim
+        # (fewer autograd nodes: this runs every training step for every merged layer)
+        factor = factors[n]
+        if n == 0:
+            out = torch.matmul(factor, out.reshape(out.shape[0], -1)).view(factor.shape[0], *out.shape[1:])
+        elif n == out.dim() - 1:
+            out = torch.matmul(out, factor.t())
+        else:
+            out = torch.movedim(torch.matmul(torch.movedim(out, n, -1), factor.t()), -1, n)
     return out
 
 
@@ -80,7 +87,7 @@ class FLoRALayer(AdapterLayer):
         return [self._parameters[f'flora_factor_{n}'] for n in range(len(self.ranks))]
 
     def delta_weight(self) -> Tensor:
-        return tucker_product(self.flora_core, self.factors) * self.scale
+        return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW
 
     def _supports_branch(self) -> bool:
         return getattr(self, 'groups', 1) == 1

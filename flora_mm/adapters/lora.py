@@ -68,7 +68,7 @@ class LoRALayer(AdapterLayer):
 
     def lora_delta(self) -> Tensor:
         """``s * reshape(B A)``, the LoRA update in the weight's shape."""
-        return (self.lora_B @ self.lora_A).view(self.weight.shape) * self.scale
+        return ((self.lora_B * self.scale) @ self.lora_A).view(self.weight.shape)  # scale a factor, not dW
 
     def delta_weight(self) -> Tensor:
         return self.lora_delta()
