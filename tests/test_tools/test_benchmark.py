@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from tests.test_configs.smoke import ROOT
+from tests.test_tools import load_tool
 
 METHODS = {'input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora', 'infer_base', 'infer_flora_merged'}
 RATIOS = {'flora_vs_lora_time', 'flora_vs_bound_time', 'flora_vs_bound_mem', 'dora_vs_lora_time',
@@ -29,13 +30,9 @@ def test_quick_benchmark_report(tmp_path):
 
 
 def test_cpu_peak_counts_live_tensors_only():
-    import importlib.util
-
     import torch
     from torch.profiler import ProfilerActivity, profile
-    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools/benchmark.py')
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_tool('benchmark')
     x = torch.randn(500, 500)  # allocated before: not counted
     mb = 500 * 500 * 4
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -49,13 +46,10 @@ def test_cpu_peak_counts_live_tensors_only():
 
 
 def test_saved_bytes_counts_activations_kept_for_parameter_gradients():
-    import importlib.util
     from types import SimpleNamespace
 
     import torch
-    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools/benchmark.py')
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_tool('benchmark')
     x = torch.randn(64, 32, requires_grad=True)
     frozen = torch.nn.Linear(32, 16).requires_grad_(False)
     trained = torch.nn.Linear(32, 16)

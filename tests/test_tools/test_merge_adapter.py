@@ -1,17 +1,14 @@
 """tools/merge_adapter.py: a detector and a segmentor give the same outputs after merging, with no adapter."""
-import importlib.util
-
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from flora_mm.adapters import AdapterLayer, adapter_parameters
-from tests.test_configs.smoke import ROOT, smoke_config
+from tests.test_configs.smoke import smoke_config
+from tests.test_tools import load_tool
 
-spec = importlib.util.spec_from_file_location('merge_adapter', ROOT / 'tools/merge_adapter.py')
-merge_adapter = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(merge_adapter)
+merge_adapter = load_tool('merge_adapter')
 
 
 @pytest.mark.parametrize('task', ['coco', 'ade20k'])

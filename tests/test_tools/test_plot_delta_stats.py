@@ -1,5 +1,4 @@
 """tools/plot_delta_stats.py draws Fig. 4-style curves from the logs of real (smoke) training runs."""
-import importlib.util
 import subprocess
 import sys
 
@@ -8,10 +7,9 @@ from mmengine.runner import Runner
 from PIL import Image
 
 from tests.test_configs.smoke import ROOT, smoke_config
+from tests.test_tools import load_tool
 
-spec = importlib.util.spec_from_file_location('plot_delta_stats', ROOT / 'tools/plot_delta_stats.py')
-plot_delta_stats = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_delta_stats)
+plot_delta_stats = load_tool('plot_delta_stats')
 
 
 @pytest.fixture(scope='module')

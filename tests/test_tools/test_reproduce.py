@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from tests.test_configs.smoke import ROOT
+from tests.test_tools import load_tool
 
 
 @pytest.fixture(scope='module')
@@ -40,16 +41,8 @@ def test_quick_grid_runs_resumes_and_aggregates(tmp_path, base):
     assert again.returncode == 0 and 'training' not in again.stdout  # finished runs are skipped
 
 
-def _load_reproduce():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('reproduce', ROOT / 'tools/reproduce.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_aggregate_orders_sweeps_numerically_and_plots_them(tmp_path):
-    reproduce = _load_reproduce()
+    reproduce = load_tool('reproduce')
     runs = tmp_path / 'runs' / 'dota'
     runs.mkdir(parents=True)
     budget = dict(backbone_trainable=1000, percent=1.0)
