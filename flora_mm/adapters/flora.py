@@ -94,14 +94,13 @@ class FLoRALayer(AdapterLayer):
 
     def _branch_forward(self, x: Tensor) -> Tensor:
         factors = self.factors
-        if len(self.ranks) == 2 and not self.dropout:  # Linear: x W0^T + b + x (B G^T) (s A)^T, fused
-            return low_rank_linear(x, self.weight, self.bias, factors[1] @ self.flora_core.t(),
-                                   factors[0] * self.scale)
+        if len(self.ranks) == 2:  # Linear: x W0^T + b + x D U^T with D = B G^T, U = s A
+            down, up = factors[1] @ self.flora_core.t(), factors[0] * self.scale
+            if not self.dropout:
+                return low_rank_linear(x, self.weight, self.bias, down, up)
+            return self._op(x, self.weight, self.bias) + (self._drop(x) @ down) @ up.t()
         out = self._op(x, self.weight, self.bias)
         x = self._drop(x)
-        if len(self.ranks) == 2:
-            h = nn.functional.linear(x, self.flora_core @ factors[1].t())
-            return out + nn.functional.linear(h, factors[0] * self.scale)
         ones = (1, ) * (len(self.ranks) - 2)
         conv = conv_nd(len(ones))
         kernel = tucker_product(self.flora_core, factors, modes=range(2, len(self.ranks)))
