@@ -15,8 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools.pretrain_base import DEFAULT_CHECKPOINT, ensure_base  # noqa: E402
+
 CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
-BASE_CKPT = 'checkpoints/convnextv2_atto_synthetic_source.pth'  # the config's `pretrained`
 
 
 def last_metrics(work_dir: Path) -> dict:
@@ -45,10 +46,7 @@ def main():
     parser.add_argument('--skip-base', action='store_true', help='train only FLoRA, not the frozen-backbone baseline')
     args = parser.parse_args()
     start = time.time()
-    if not (ROOT / BASE_CKPT).exists():
-        print(f'pretraining the base model once ({BASE_CKPT}; about 15 min on 2 cores) ...', flush=True)
-        subprocess.run([sys.executable, str(ROOT / 'tools' / 'pretrain_base.py'), '--out', BASE_CKPT], cwd=ROOT,
-                       check=True)
+    ensure_base(ROOT / DEFAULT_CHECKPOINT)  # the config's `pretrained`
     data_root = ROOT / 'data' / 'demo_coco'
     if not (data_root / 'annotations' / 'instances_val2017.json').exists():
         from flora_mm.data import make_coco

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os.path as osp
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ from torch import nn  # noqa: E402
 from flora_mm.data import SOURCE_SHAPES, source_scene  # noqa: E402
 from flora_mm.models import ConvNeXtV2  # noqa: E402
 
+#: Where the demo and the reproduction expect the base model (relative to the repository root).
+DEFAULT_CHECKPOINT = 'checkpoints/convnextv2_atto_synthetic_source.pth'
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 STRIDE = 4
@@ -122,9 +125,25 @@ def pretrain(out: Path, arch: str = 'atto', steps: int = 1500, batch: int = 64, 
     return info
 
 
+def ensure_base(checkpoint: Path, log: Path | None = None) -> None:
+    """Run this script with its defaults if ``checkpoint`` does not exist yet (a subprocess, exactly as from the
+    command line); its output goes to ``log`` if given, else to the console."""
+    if checkpoint.exists():
+        return
+    print(f'pretraining the base model once ({checkpoint}; about 12 min on 2 idle cores)'
+          + (f', see {log}' if log else '') + ' ...', flush=True)
+    cmd = [sys.executable, osp.abspath(__file__), '--out', str(checkpoint)]
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    if log is None:
+        subprocess.run(cmd, cwd=root, check=True)
+        return
+    with open(log, 'w') as f:
+        subprocess.run(cmd, cwd=root, check=True, stdout=f, stderr=subprocess.STDOUT)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='checkpoints/convnextv2_atto_synthetic_source.pth')
+    parser.add_argument('--out', default=DEFAULT_CHECKPOINT)
     parser.add_argument('--arch', default='atto')
     parser.add_argument('--steps', type=int, default=1500)
     parser.add_argument('--batch', type=int, default=64)

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BASE_CKPT = 'checkpoints/convnextv2_atto_synthetic_source.pth'
+from tools.pretrain_base import DEFAULT_CHECKPOINT, ensure_base  # noqa: E402
+
 TASKS = {  # config, primary metric, other metrics, data maker
     'dota': dict(config='configs/reproduction/dota.py', metric='dota/mAP', extra=('dota/AP50', 'dota/AP75'),
                  maker='make_dota', to_percent=100, iters=600),
@@ -66,16 +67,6 @@ def method_backbone(method: str, task: str, lora_rank: int, **flora) -> dict:
             adapter['rank'] = solve_rank(cfg, adapter, target)[0]
         return dict(adapter=dict(_delete_=True, **adapter))
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
-
-
-def ensure_base(checkpoint: Path, out_log: Path) -> None:
-    """Pretrain the base model (``tools/pretrain_base.py`` defaults) if ``checkpoint`` does not exist yet."""
-    if checkpoint.exists():
-        return
-    print(f'pretraining the base model ({checkpoint}, see {out_log}) ...', flush=True)
-    with out_log.open('w') as log:
-        subprocess.run([sys.executable, str(ROOT / 'tools/pretrain_base.py'), '--out', str(checkpoint)],
-                       cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
 def ensure_data(task: str, root: Path, quick: bool) -> None:
@@ -276,7 +267,7 @@ def main():
     parser.add_argument('--iters', type=int, help='training iterations per run (default: 600 on dota, 400 else)')
     parser.add_argument('--sweep', choices=list(SWEEPS), help='FLoRA rank or scale sweep on dota instead of the grid')
     parser.add_argument('--out', default='results/reproduction')
-    parser.add_argument('--base-checkpoint', default=BASE_CKPT, help='pretrained base (built if missing)')
+    parser.add_argument('--base-checkpoint', default=DEFAULT_CHECKPOINT, help='pretrained base (built if missing)')
     parser.add_argument('--quick', action='store_true', help='tiny data and 2 iterations per run (smoke test)')
     parser.add_argument('--aggregate-only', action='store_true')
     args = parser.parse_args()
