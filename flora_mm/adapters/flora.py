@@ -13,7 +13,7 @@ adapted layer equals the base layer at step 0. Parameter count: ``prod(r_n) + su
 
 State-dict keys: ``flora_core`` (G) and ``flora_factor_{n}`` (A_n, n = 0 output mode, 1 input mode, 2.. kernel).
 
-Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + x (B G^T) (s A)^T`` (two thin
+Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + s x (B G^T) A^T`` (two thin
 matmuls accumulated into the base GEMM by :func:`~flora_mm.adapters.functional.low_rank_linear`); for
 a dense convolution (``groups == 1``) it is ``1x1 conv (B^T) -> core conv (G x_3 C x_4 D, with the layer's
 stride / padding / dilation / padding_mode) -> 1x1 conv (A)``, which equals ``conv(x, dW)`` because a per-pixel
@@ -95,9 +95,9 @@ class FLoRALayer(AdapterLayer):
     def _branch_forward(self, x: Tensor) -> Tensor:
         factors = self.factors
         if len(self.ranks) == 2:  # Linear: x W0^T + b + x D U^T with D = B G^T, U = s A
-            down, up = factors[1] @ self.flora_core.t(), factors[0] * self.scale
             if not self.dropout:
-                return low_rank_linear(x, self.weight, self.bias, down, up)
+                return low_rank_linear(x, self.weight, self.bias, factors[1], factors[0], self.flora_core, self.scale)
+            down, up = factors[1] @ self.flora_core.t(), factors[0] * self.scale
             return self._op(x, self.weight, self.bias) + (self._drop(x) @ down) @ up.t()
         out = self._op(x, self.weight, self.bias)
         x = self._drop(x)

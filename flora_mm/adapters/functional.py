@@ -1,18 +1,25 @@
 """Fused kernels of the adapter routes (plain PyTorch autograd Functions).
 
-:func:`low_rank_linear` computes ``y = x W0^T + b + (x D) U^T`` -- the ``branch`` route of every Linear adapter
-whose update is ``dW = U D^T`` (LoRA: ``D = A^T``, ``U = s B``; FLoRA: ``D = B G^T``, ``U = s A``) -- with the
-frozen ``W0`` / ``b`` and without materialising ``dW``. Compared with the same maths left to autograd it saves
-two full passes over memory per step, which dominate on CPU because the skinny low-rank products are memory-bound:
+:func:`low_rank_linear` computes
 
-* forward: the low-rank output is accumulated into the base GEMM's output in place (``addmm_``) instead of being
-  written to a new tensor and added;
-* backward: the input gradient ``g W0 + (g U) D^T`` is accumulated the same way instead of summing two
-  ``[N, d_in]`` tensors, and ``g U`` is computed once for both the input and the ``D`` gradient.
+    y = x W0^T + b + s * x P M^T Q^T        (without M: y = x W0^T + b + s * x P Q^T)
 
-Saved for backward: ``x`` (needed for ``dL/dD = x^T (g U)``; not kept when neither ``D`` nor ``W0`` needs a
-gradient) and the small ``h = x D`` (``[N, r]``, for ``dL/dU = g^T h``). Under autocast every operand is cast
-to the autocast dtype, as ``F.linear`` would; gradients come back in each operand's own dtype.
+-- the ``branch`` route of every Linear adapter whose update is ``dW = s Q M P^T`` (LoRA: ``P = A^T``, no ``M``,
+``Q = B``; FLoRA: ``P = B``, ``M = G``, ``Q = A``) -- with the frozen ``W0`` / ``b`` and without materialising
+``dW``. Compared with the same maths left to autograd it saves full passes over memory per step, which dominate
+on CPU because the skinny low-rank products are memory-bound, and it keeps no weight-sized temporaries:
+
+* forward: ``D = P M^T`` (``[d_in, r1]``, tiny) is formed once, ``h = x D``, and ``s h Q^T`` is accumulated into
+  the base GEMM's output in place (``addmm_`` with ``alpha = s``) instead of being written to a new tensor and
+  added; no scaled copy of ``Q`` is made;
+* backward: the input gradient ``g W0 + s (g Q) D^T`` is accumulated the same way, ``g Q`` is computed once for
+  the input and the factor gradients, and ``D`` is re-formed from ``P`` and ``M`` (``d_in r1 r2`` multiply-adds)
+  instead of being kept.
+
+Saved for backward: ``x`` (needed for ``dL/dP = s x^T (g Q) M``; not kept when neither ``P`` / ``M`` nor ``W0``
+needs a gradient), the small ``h`` (``[N, r1]``, for ``dL/dQ = s g^T h``) and references to the operands
+themselves (parameters: no new memory). Under autocast every operand is cast to the autocast dtype, as
+``F.linear`` would; gradients come back in each operand's own dtype.
 """
 from __future__ import annotations
 
@@ -25,41 +32,54 @@ __all__ = ['low_rank_linear']
 class _LowRankLinear(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, up: Tensor) -> Tensor:
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, down.dtype, up.dtype)
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, core: Tensor | None, up: Tensor,
+                scale: float) -> Tensor:
+        ctx.dtypes = tuple(None if t is None else t.dtype for t in (x, weight, bias, down, core, up))
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         x2, weight, down, up = (t.to(dtype) for t in (x.reshape(-1, x.shape[-1]), weight, down, up))
+        core = None if core is None else core.to(dtype)
         with torch.autocast(device, enabled=False):
-            h = x2 @ down
+            d = down if core is None else down @ core.t()
+            h = x2 @ d
             out = x2 @ weight.t() if bias is None else torch.addmm(bias.to(dtype), x2, weight.t())
-            out.addmm_(h, up.t())
-        ctx.save_for_backward(x2 if ctx.needs_input_grad[1] or ctx.needs_input_grad[3] else None, h, weight, down, up)
-        ctx.x_shape = x.shape
+            out.addmm_(h, up.t(), alpha=scale)
+        need_x = any(ctx.needs_input_grad[i] for i in (1, 3, 4))
+        ctx.save_for_backward(x2 if need_x else None, h, weight, down, core, up)
+        ctx.x_shape, ctx.scale = x.shape, scale
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x2, h, weight, down, up = ctx.saved_tensors
+        x2, h, weight, down, core, up = ctx.saved_tensors
+        s = ctx.scale
         g = grad.reshape(-1, grad.shape[-1]).to(h.dtype)
-        need_x, need_w, need_b, need_down, need_up = ctx.needs_input_grad
-        gx = gw = gb = gdown = gup = None
-        gh = g @ up if need_x or need_down else None
+        need_x, need_w, need_b, need_down, need_core, need_up = ctx.needs_input_grad[:6]
+        gx = gw = gb = gdown = gcore = gup = None
+        d = down if core is None else down @ core.t()
+        gq = g @ up if need_x or need_down or need_core else None  # [N, r1], unscaled
         if need_x:
-            gx = (g @ weight).addmm_(gh, down.t()).view(ctx.x_shape)
+            gx = (g @ weight).addmm_(gq, d.t(), alpha=s).view(ctx.x_shape)
         if need_w:  # only when someone trains W0 through this layer as well
             gw = g.t() @ x2
         if need_b:
             gb = g.sum(0)
-        if need_down:
-            gdown = x2.t() @ gh
+        if need_down or need_core:
+            gd = (x2.t() @ gq).mul_(s)  # dL/dD, [d_in, r1]
+            if core is None:
+                gdown = gd
+            else:
+                gdown = gd @ core if need_down else None
+                gcore = gd.t() @ down if need_core else None
         if need_up:
-            gup = g.t() @ h
-        grads = (gx, gw, gb, gdown, gup)
-        return tuple(None if t is None else t.to(dt) for t, dt in zip(grads, ctx.dtypes))
+            gup = (g.t() @ h).mul_(s)
+        grads = (gx, gw, gb, gdown, gcore, gup)
+        return (*(None if t is None else t.to(dt) for t, dt in zip(grads, ctx.dtypes)), None)
 
 
-def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, up: Tensor) -> Tensor:
-    """``x W0^T + b + (x D) U^T`` with ``weight = W0 [d_out, d_in]``, ``down = D [d_in, r]``,
-    ``up = U [d_out, r]`` (see the module docstring). Exact; differentiable in every operand."""
-    return _LowRankLinear.apply(x, weight, bias, down, up)
+def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, up: Tensor,
+                    core: Tensor | None = None, scale: float = 1.0) -> Tensor:
+    """``x W0^T + b + s x P M^T Q^T`` with ``weight = W0 [d_out, d_in]``, ``down = P [d_in, r2]``,
+    ``core = M [r1, r2]`` (optional; without it ``r1 = r2``) and ``up = Q [d_out, r1]`` (see the module
+    docstring). Exact; differentiable in every tensor operand."""
+    return _LowRankLinear.apply(x, weight, bias, down, core, up, float(scale))

@@ -80,8 +80,8 @@ class LoRALayer(AdapterLayer):
         return F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B * self.scale)
 
     def _branch_forward(self, x: Tensor) -> Tensor:
-        if not self.dropout:  # x W0^T + b + (x A^T) (s B)^T, fused
-            return low_rank_linear(x, self.weight, self.bias, self.lora_A.t(), self.lora_B * self.scale)
+        if not self.dropout:  # x W0^T + b + s (x A^T) B^T, fused
+            return low_rank_linear(x, self.weight, self.bias, self.lora_A.t(), self.lora_B, scale=self.scale)
         return self._op(x, self.weight, self.bias) + self._lora_branch(x)
 
 

@@ -5,57 +5,94 @@ import torch.nn.functional as F
 
 from flora_mm.adapters.functional import low_rank_linear
 
-
-def reference(x, weight, bias, down, up):
-    return F.linear(x, weight, bias) + (x @ down) @ up.t()
+NAMES = ('x', 'weight', 'bias', 'down', 'up', 'core')
 
 
-def operands(shape=(2, 3, 7), d_out=5, rank=3, bias=True, dtype=torch.float64, trainable=('down', 'up', 'x')):
+def reference(x, weight, bias, down, up, core=None, scale=1.0):
+    d = down if core is None else down @ core.t()
+    return F.linear(x, weight, bias) + scale * (x @ d) @ up.t()
+
+
+def operands(shape=(2, 3, 7), d_out=5, ranks=(3, 3), bias=True, core=False, dtype=torch.float64,
+             trainable=('down', 'up', 'x')):
+    """``ranks = (r1, r2)``: ``up`` is ``[d_out, r1]``, ``down`` ``[d_in, r2]``, the core ``[r1, r2]``."""
     gen = torch.Generator().manual_seed(0)
     d_in = shape[-1]
-    named = dict(x=torch.randn(shape, generator=gen, dtype=dtype), weight=torch.randn(d_out, d_in, generator=gen,
-                                                                                        dtype=dtype),
+    named = dict(x=torch.randn(shape, generator=gen, dtype=dtype),
+                 weight=torch.randn(d_out, d_in, generator=gen, dtype=dtype),
                  bias=torch.randn(d_out, generator=gen, dtype=dtype) if bias else None,
-                 down=torch.randn(d_in, rank, generator=gen, dtype=dtype),
-                 up=torch.randn(d_out, rank, generator=gen, dtype=dtype))
+                 down=torch.randn(d_in, ranks[1], generator=gen, dtype=dtype),
+                 up=torch.randn(d_out, ranks[0], generator=gen, dtype=dtype),
+                 core=torch.randn(*ranks, generator=gen, dtype=dtype) if core else None)
     for name in trainable:
         named[name].requires_grad_(True)
     return named
 
 
-@pytest.mark.parametrize('shape,bias,trainable', [
-    ((2, 3, 7), True, ('x', 'down', 'up')),
-    ((4, 7), False, ('x', 'down', 'up')),
-    ((2, 3, 7), True, ('down', 'up')),  # first layer: no input gradient
-    ((2, 3, 7), True, ('x', 'up')),  # D frozen: x is not kept
-    ((2, 3, 7), True, ('x', 'weight', 'bias', 'down', 'up')),  # W0 trained as well
+def detached_copy(named):
+    return {k: (v.detach().clone().requires_grad_(v.requires_grad) if v is not None else None)
+            for k, v in named.items()}
+
+
+@pytest.mark.parametrize('shape,bias,core,trainable', [
+    ((2, 3, 7), True, False, ('x', 'down', 'up')),  # LoRA
+    ((4, 7), False, False, ('x', 'down', 'up')),
+    ((2, 3, 7), True, True, ('x', 'down', 'core', 'up')),  # FLoRA
+    ((2, 3, 7), True, True, ('down', 'core', 'up')),  # first layer: no input gradient
+    ((2, 3, 7), True, True, ('x', 'core')),  # factors frozen
+    ((2, 3, 7), True, False, ('x', 'up')),  # D frozen: x is not kept
+    ((2, 3, 7), True, True, ('x', 'weight', 'bias', 'down', 'core', 'up')),  # W0 trained as well
 ])
-def test_gradcheck(shape, bias, trainable):
-    named = operands(shape, bias=bias, trainable=trainable)
-    args = tuple(named[k] for k in ('x', 'weight', 'bias', 'down', 'up'))
-    assert torch.autograd.gradcheck(low_rank_linear, args)
+def test_gradcheck(shape, bias, core, trainable):
+    named = operands(shape, ranks=(3, 2) if core else (3, 3), bias=bias, core=core, trainable=trainable)
+
+    def fn(*args):
+        return low_rank_linear(*args, scale=0.7)
+
+    assert torch.autograd.gradcheck(fn, tuple(named[k] for k in NAMES))
 
 
-def test_matches_autograd_reference_in_float32():
-    named = operands(shape=(8, 6, 40), d_out=160, rank=8, dtype=torch.float32)
-    ref_named = {k: (v.detach().clone().requires_grad_(v.requires_grad) if v is not None else None)
-                 for k, v in named.items()}
-    out, ref = low_rank_linear(**named), reference(**ref_named)
+@pytest.mark.parametrize('core,scale', [(False, 1.0), (False, 0.25), (True, 4.0)])
+def test_matches_autograd_reference_in_float32(core, scale):
+    trainable = ('x', 'down', 'up', 'core') if core else ('x', 'down', 'up')
+    named = operands(shape=(8, 6, 40), d_out=160, ranks=(8, 6), core=core, dtype=torch.float32,
+                     trainable=trainable) if core else \
+        operands(shape=(8, 6, 40), d_out=160, ranks=(8, 8), dtype=torch.float32)
+    ref_named = detached_copy(named)
+    out, ref = low_rank_linear(**named, scale=scale), reference(**ref_named, scale=scale)
     torch.testing.assert_close(out, ref)
     weights = torch.randn_like(ref)
     (out * weights).sum().backward()
     (ref * weights).sum().backward()
-    for name in ('x', 'down', 'up'):
+    for name in trainable:
         torch.testing.assert_close(named[name].grad, ref_named[name].grad, msg=name)
 
 
+def test_keeps_no_weight_sized_temporaries():
+    """Only ``x`` and ``h = x P M^T`` are new tensors saved for backward; ``P M^T`` and ``s Q`` are not kept."""
+    named = operands(shape=(16, 40), d_out=160, ranks=(8, 6), core=True, dtype=torch.float32,
+                     trainable=('down', 'core', 'up'))
+    operand_ptrs = {t.untyped_storage().data_ptr() for t in named.values() if t is not None}
+    saved = []
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in operand_ptrs:
+            saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        low_rank_linear(**named, scale=2.0)
+    assert sorted(saved) == [(16, 8)]  # h; x is an operand (saved by reference, no copy)
+
+
 def test_autocast_bf16_casts_like_linear_and_returns_grads_in_param_dtype():
-    named = operands(shape=(4, 16), d_out=8, rank=2, dtype=torch.float32)
+    named = operands(shape=(4, 16), d_out=8, ranks=(2, 3), core=True, dtype=torch.float32,
+                     trainable=('x', 'down', 'core', 'up'))
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = low_rank_linear(**named)
+        out = low_rank_linear(**named, scale=0.5)
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
-    for name in ('x', 'down', 'up'):
+    for name in ('x', 'down', 'core', 'up'):
         assert named[name].grad.dtype == torch.float32, name
-    ref = reference(**{k: (v.detach() if v is not None else None) for k, v in named.items()})
+    ref = reference(**{k: (v.detach() if v is not None else None) for k, v in named.items()}, scale=0.5)
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
