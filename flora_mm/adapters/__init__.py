@@ -5,7 +5,7 @@ Public API: :func:`inject_adapters`, :func:`merge_adapters`, :func:`adapter_stat
 """
 from .base import AdapterLayer
 from .config import IMPLS, LAYER_KINDS, AdapterConfig
-from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALayer, FLoRALinear, tucker_product
+from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALayer, FLoRALinear, tucker_merged, tucker_product
 from .inject import (ADAPTER_LAYERS, NORM_TYPES, AdapterState, adapted_layers, adapter_parameters,
                      adapter_state_dict, count_parameters, inject_adapters, layer_base_type,
                      load_adapter_state_dict, merge_adapters, register_compatible_layer)
@@ -18,5 +18,5 @@ __all__ = [
     'FLoRAConv3d', 'FLoRALayer', 'FLoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'LoRALayer',
     'LoRALinear', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict', 'count_parameters',
     'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'lora_matrix_shape', 'merge_adapters',
-    'register_compatible_layer', 'tucker_product'
+    'register_compatible_layer', 'tucker_merged', 'tucker_product'
 ]

@@ -31,7 +31,7 @@ from .base import AdapterLayer, conv_nd
 from .config import AdapterConfig
 from .functional import low_rank_linear
 
-__all__ = ['tucker_product', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
+__all__ = ['tucker_product', 'tucker_merged', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
 
 
 def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int] | None = None) -> Tensor:
@@ -52,6 +52,18 @@ def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int]
         else:
             out = torch.movedim(torch.matmul(torch.movedim(out, n, -1), factor.t()), -1, n)
     return out
+
+
+def tucker_merged(weight: Tensor, core: Tensor, factors: Sequence[Tensor], scale: float = 1.0) -> Tensor:
+    """``weight + scale * tucker_product(core, factors)`` as one ``addmm`` on the mode-0 unfolding:
+    ``W_(0) = W0_(0) + s A_1 G_(0) K^T`` with ``K = A_2 kron A_3 kron ... kron A_N`` (row-major unfoldings, so
+    ``K[(i_2, ..., i_N), (a_2, ..., a_N)] = prod_n A_n[i_n, a_n]``). ``K`` has ``prod(I_n r_n)`` entries over
+    the modes n > 1: cheap when that is no larger than the weight."""
+    kron = factors[1]
+    for factor in factors[2:]:
+        kron = (kron[:, None, :, None] * factor[None, :, None, :]).reshape(kron.shape[0] * factor.shape[0], -1)
+    inner = core.reshape(core.shape[0], -1) @ kron.t()  # [r_1, prod(I_n, n > 1)]
+    return torch.addmm(weight.reshape(weight.shape[0], -1), factors[0], inner, alpha=scale).view(weight.shape)
 
 
 class FLoRALayer(AdapterLayer):
@@ -88,6 +100,15 @@ class FLoRALayer(AdapterLayer):
 
     def delta_weight(self) -> Tensor:
         return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW
+
+    def merged_weight(self) -> Tensor:
+        """``W0 + dW`` by :func:`tucker_merged` when its Kronecker factor is no larger than the weight (e.g.
+        ``[49, 4]`` for a depthwise 7x7 kernel with ``r3 = 2``; for Linear it is ``A_2`` itself), otherwise mode by
+        mode. This runs for every merged layer at every training step on tiny tensors, where the number of
+        kernels (and autograd nodes) rather than their size sets the cost."""
+        if math.prod(f.numel() for f in self.factors[1:]) > self.weight.numel():
+            return super().merged_weight()
+        return tucker_merged(self.weight, self.flora_core, self.factors, self.scale)
 
     def _supports_branch(self) -> bool:
         return getattr(self, 'groups', 1) == 1

@@ -73,6 +73,11 @@ class LoRALayer(AdapterLayer):
     def delta_weight(self) -> Tensor:
         return self.lora_delta()
 
+    def merged_weight(self) -> Tensor:
+        """``W0 + s reshape(B A)`` in one ``addmm`` (no separate scale, product and sum)."""
+        weight = self.weight.reshape(self.lora_B.shape[0], -1)
+        return torch.addmm(weight, self.lora_B, self.lora_A, alpha=self.scale).view(self.weight.shape)
+
     def _supports_branch(self) -> bool:
         return self.weight.dim() == 2  # loralib's reshape of a conv kernel has no factorised convolution form
 

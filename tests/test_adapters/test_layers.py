@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from flora_mm.adapters import (AdapterLayer, adapter_parameters, adapter_state_dict, count_parameters,
-                               inject_adapters, load_adapter_state_dict, merge_adapters, tucker_product)
+                               inject_adapters, load_adapter_state_dict, merge_adapters, tucker_merged,
+                               tucker_product)
 from tests.test_adapters.cases import LAYER_CASES, LOW_RANK_METHODS, METHODS, TRAINABLE_PAIRS, make, perturb_adapters
 
 CFG = dict(FLoRA=dict(rank=3, kernel_rank=2, scale=4.0), LoRA=dict(rank=2, alpha=4), DoRA=dict(rank=2, alpha=4),
@@ -152,6 +153,27 @@ def test_flora_delta_is_the_tucker_reconstruction_with_bounded_multilinear_rank(
         unfolding = delta.movedim(mode, 0).flatten(1)
         assert torch.linalg.matrix_rank(unfolding, rtol=1e-4).item() <= rank  # float32 noise aside
     assert layer.ranks[1] <= layer.weight.shape[1]  # in-mode clamped to in_channels / groups
+
+
+@pytest.mark.parametrize('case', [c for c in LAYER_CASES])
+def test_tucker_merged_equals_base_plus_tucker_delta_with_same_gradients(case):
+    """The one-addmm Kronecker form (used whenever its Kronecker factor is small) against the mode products,
+    in float64 on every layer kind, whichever form the layer itself picks."""
+    model, _ = make(case)
+    inject(model, 'FLoRA')
+    perturb_adapters(model)
+    layer = model[0].double()
+    operands = [layer.weight.detach().requires_grad_(), layer.flora_core, *layer.factors]
+
+    def merged(weight, core, *factors):
+        return tucker_merged(weight, core, factors, 0.7)
+
+    def reference(weight, core, *factors):
+        return weight + 0.7 * _reference_tucker(core, factors)
+
+    torch.testing.assert_close(merged(*operands), reference(*operands))
+    torch.testing.assert_close(layer.merged_weight(), layer.weight + layer.delta_weight())
+    assert torch.autograd.gradcheck(merged, tuple(operands))
 
 
 def test_flora_conv2d_shapes_follow_the_paper():
