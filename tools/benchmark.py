@@ -10,7 +10,10 @@ parameters):
 * ``full``, ``bitfit``, ``lora``, ``dora``, ``flora`` -- LoRA / DoRA at ``--rank``, FLoRA at the rank whose
   budget is closest to LoRA's (both budgets are printed);
 * ``infer_base`` / ``infer_flora_merged`` -- eval forward of the plain model and of the FLoRA model after
-  ``merge_adapters``.
+  ``merge_adapters``;
+* with ``--controls``, floors for an adapter on every layer: ``lora_r1`` / ``flora_r1`` (rank 1, FLoRA with
+  ``r3 = 1``: the least arithmetic such an adapter can do) and ``dw_weights`` (no adapter; only the depthwise
+  convolution weights are trained: the weight gradients any method that adapts those layers must compute).
 
 Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
 Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that
@@ -39,6 +42,7 @@ from flora_mm.models.budget import solve_rank  # noqa: E402
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
+CONTROLS = ('lora_r1', 'flora_r1', 'dw_weights')
 
 
 def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
@@ -51,10 +55,15 @@ def build(method: str, args) -> tuple[torch.nn.Module, list]:
     torch.manual_seed(0)
     adapters = dict(bitfit=dict(type='BitFit'), lora=dict(type='LoRA', rank=args.rank),
                     dora=dict(type='DoRA', rank=args.rank),
-                    flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0))
+                    flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0),
+                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0))
     model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
-    if method == 'input_grad_bound':
+    if method in ('input_grad_bound', 'dw_weights'):
         model.requires_grad_(False)
+    if method == 'dw_weights':
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.groups == module.in_channels > 1:
+                module.weight.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     return model, params
 
@@ -82,7 +91,7 @@ class Step:
             self.model, params = build(method, args)
             self.model.train()
             self.opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None
-            if method == 'input_grad_bound':
+            if method in ('input_grad_bound', 'dw_weights'):
                 self.x.requires_grad_(True)
         self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
 
@@ -181,6 +190,7 @@ def main():
     parser.add_argument('--reps', type=int, default=7)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--quick', action='store_true', help='small and short (<= 90 s on 2 CPU cores)')
+    parser.add_argument('--controls', action='store_true', help=f'also time the floors {CONTROLS}')
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
     parser.add_argument('--peak-only', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,7 +205,7 @@ def main():
         return
 
     torch.manual_seed(0)
-    steps = {m: Step(m, args) for m in TRAIN + INFER}
+    steps = {m: Step(m, args) for m in TRAIN + (CONTROLS if args.controls else ()) + INFER}
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -223,9 +233,11 @@ def main():
         flora_vs_bound_mem=r['flora']['peak_mb'] / max(r['input_grad_bound']['peak_mb'], 1e-9),
         dora_vs_lora_time=r['dora']['step_ms'] / r['lora']['step_ms'],
         full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
-        merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'])
+        merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'],
+        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in CONTROLS if m in r})
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
-                 warmup=args.warmup, lora_rank=args.rank, flora_rank=args.flora_rank, kernel_rank=args.kernel_rank,
+                 warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
+                 kernel_rank=args.kernel_rank,
                  torch=torch.__version__, threads=torch.get_num_threads(),
                  device_name=torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu')
     report = dict(setup=setup, results=results, ratios=ratios, merged_max_abs_diff=diff)

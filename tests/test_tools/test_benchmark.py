@@ -57,3 +57,18 @@ def test_saved_bytes_counts_activations_kept_for_parameter_gradients():
     assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=frozen, x=x)) == 0
     assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=trained, x=x)) == x.numel() * 4
     assert benchmark.saved_bytes(SimpleNamespace(method='infer_base', model=trained, x=x)) == 0
+
+
+def test_control_methods_train_what_they_claim():
+    """The ``--controls`` floors: rank-1 adapters on every layer, and the depthwise weights alone."""
+    from argparse import Namespace
+
+    import torch
+    benchmark = load_tool('benchmark')
+    args = Namespace(arch='atto', device='cpu', rank=8, flora_rank=40, kernel_rank=2)
+    model, params = benchmark.build('dw_weights', args)
+    depthwise = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 12 and {id(p) for p in params} == {id(w) for w in depthwise}
+    lora, lora_r1, flora_r1 = (benchmark.build(m, args)[1] for m in ('lora', 'lora_r1', 'flora_r1'))
+    assert 0 < sum(p.numel() for p in lora_r1) < sum(p.numel() for p in lora) / 4
+    assert flora_r1 and all(p.shape[-1] == 1 for p in flora_r1)  # every factor and core has rank 1
