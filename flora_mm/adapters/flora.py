@@ -21,6 +21,7 @@ channel map commutes with every padding mode. Grouped / depthwise convolutions u
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -55,14 +56,21 @@ def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int]
 
 
 def tucker_merged(weight: Tensor, core: Tensor, factors: Sequence[Tensor], scale: float = 1.0) -> Tensor:
-    """``weight + scale * tucker_product(core, factors)`` as one ``addmm`` on the mode-0 unfolding:
-    ``W_(0) = W0_(0) + s A_1 G_(0) K^T`` with ``K = A_2 kron A_3 kron ... kron A_N`` (row-major unfoldings, so
-    ``K[(i_2, ..., i_N), (a_2, ..., a_N)] = prod_n A_n[i_n, a_n]``). ``K`` has ``prod(I_n r_n)`` entries over
-    the modes n > 1: cheap when that is no larger than the weight."""
-    kron = factors[1]
-    for factor in factors[2:]:
-        kron = (kron[:, None, :, None] * factor[None, :, None, :]).reshape(kron.shape[0] * factor.shape[0], -1)
-    inner = core.reshape(core.shape[0], -1) @ kron.t()  # [r_1, prod(I_n, n > 1)]
+    """``weight + scale * tucker_product(core, factors)`` in a few small kernels, for the ``merged`` route.
+
+    With ``S = A_3 kron ... kron A_N`` (the spatial factors; ``[prod k_n, prod r_n]``, tiny), the core's spatial
+    modes are contracted at once, ``T = G_(12) S^T`` (``[r_1 r_2, prod k_n]``), then the input mode,
+    ``U[a] = A_2 T[a]`` (``[r_1, I_2, prod k_n]``), and the output mode is one ``addmm`` on the mode-0 unfolding:
+    ``W_(0) = W0_(0) + s A_1 U_(0)``. Linear: ``W0 + s A_1 (G A_2^T)``. Every intermediate is at most
+    ``r_1 x`` the size of one output channel's kernel.
+    """
+    r1, r2 = core.shape[:2]
+    if len(factors) == 2:
+        inner = core @ factors[1].t()
+    else:
+        spatial = functools.reduce(torch.kron, factors[2:])
+        inner = core.reshape(r1 * r2, -1) @ spatial.t()
+        inner = torch.matmul(factors[1], inner.view(r1, r2, -1)).reshape(r1, -1)
     return torch.addmm(weight.reshape(weight.shape[0], -1), factors[0], inner, alpha=scale).view(weight.shape)
 
 
@@ -102,12 +110,8 @@ class FLoRALayer(AdapterLayer):
         return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW
 
     def merged_weight(self) -> Tensor:
-        """``W0 + dW`` by :func:`tucker_merged` when its Kronecker factor is no larger than the weight (e.g.
-        ``[49, 4]`` for a depthwise 7x7 kernel with ``r3 = 2``; for Linear it is ``A_2`` itself), otherwise mode by
-        mode. This runs for every merged layer at every training step on tiny tensors, where the number of
-        kernels (and autograd nodes) rather than their size sets the cost."""
-        if math.prod(f.numel() for f in self.factors[1:]) > self.weight.numel():
-            return super().merged_weight()
+        # runs for every merged layer at every training step on tiny tensors, where the number of kernels (and
+        # autograd nodes) rather than their size sets the cost: see tucker_merged
         return tucker_merged(self.weight, self.flora_core, self.factors, self.scale)
 
     def _supports_branch(self) -> bool:

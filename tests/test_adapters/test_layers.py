@@ -157,8 +157,8 @@ def test_flora_delta_is_the_tucker_reconstruction_with_bounded_multilinear_rank(
 
 @pytest.mark.parametrize('case', [c for c in LAYER_CASES])
 def test_tucker_merged_equals_base_plus_tucker_delta_with_same_gradients(case):
-    """The one-addmm Kronecker form (used whenever its Kronecker factor is small) against the mode products,
-    in float64 on every layer kind, whichever form the layer itself picks."""
+    """The merged route's contraction order (spatial Kronecker factor, input mode, one addmm) against the mode
+    products, in float64 on every layer kind."""
     model, _ = make(case)
     inject(model, 'FLoRA')
     perturb_adapters(model)
