@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-layer cost of each adapter route: the measurement behind ``impl='auto'`` (``BRANCH_MIN_WIDTH``).
+"""Per-layer cost of each adapter route: the measurement behind ``impl='auto'`` (``AdapterLayer._prefer_branch``).
 
 For every Linear layer shape of a ConvNeXt-V2 size (its MLPs, over the token count they see at ``--img`` and
 ``--batch``) and every route, times forward + backward of one adapted layer (adapter parameters trainable, base
@@ -69,7 +69,6 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     adapter = dict(type=args.method, rank=args.rank)
-    from flora_mm.adapters.base import BRANCH_MIN_WIDTH
     print(f'{args.method} r={args.rank}, ConvNeXt-V2-{args.arch}, {args.img} px, batch {args.batch}, '
           f'{args.threads} thread(s); fwd+bwd ms, median of {args.reps}\n')
     print('| layer | d_in -> d_out | tokens | ' + ' | '.join(ROUTES) + ' | fastest | auto |')
@@ -85,7 +84,7 @@ def main():
                     times[route].append(1000 * (time.perf_counter() - start))
         med = {r: statistics.median(t) for r, t in times.items()}
         fastest = min(ROUTES[1:], key=med.get)
-        auto = 'branch' if d_in * d_out / (d_in + d_out) >= BRANCH_MIN_WIDTH else 'merged'
+        auto = inject_adapters(nn.Linear(d_in, d_out, device='meta'), adapter).impl
         print(f'| {name} | {d_in} -> {d_out} | {tokens} | ' + ' | '.join(f'{med[r]:.2f}' for r in ROUTES) +
               f' | {fastest} | {auto} |')
 

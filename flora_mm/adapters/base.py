@@ -31,10 +31,12 @@ from torch import Tensor, nn
 
 from .config import AdapterConfig
 
-__all__ = ['AdapterLayer', 'BRANCH_MIN_WIDTH', 'conv_nd']
+__all__ = ['AdapterLayer', 'BRANCH_RANK_OFFSET', 'BRANCH_WIDTH_PER_RANK', 'conv_nd']
 
-#: ``impl='auto'`` takes the factorised branch for layers with ``d_in * d_out / (d_in + d_out)`` at least this.
-BRANCH_MIN_WIDTH = 128
+#: ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
+#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (see ``_prefer_branch``).
+BRANCH_WIDTH_PER_RANK = 2.4
+BRANCH_RANK_OFFSET = 16
 
 
 def conv_nd(ndim: int) -> Callable[..., Tensor]:
@@ -111,21 +113,27 @@ class AdapterLayer:
         """Whether this layer has a ``branch`` route (override per method)."""
         return False
 
+    def _branch_rank(self) -> int:
+        """The width of the ``branch`` route's low-rank products (override per method)."""
+        raise NotImplementedError
+
     def _prefer_branch(self) -> bool:
         """The ``auto`` choice between ``branch`` and ``merged``, by a cost model measured on CPU.
 
         Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds at full
-        GEMM speed); ``branch`` adds skinny low-rank products and an output add whose cost is dominated by memory
-        traffic, ``~(d_in + d_out)`` elements whatever the (small) rank. Measured per element: about 100 times a
-        GEMM multiply-add, so the branch pays off once ``d_in * d_out / (d_in + d_out) >= BRANCH_MIN_WIDTH``
-        (= 128; ``d_in`` = input channels / groups x kernel size). E.g. ConvNeXt-V2-atto's stage-1 MLP
-        (40 -> 160, 32 on that scale) trains 1.8x faster merged, its stage-4 MLP (320 -> 1280, 256) 1.5x faster
-        as a branch, and every ConvNeXt-V2-L MLP takes the branch. Override per adapter with ``impl``.
+        GEMM speed); ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, i.e. a cost
+        ``~(d_in + d_out) (r + c)``. So the branch pays off once
+        ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (``d_in`` = input
+        channels / groups x kernel size), with the two constants fitted to ``tools/benchmark_layers.py`` on
+        ConvNeXt-V2-atto / -tiny MLPs (crossovers at width ~58 for r = 8 and ~135 for r = 40). E.g. at r = 8 the
+        atto stage-1 MLP (40 -> 160, width 32) trains 1.2x faster merged and the stage-4 one (320 -> 1280, width
+        256) 1.3x faster as a branch; every ConvNeXt-V2-L MLP takes the branch up to r = 48. Override per adapter
+        with ``impl``.
         """
         if not self._supports_branch():
             return False
         d_out, d_in = self.weight.shape[0], self.weight[0].numel()
-        return d_in * d_out / (d_in + d_out) >= BRANCH_MIN_WIDTH
+        return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_RANK_OFFSET)
 
     def _describe(self) -> str:
         return f'(weight {tuple(self.weight.shape)}, groups {getattr(self, "groups", 1)})'

@@ -117,6 +117,9 @@ class FLoRALayer(AdapterLayer):
     def _supports_branch(self) -> bool:
         return getattr(self, 'groups', 1) == 1
 
+    def _branch_rank(self) -> int:
+        return max(self.ranks[:2])
+
     def _branch_forward(self, x: Tensor) -> Tensor:
         factors = self.factors
         if len(self.ranks) == 2:  # Linear: x W0^T + b + x D U^T with D = B G^T, U = s A

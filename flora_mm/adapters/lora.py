@@ -81,6 +81,9 @@ class LoRALayer(AdapterLayer):
     def _supports_branch(self) -> bool:
         return self.weight.dim() == 2  # loralib's reshape of a conv kernel has no factorised convolution form
 
+    def _branch_rank(self) -> int:
+        return self.rank
+
     def _lora_branch(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B * self.scale)
 

@@ -188,17 +188,20 @@ def test_flora_conv2d_shapes_follow_the_paper():
     assert [tuple(f.shape) for f in dw[0].factors] == [(96, 8), (1, 1), (7, 2), (7, 2)]
 
 
-@pytest.mark.parametrize('make, expected', [
-    (lambda: nn.Conv2d(96, 96, 7, padding=3, groups=96), 'merged'),  # depthwise: no branch form
-    (lambda: nn.Linear(40, 160), 'merged'),  # narrow: the weight-gradient GEMM is cheap
-    (lambda: nn.Conv2d(64, 32, 3, padding=1), 'merged'),
-    (lambda: nn.Linear(320, 1280), 'branch'),  # wide: skip the weight gradient
-    (lambda: nn.Linear(1536, 6144), 'branch'),
-    (lambda: nn.Conv2d(384, 768, 2, stride=2), 'branch'),
-], ids=['depthwise', 'linear40x160', 'conv64x32k3', 'linear320x1280', 'linear1536x6144', 'conv384x768k2'])
+@pytest.mark.parametrize('make, rank, expected', [
+    (lambda: nn.Conv2d(96, 96, 7, padding=3, groups=96), 8, 'merged'),  # depthwise: no branch form
+    (lambda: nn.Linear(40, 160), 8, 'merged'),  # narrow: the weight-gradient GEMM is cheap
+    (lambda: nn.Conv2d(64, 32, 3, padding=1), 8, 'merged'),
+    (lambda: nn.Linear(80, 320), 8, 'branch'),  # width 64: a rank-8 branch is cheaper ...
+    (lambda: nn.Linear(80, 320), 40, 'merged'),  # ... a rank-40 one is not
+    (lambda: nn.Linear(320, 1280), 40, 'branch'),  # wide: skip the weight gradient
+    (lambda: nn.Linear(1536, 6144), 8, 'branch'),
+    (lambda: nn.Conv2d(384, 768, 2, stride=2), 8, 'branch'),
+], ids=['depthwise', 'linear40x160', 'conv64x32k3', 'linear80x320_r8', 'linear80x320_r40', 'linear320x1280_r40',
+        'linear1536x6144', 'conv384x768k2'])
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA'])
-def test_auto_route_follows_the_cost_model(make, expected, method):
-    layer = inject_adapters(make(), dict(type=method, rank=8))
+def test_auto_route_follows_the_cost_model(make, rank, expected, method):
+    layer = inject_adapters(make(), dict(type=method, rank=rank))
     if method == 'LoRA' and layer.weight.dim() > 2:
         expected = 'merged'  # loralib's ConvLoRA has no factorised form
     assert layer.impl == expected
