@@ -13,7 +13,8 @@ parameters):
   ``merge_adapters``;
 * with ``--controls``, floors for an adapter on every layer: ``lora_r1`` / ``flora_r1`` (rank 1, FLoRA with
   ``r3 = 1``: the least arithmetic such an adapter can do) and ``dw_weights`` (no adapter; only the depthwise
-  convolution weights are trained: the weight gradients any method that adapts those layers must compute).
+  convolution weights are trained: the weight gradients any method that adapts those layers must compute); and
+  ``flora_at_lora_rank`` (FLoRA at LoRA's rank instead of LoRA's budget: the same Linear ranks as LoRA).
 
 Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
 Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that
@@ -42,7 +43,7 @@ from flora_mm.models.budget import solve_rank  # noqa: E402
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
-CONTROLS = ('lora_r1', 'flora_r1', 'dw_weights')
+CONTROLS = ('lora_r1', 'flora_r1', 'dw_weights', 'flora_at_lora_rank')
 
 
 def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
@@ -56,7 +57,8 @@ def build(method: str, args) -> tuple[torch.nn.Module, list]:
     adapters = dict(bitfit=dict(type='BitFit'), lora=dict(type='LoRA', rank=args.rank),
                     dora=dict(type='DoRA', rank=args.rank),
                     flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0),
-                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0))
+                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0),
+                    flora_at_lora_rank=dict(type='FLoRA', rank=args.rank, kernel_rank=args.kernel_rank, scale=4.0))
     model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
     if method in ('input_grad_bound', 'dw_weights'):
         model.requires_grad_(False)
@@ -234,7 +236,9 @@ def main():
         dora_vs_lora_time=r['dora']['step_ms'] / r['lora']['step_ms'],
         full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
         merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'],
-        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in CONTROLS if m in r})
+        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in CONTROLS[:3] if m in r})
+    if 'flora_at_lora_rank' in r:
+        ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
                  kernel_rank=args.kernel_rank,

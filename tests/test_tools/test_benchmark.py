@@ -72,3 +72,5 @@ def test_control_methods_train_what_they_claim():
     lora, lora_r1, flora_r1 = (benchmark.build(m, args)[1] for m in ('lora', 'lora_r1', 'flora_r1'))
     assert 0 < sum(p.numel() for p in lora_r1) < sum(p.numel() for p in lora) / 4
     assert flora_r1 and all(p.shape[-1] == 1 for p in flora_r1)  # every factor and core has rank 1
+    flora_at_lora_rank = benchmark.build('flora_at_lora_rank', args)[0]
+    assert max(m.ranks[0] for m in flora_at_lora_rank.modules() if hasattr(m, 'ranks')) == 8
