@@ -36,7 +36,7 @@ __all__ = ['AdapterLayer', 'BRANCH_RANK_OFFSET', 'BRANCH_WIDTH_PER_RANK', 'conv_
 #: ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
 #: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (see ``_prefer_branch``).
 BRANCH_WIDTH_PER_RANK = 2.4
-BRANCH_RANK_OFFSET = 16
+BRANCH_RANK_OFFSET = 12
 
 
 def conv_nd(ndim: int) -> Callable[..., Tensor]:
@@ -125,10 +125,11 @@ class AdapterLayer:
         ``~(d_in + d_out) (r + c)``. So the branch pays off once
         ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (``d_in`` = input
         channels / groups x kernel size), with the two constants fitted to ``tools/benchmark_layers.py`` on
-        ConvNeXt-V2-atto / -tiny MLPs (crossovers at width ~58 for r = 8 and ~135 for r = 40). E.g. at r = 8 the
-        atto stage-1 MLP (40 -> 160, width 32) trains 1.2x faster merged and the stage-4 one (320 -> 1280, width
-        256) 1.3x faster as a branch; every ConvNeXt-V2-L MLP takes the branch up to r = 48. Override per adapter
-        with ``impl``.
+        ConvNeXt-V2-atto / -tiny MLPs: the routes tie at widths ~50-60 for r = 8 and ~125-155 for r = 40; the
+        thresholds (48 and 125) sit at the low end because ``merged`` also keeps the weight-sized ``W`` for
+        backward (the branch only ``[N, r]``). E.g. at r = 8 the atto stage-1 MLP (40 -> 160, width 32) trains
+        1.2x faster merged and the stage-4 one (320 -> 1280, width 256) 1.3x faster as a branch; every
+        ConvNeXt-V2-L MLP takes the branch up to r = 52. Override per adapter with ``impl``.
         """
         if not self._supports_branch():
             return False
