@@ -69,8 +69,11 @@ def tucker_merged(weight: Tensor, core: Tensor, factors: Sequence[Tensor], scale
         inner = core @ factors[1].t()
     else:
         spatial = functools.reduce(torch.kron, factors[2:])
-        inner = core.reshape(r1 * r2, -1) @ spatial.t()
-        inner = torch.matmul(factors[1], inner.view(r1, r2, -1)).reshape(r1, -1)
+        if factors[1].numel() == 1:  # one input channel per group (depthwise): its factor is a scalar
+            inner = (core.reshape(r1, -1) * factors[1]) @ spatial.t()
+        else:
+            inner = core.reshape(r1 * r2, -1) @ spatial.t()
+            inner = torch.matmul(factors[1], inner.view(r1, r2, -1)).reshape(r1, -1)
     return torch.addmm(weight.reshape(weight.shape[0], -1), factors[0], inner, alpha=scale).view(weight.shape)
 
 
