@@ -43,7 +43,10 @@ from flora_mm.models.budget import solve_rank  # noqa: E402
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
-CONTROLS = ('lora_r1', 'flora_r1', 'dw_weights', 'flora_at_lora_rank')
+FLOORS = ('lora_r1', 'flora_r1', 'dw_weights')  # compared with the bound
+CONTROLS = FLOORS + ('flora_at_lora_rank', )  # the last compared with LoRA
+#: Methods whose backbone parameters are frozen and whose input requires grad.
+INPUT_GRAD = ('input_grad_bound', 'dw_weights')
 
 
 def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
@@ -60,7 +63,7 @@ def build(method: str, args) -> tuple[torch.nn.Module, list]:
                     lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0),
                     flora_at_lora_rank=dict(type='FLoRA', rank=args.rank, kernel_rank=args.kernel_rank, scale=4.0))
     model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
-    if method in ('input_grad_bound', 'dw_weights'):
+    if method in INPUT_GRAD:
         model.requires_grad_(False)
     if method == 'dw_weights':
         for module in model.modules():
@@ -93,7 +96,7 @@ class Step:
             self.model, params = build(method, args)
             self.model.train()
             self.opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None
-            if method in ('input_grad_bound', 'dw_weights'):
+            if method in INPUT_GRAD:
                 self.x.requires_grad_(True)
         self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
 
@@ -236,7 +239,7 @@ def main():
         dora_vs_lora_time=r['dora']['step_ms'] / r['lora']['step_ms'],
         full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
         merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'],
-        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in CONTROLS[:3] if m in r})
+        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in FLOORS if m in r})
     if 'flora_at_lora_rank' in r:
         ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
