@@ -60,8 +60,8 @@ def build(method: str, args) -> tuple[torch.nn.Module, list]:
     adapters = dict(bitfit=dict(type='BitFit'), lora=dict(type='LoRA', rank=args.rank),
                     dora=dict(type='DoRA', rank=args.rank),
                     flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0),
-                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0),
-                    flora_at_lora_rank=dict(type='FLoRA', rank=args.rank, kernel_rank=args.kernel_rank, scale=4.0))
+                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0))
+    adapters['flora_at_lora_rank'] = dict(adapters['flora'], rank=args.rank)
     model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
     if method in INPUT_GRAD:
         model.requires_grad_(False)
