@@ -22,7 +22,9 @@ the allocator handed out during three training steps (from the profiler's alloca
 saved tensors, gradients, optimizer state; not the model itself), on CUDA ``max_memory_allocated`` over the
 built model. ``saved_mb`` is the size of the distinct tensors autograd keeps from forward to backward (model
 parameters excluded): the activation memory a method cannot avoid without recomputation. The optimizer is
-``AdamW(fused=True)`` for every method. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+``AdamW(fused=True)`` for every method. ``gflop`` counts the matmul and convolution arithmetic of one step
+(``FlopCounterMode``, grouped weight gradients corrected); ``*_time_floor`` is the time ratio FLoRA would reach if
+its extra arithmetic ran at the measured peak matmul speed and nothing else differed. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
 """
 import argparse
 import copy
@@ -111,6 +113,41 @@ class Step:
             self.opt.zero_grad(set_to_none=True)
         self.x.grad = None
         return out
+
+
+def _conv_backward_flop(grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups,
+                        output_mask, out_shape=None) -> int:
+    """torch's ``convolution_backward`` formula with the weight gradient of a grouped convolution divided by the
+    number of groups (torch counts it as a dense convolution: a depthwise 7x7 on C channels C times too many)."""
+    from torch.utils.flop_counter import conv_backward_flop
+    common = (grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
+    grad_input = conv_backward_flop(*common, [output_mask[0], False], out_val=out_shape)
+    grad_weight = conv_backward_flop(*common, [False, output_mask[1]], out_val=out_shape)
+    return grad_input + grad_weight // groups
+
+
+def flop_count(step) -> int:
+    """Matmul and convolution FLOPs of one step (forward + backward; elementwise ops are not counted): the
+    arithmetic a method's kernels must do, whatever their speed."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def gemm_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
+    """Measured fp32 throughput of one large square matmul: the fastest this device does arithmetic."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for _ in range(reps + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
 def sync(device):
@@ -222,11 +259,12 @@ def main():
             step()
             sync(args.device)
             times[name].append(1000 * (time.perf_counter() - start))
+    gemm = gemm_gflops(args.device)
     results = {}
     for m, step in steps.items():
         peak, saved = peak_of(m, args)
         results[m] = dict(step_ms=statistics.median(times[m]), peak_mb=peak, saved_mb=saved,
-                          adapter_params=step.adapter_params)
+                          adapter_params=step.adapter_params, gflop=flop_count(step) / 1e9)
     merged = steps['infer_flora_merged']
     with torch.no_grad():
         diff = max((a - b).abs().max().item() for a, b in zip(merged.adapted_out, merged()))
@@ -240,11 +278,17 @@ def main():
         full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
         merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'],
         **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in FLOORS if m in r})
+    # FLoRA's arithmetic beyond LoRA's (or the bound's), if it ran at the device's peak matmul speed and
+    # everything else cost the same: the least time ratio any implementation of these two methods can reach.
+    for other, key in (('lora', 'flora_vs_lora'), ('input_grad_bound', 'flora_vs_bound')):
+        ratios[f'{key}_flop'] = r['flora']['gflop'] / r[other]['gflop']
+        extra_ms = 1000 * (r['flora']['gflop'] - r[other]['gflop']) / gemm
+        ratios[f'{key}_time_floor'] = 1 + extra_ms / r[other]['step_ms']
     if 'flora_at_lora_rank' in r:
         ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
-                 kernel_rank=args.kernel_rank,
+                 kernel_rank=args.kernel_rank, gemm_gflops=gemm,
                  torch=torch.__version__, threads=torch.get_num_threads(),
                  device_name=torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu')
     report = dict(setup=setup, results=results, ratios=ratios, merged_max_abs_diff=diff)
@@ -263,10 +307,11 @@ def write(report: dict, path: str) -> None:
     s = report['setup']
     lines = [f"ConvNeXt-V2-{s['arch']}, {s['img']} px, batch {s['batch']}, {s['device_name']} "
              f"({s['threads']} threads), medians of {s['reps']} interleaved reps; LoRA/DoRA r={s['lora_rank']}, "
-             f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}", '',
-             '| method | step (ms) | peak (MB) | saved for backward (MB) | adapter params |', '|---|---|---|---|---|']
+             f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}; peak fp32 matmul {s['gemm_gflops']:.0f} GFLOP/s", '',
+             '| method | step (ms) | peak (MB) | saved for backward (MB) | GFLOP | adapter params |',
+             '|---|---|---|---|---|---|']
     for m, v in report['results'].items():
-        lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['saved_mb']:.1f} | "
+        lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['saved_mb']:.1f} | {v['gflop']:.2f} | "
                      f"{v['adapter_params']:,} |")
     lines += ['', '| ratio | value |', '|---|---|']
     lines += [f'| {k} | {v:.3f} |' for k, v in report['ratios'].items()]

@@ -3,12 +3,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.test_configs.smoke import ROOT
 from tests.test_tools import load_tool
 
 METHODS = {'input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora', 'infer_base', 'infer_flora_merged'}
 RATIOS = {'flora_vs_lora_time', 'flora_vs_bound_time', 'flora_vs_bound_mem', 'dora_vs_lora_time',
-          'merged_vs_base_infer_time'}
+          'merged_vs_base_infer_time', 'flora_vs_lora_flop', 'flora_vs_lora_time_floor'}
 
 
 def test_quick_benchmark_report(tmp_path):
@@ -22,6 +24,9 @@ def test_quick_benchmark_report(tmp_path):
         assert values['step_ms'] > 0 and values['peak_mb'] >= 0 and values['saved_mb'] >= 0
     results = report['results']
     assert results['flora']['saved_mb'] > results['input_grad_bound']['saved_mb'] > 0
+    # full fine-tuning adds one weight gradient per layer to the bound's forward + input gradient: ~1.5x
+    assert 1.4 < results['full']['gflop'] / results['input_grad_bound']['gflop'] < 1.6
+    assert report['setup']['gemm_gflops'] > 0
     assert RATIOS <= set(report['ratios'])
     budgets = report['results']
     assert abs(budgets['flora']['adapter_params'] / budgets['lora']['adapter_params'] - 1) < 0.02
@@ -74,3 +79,17 @@ def test_control_methods_train_what_they_claim():
     assert flora_r1 and all(p.shape[-1] == 1 for p in flora_r1)  # every factor and core has rank 1
     flora_at_lora_rank = benchmark.build('flora_at_lora_rank', args)[0]
     assert max(m.ranks[0] for m in flora_at_lora_rank.modules() if hasattr(m, 'ranks')) == 8
+
+
+@pytest.mark.parametrize('groups', [1, 4, 16])
+def test_flop_count_of_conv_training_step_is_three_forwards(groups):
+    """Forward, input gradient and weight gradient of a convolution each cost one forward's arithmetic, grouped
+    or not (torch's own formula counts a grouped weight gradient ``groups`` times)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    benchmark = load_tool('benchmark')
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    with FlopCounterMode(display=False) as forward:
+        conv(x)
+    assert benchmark.flop_count(lambda: conv(x).sum().backward()) == 3 * forward.get_total_flops()
