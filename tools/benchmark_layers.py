@@ -1,18 +1,21 @@
 #!/usr/bin/env python
 """Per-layer cost of each adapter route: the measurement behind ``impl='auto'`` (``AdapterLayer._prefer_branch``).
 
-For every Linear layer shape of a ConvNeXt-V2 size (its MLPs, over the token count they see at ``--img`` and
-``--batch``) and every route, times forward + backward of one adapted layer (adapter parameters trainable, base
-frozen, input requiring grad), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter
-(the bound's share). Prints a markdown table and the route ``auto`` picks.
+For every adapted layer shape of a ConvNeXt-V2 size -- the MLP Linear layers, and with ``--convs`` the stem,
+the downsampling and the depthwise convolutions, each on the input it sees at ``--img`` and ``--batch`` -- and
+every route, times forward + backward of one adapted layer (adapter parameters trainable, base frozen, input
+requiring grad), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter (the bound's
+share), ``-`` a route the layer does not have. Prints a markdown table and the route ``auto`` picks.
 
-    tools/benchmark_layers.py --arch atto --method FLoRA --rank 40 --threads 1
+    tools/benchmark_layers.py --arch atto --method FLoRA --rank 40 --threads 1 --convs
 """
 import argparse
+import functools
 import os.path as osp
 import statistics
 import sys
 import time
+from typing import Callable
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -23,30 +26,46 @@ from flora_mm.adapters import inject_adapters  # noqa: E402
 from flora_mm.models.convnextv2 import ARCH_SETTINGS  # noqa: E402
 
 ROUTES = ('frozen', 'merged', 'two_pass', 'branch')
+TARGETS = ['linear', 'conv']
 
 
-def layer_cases(arch: str, img: int, batch: int) -> list[tuple[str, int, int, int]]:
-    """``(name, d_in, d_out, tokens)`` of the MLP Linear layers of each stage."""
+def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[tuple[str, str, Callable[[], nn.Module], tuple]]:
+    """``(name, shape label, layer factory, input shape)`` of the MLP Linear layers of each stage, and with
+    ``convs`` of the stem, downsampling and depthwise convolutions."""
+    dims = ARCH_SETTINGS[arch][1]
     cases = []
-    for stage, dim in enumerate(ARCH_SETTINGS[arch][1]):
-        tokens = batch * (img // 4 // 2**stage)**2
-        cases += [(f'stage{stage + 1}.pwconv1', dim, 4 * dim, tokens), (f'stage{stage + 1}.pwconv2', 4 * dim, dim,
-                                                                          tokens)]
+    for stage, dim in enumerate(dims):
+        res = img // 4 // 2**stage
+        if convs:
+            c_in, k = (3, 4) if stage == 0 else (dims[stage - 1], 2)
+            cases.append((f'stage{stage + 1}.{"stem" if stage == 0 else "downsample"}', f'{c_in} -> {dim} k{k}s{k}',
+                          functools.partial(nn.Conv2d, c_in, dim, k, stride=k), (batch, c_in, res * k, res * k)))
+            cases.append((f'stage{stage + 1}.conv_dw', f'{dim} dw k7', functools.partial(
+                nn.Conv2d, dim, dim, 7, padding=3, groups=dim), (batch, dim, res, res)))
+        tokens = batch * res**2
+        cases += [(f'stage{stage + 1}.pwconv{i + 1}', f'{a} -> {b}', functools.partial(nn.Linear, a, b), (tokens, a))
+                  for i, (a, b) in enumerate(((dim, 4 * dim), (4 * dim, dim)))]
     return cases
 
 
-def route_step(route: str, d_in: int, d_out: int, tokens: int, adapter: dict):
+def route_step(route: str, make, x_shape: tuple, adapter: dict):
+    """A closure running forward + backward of the layer on ``route`` (``None`` if the layer has no such route)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(d_in, d_out))
+    model = nn.Sequential(make())
     if route != 'frozen':
-        inject_adapters(model, dict(adapter, impl=route, targets=['linear']))
+        try:
+            inject_adapters(model, dict(adapter, impl=route, targets=TARGETS))
+        except ValueError:
+            if route == 'branch':  # no branch form, e.g. a depthwise convolution
+                return None
+            raise
         for p in model.parameters():
             if p.requires_grad:
                 p.data.add_(torch.randn_like(p) * 0.01)
     else:
         model.requires_grad_(False)
-    x = torch.randn(tokens, d_in, requires_grad=True)
-    grad = torch.randn(tokens, d_out)
+    x = torch.randn(*x_shape, requires_grad=True)
+    grad = torch.randn_like(model(x))
 
     def step():
         model(x).backward(grad)
@@ -66,16 +85,18 @@ def main():
     parser.add_argument('--rank', type=int, default=40)
     parser.add_argument('--reps', type=int, default=15)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--convs', action='store_true', help='also the stem, downsampling and depthwise convs')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     adapter = dict(type=args.method, rank=args.rank)
     print(f'{args.method} r={args.rank}, ConvNeXt-V2-{args.arch}, {args.img} px, batch {args.batch}, '
           f'{args.threads} thread(s); fwd+bwd ms, median of {args.reps}\n')
-    print('| layer | d_in -> d_out | tokens | ' + ' | '.join(ROUTES) + ' | fastest | auto |')
+    print('| layer | shape | input | ' + ' | '.join(ROUTES) + ' | fastest | auto |')
     print('|---|---|---|' + '---|' * (len(ROUTES) + 2))
-    for name, d_in, d_out, tokens in layer_cases(args.arch, args.img, args.batch):
-        steps = {r: route_step(r, d_in, d_out, tokens, adapter) for r in ROUTES}
-        times = {r: [] for r in ROUTES}
+    for name, label, make, x_shape in layer_cases(args.arch, args.img, args.batch, args.convs):
+        steps = {r: route_step(r, make, x_shape, adapter) for r in ROUTES}
+        steps = {r: step for r, step in steps.items() if step is not None}
+        times = {r: [] for r in steps}
         for rep in range(args.reps + 2):
             for route, step in steps.items():
                 start = time.perf_counter()
@@ -83,10 +104,11 @@ def main():
                 if rep >= 2:
                     times[route].append(1000 * (time.perf_counter() - start))
         med = {r: statistics.median(t) for r, t in times.items()}
-        fastest = min(ROUTES[1:], key=med.get)
-        auto = inject_adapters(nn.Linear(d_in, d_out, device='meta'), adapter).impl
-        print(f'| {name} | {d_in} -> {d_out} | {tokens} | ' + ' | '.join(f'{med[r]:.2f}' for r in ROUTES) +
-              f' | {fastest} | {auto} |')
+        fastest = min((r for r in med if r != 'frozen'), key=med.get)
+        with torch.device('meta'):
+            auto = inject_adapters(make(), dict(adapter, targets=TARGETS)).impl
+        cells = ' | '.join(f'{med[r]:.2f}' if r in med else '-' for r in ROUTES)
+        print(f'| {name} | {label} | {list(x_shape)} | {cells} | {fastest} | {auto} |')
 
 
 if __name__ == '__main__':

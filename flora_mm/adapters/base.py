@@ -31,12 +31,14 @@ from torch import Tensor, nn
 
 from .config import AdapterConfig
 
-__all__ = ['AdapterLayer', 'BRANCH_RANK_OFFSET', 'BRANCH_WIDTH_PER_RANK', 'conv_nd']
+__all__ = ['AdapterLayer', 'BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'conv_nd']
 
 #: ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
-#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (see ``_prefer_branch``).
-BRANCH_WIDTH_PER_RANK = 2.4
-BRANCH_RANK_OFFSET = 12
+#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
+#: ``'pointwise'`` (Linear, 1x1 convolution), ``'spatial'`` (k x k convolution, stride 1) or ``'strided'``
+#: (patchify / downsampling convolution); see ``_prefer_branch``.
+BRANCH_WIDTH_PER_RANK = 1.2
+BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
 
 
 def conv_nd(ndim: int) -> Callable[..., Tensor]:
@@ -120,21 +122,34 @@ class AdapterLayer:
     def _prefer_branch(self) -> bool:
         """The ``auto`` choice between ``branch`` and ``merged``, by a cost model measured on CPU.
 
-        Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds at full
-        GEMM speed); ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, i.e. a cost
-        ``~(d_in + d_out) (r + c)``. So the branch pays off once
-        ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_RANK_OFFSET)`` (``d_in`` = input
-        channels / groups x kernel size), with the two constants fitted to ``tools/benchmark_layers.py`` on
-        ConvNeXt-V2-atto / -tiny MLPs: the routes tie at widths ~50-60 for r = 8 and ~125-155 for r = 40; the
-        thresholds (48 and 125) sit at the low end because ``merged`` also keeps the weight-sized ``W`` for
-        backward (the branch only ``[N, r]``). E.g. at r = 8 the atto stage-1 MLP (40 -> 160, width 32) trains
-        1.2x faster merged and the stage-4 one (320 -> 1280, width 256) 1.3x faster as a branch; every
-        ConvNeXt-V2-L MLP takes the branch up to r = 52. Override per adapter with ``impl``.
+        Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds);
+        ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, a cost
+        ``~(d_in + d_out) (r + c)``. So the branch pays off once the width ``d_in d_out / (d_in + d_out)`` (``d_in`` =
+        input channels / groups x kernel size) reaches ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer
+        kind (``BRANCH_OFFSETS``), fitted to ``tools/benchmark_layers.py --convs`` (2 threads; fwd + bwd ms,
+        merged / branch, by width):
+
+        * pointwise (ConvNeXt-V2 MLPs): r = 8: 64 2.43 / 2.87, 77 12.4 / 16.2, 128 2.33 / 2.30, 154 11.2 / 10.0;
+          r = 40: ties at ~125-155; r = 128: 154 11.9 / 18.1, 307 14.3 / 13.8. Thresholds 89 / 127 / 233: ties
+          go to the branch because ``merged`` also keeps the weight-sized ``W`` for backward (choosing merged for
+          atto's stage-3 MLPs at r = 40 measured +4.5 MB peak). Every ConvNeXt-V2-L MLP takes the branch up to
+          r = 62.
+        * spatial (3x3, stride 1): a k x k weight gradient is slower per multiply-add than a GEMM, so the branch
+          wins earlier: r = 8: 29 13.9 / 13.9, 58 17.3 / 17.6 (32 x 32 px) and 51.4 / 40.8 (64 x 64 px), 115
+          13.7 / 10.8; r = 40: 58 18.1 / 25.5, 115 13.9 / 13.0. Thresholds 41 (r = 8), 79 (r = 40).
+        * strided (2x2 stride 2): the branch's first 1x1 convolution, its weight gradient and the sum of the two
+          input gradients run over the ``stride^2``-times larger input grid in unfused passes: r = 8: 53
+          2.7 / 3.9, 213 3.7 / 3.9, 256 38.5 / 37.9, 512 31.5 / 22.5; r = 40: 256 39.0 / 41.0, 512 33.0 / 24.8.
+          Thresholds 245 (r = 8), 283 (r = 40).
+
+        Override per adapter with ``impl``.
         """
         if not self._supports_branch():
             return False
         d_out, d_in = self.weight.shape[0], self.weight[0].numel()
-        return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_RANK_OFFSET)
+        kind = ('strided' if max(getattr(self, 'stride', (1, ))) > 1 else
+                'spatial' if self.weight[0, 0].numel() > 1 else 'pointwise')
+        return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_OFFSETS[kind])
 
     def _describe(self) -> str:
         return f'(weight {tuple(self.weight.shape)}, groups {getattr(self, "groups", 1)})'

@@ -191,14 +191,21 @@ def test_flora_conv2d_shapes_follow_the_paper():
 @pytest.mark.parametrize('make, rank, expected', [
     (lambda: nn.Conv2d(96, 96, 7, padding=3, groups=96), 8, 'merged'),  # depthwise: no branch form
     (lambda: nn.Linear(40, 160), 8, 'merged'),  # narrow: the weight-gradient GEMM is cheap
+    (lambda: nn.Linear(96, 384), 8, 'merged'),
     (lambda: nn.Conv2d(64, 32, 3, padding=1), 8, 'merged'),
-    (lambda: nn.Linear(80, 320), 8, 'branch'),  # width 64: a rank-8 branch is cheaper ...
-    (lambda: nn.Linear(80, 320), 40, 'merged'),  # ... a rank-40 one is not
+    (lambda: nn.Conv2d(64, 64, 3, padding=1), 8, 'branch'),  # k x k: its weight gradient is slow, ...
+    (lambda: nn.Conv2d(64, 64, 3, padding=1), 40, 'merged'),  # ... but not slower than a rank-40 branch
+    (lambda: nn.Linear(192, 768), 8, 'branch'),  # width 154: a rank-8 branch is cheaper ...
+    (lambda: nn.Linear(192, 768), 128, 'merged'),  # ... a rank-128 one is not
     (lambda: nn.Linear(320, 1280), 40, 'branch'),  # wide: skip the weight gradient
     (lambda: nn.Linear(1536, 6144), 8, 'branch'),
-    (lambda: nn.Conv2d(384, 768, 2, stride=2), 8, 'branch'),
-], ids=['depthwise', 'linear40x160', 'conv64x32k3', 'linear80x320_r8', 'linear80x320_r40', 'linear320x1280_r40',
-        'linear1536x6144', 'conv384x768k2'])
+    (lambda: nn.Conv2d(40, 80, 2, stride=2), 8, 'merged'),  # strided: the branch's extra input-grid passes ...
+    (lambda: nn.Conv2d(160, 320, 2, stride=2), 8, 'merged'),  # ... outweigh the weight gradient until ...
+    (lambda: nn.Conv2d(384, 768, 2, stride=2), 8, 'branch'),  # ... the layer is wide
+    (lambda: nn.Conv2d(192, 384, 2, stride=2), 40, 'merged'),
+], ids=['depthwise', 'linear40x160', 'linear96x384', 'conv64x32k3', 'conv64x64k3', 'conv64x64k3_r40', 'linear192x768_r8',
+        'linear192x768_r128', 'linear320x1280_r40', 'linear1536x6144', 'conv40x80k2s2', 'conv160x320k2s2',
+        'conv384x768k2s2', 'conv192x384k2s2_r40'])
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA'])
 def test_auto_route_follows_the_cost_model(make, rank, expected, method):
     layer = inject_adapters(make(), dict(type=method, rank=rank))
