@@ -26,7 +26,8 @@ parameters excluded): the activation memory a method cannot avoid without recomp
 (``FlopCounterMode``, grouped weight gradients corrected). ``flora_vs_lora_time_floor`` is ``1 +`` the time the
 multiply-adds of FLoRA's budget-matched rank beyond LoRA's rank (``flora`` minus ``flora_at_lora_rank`` GFLOP) take
 at the measured peak matmul speed, over LoRA's step: no kernel on these routes gets below it unless FLoRA at
-LoRA's rank is faster than LoRA. ``flora_vs_bound_time_floor``: the same for all of FLoRA's arithmetic beyond the bound's. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+LoRA's rank is faster than LoRA. ``flora_vs_bound_time_floor``: the same for all of FLoRA's arithmetic beyond
+the bound's. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
 """
 import argparse
 import copy
@@ -282,16 +283,18 @@ def main():
         **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in FLOORS if m in r})
     ratios['flora_vs_lora_flop'] = r['flora']['gflop'] / r['lora']['gflop']
     ratios['flora_vs_bound_flop'] = r['flora']['gflop'] / r['input_grad_bound']['gflop']
-    # Floors from arithmetic at the device's peak matmul speed: LoRA's budget buys FLoRA a higher rank than LoRA's;
+    # Floors from arithmetic at the device's peak matmul speed. LoRA's budget buys FLoRA a higher rank than LoRA's;
     # the multiply-adds that rank adds (FLoRA minus FLoRA at LoRA's rank) cost at least this much time on these
     # routes, however fast their kernels -- the least flora_vs_lora_time reachable unless FLoRA at LoRA's rank
-    # beats LoRA. Against
-    # the bound: every FLoRA multiply-add beyond the bound's at peak speed.
+    # beats LoRA. Against the bound: every FLoRA multiply-add beyond the bound's.
+    def floor(extra_gflop: float, over: str) -> float:
+        return 1 + extra_gflop / gemm * 1000 / r[over]['step_ms']
+
     at_lora_rank = (r['flora_at_lora_rank']['gflop'] if 'flora_at_lora_rank' in r else
                     flop_count(Step('flora_at_lora_rank', args)) / 1e9)
-    ratios['flora_vs_lora_time_floor'] = 1 + (r['flora']['gflop'] - at_lora_rank) / gemm * 1000 / r['lora']['step_ms']
-    ratios['flora_vs_bound_time_floor'] = 1 + ((r['flora']['gflop'] - r['input_grad_bound']['gflop']) / gemm * 1000 /
-                                               r['input_grad_bound']['step_ms'])
+    ratios['flora_vs_lora_time_floor'] = floor(r['flora']['gflop'] - at_lora_rank, 'lora')
+    ratios['flora_vs_bound_time_floor'] = floor(r['flora']['gflop'] - r['input_grad_bound']['gflop'],
+                                                'input_grad_bound')
     if 'flora_at_lora_rank' in r:
         ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,

@@ -26,11 +26,13 @@ from flora_mm.adapters import inject_adapters  # noqa: E402
 from flora_mm.models.convnextv2 import ARCH_SETTINGS  # noqa: E402
 
 ROUTES = ('frozen', 'merged', 'two_pass', 'branch')
-TARGETS = ['linear', 'conv']
+TARGETS = ('linear', 'conv')
+#: ``(name, shape label, layer factory, input shape)``
+Case = tuple[str, str, Callable[[], nn.Module], tuple]
 
 
-def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[tuple[str, str, Callable[[], nn.Module], tuple]]:
-    """``(name, shape label, layer factory, input shape)`` of the MLP Linear layers of each stage, and with
+def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[Case]:
+    """The cases of the MLP Linear layers of each stage, and with
     ``convs`` of the stem, downsampling and depthwise convolutions."""
     dims = ARCH_SETTINGS[arch][1]
     cases = []
@@ -54,7 +56,7 @@ def route_step(route: str, make, x_shape: tuple, adapter: dict):
     model = nn.Sequential(make())
     if route != 'frozen':
         try:
-            inject_adapters(model, dict(adapter, impl=route, targets=TARGETS))
+            inject_adapters(model, dict(adapter, impl=route, targets=list(TARGETS)))
         except ValueError:
             if route == 'branch':  # no branch form, e.g. a depthwise convolution
                 return None
@@ -106,7 +108,7 @@ def main():
         med = {r: statistics.median(t) for r, t in times.items()}
         fastest = min((r for r in med if r != 'frozen'), key=med.get)
         with torch.device('meta'):
-            auto = inject_adapters(make(), dict(adapter, targets=TARGETS)).impl
+            auto = inject_adapters(make(), dict(adapter, targets=list(TARGETS))).impl
         cells = ' | '.join(f'{med[r]:.2f}' if r in med else '-' for r in ROUTES)
         print(f'| {name} | {label} | {list(x_shape)} | {cells} | {fastest} | {auto} |')
 
