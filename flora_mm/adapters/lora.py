@@ -12,7 +12,10 @@ Parameters (Conv2d): ``r k^2 (d_in + d_out/g)``.
 DoRA (Liu et al. 2024) on top of the same LoRA update, per output channel ``o``:
 ``W[o] = m[o] * (W0 + dW)[o] / ||(W0 + dW)[o]||`` with the magnitude ``m`` initialised to ``||W0[o]||`` (so the
 layer equals the base layer at init). As in the DoRA paper (Sec. 4.3) and PEFT, the norm is treated as a constant
-in back-propagation (detached), which saves the memory of its graph. Parameters: LoRA's plus ``d_out``.
+in back-propagation (detached), which saves the memory of its graph. Routes as LoRA's: ``merged`` builds ``W``;
+Linear layers wide enough for ``auto`` take the ``branch`` ``(x W0^T + s x A^T B^T) * m / ||W0 + s B A|| + b``,
+which skips the weight gradient (the norm comes from one ``addmm`` outside autograd). Parameters: LoRA's plus
+``d_out``.
 
 State-dict keys: ``lora_A``, ``lora_B`` and, for DoRA, ``dora_magnitude``.
 """
@@ -118,28 +121,35 @@ class DoRALayer(LoRALayer):
     def _row_norm(weight: Tensor) -> Tensor:
         return torch.linalg.vector_norm(weight.flatten(1), dim=1)
 
-    def _channel_scale(self, direction: Tensor) -> Tensor:
-        """``m / ||W0 + dW||`` per output channel, shaped to broadcast against the weight."""
-        scale = self.dora_magnitude / self._row_norm(direction).detach()
+    def _channel_scale(self, direction: Tensor | None = None) -> Tensor:
+        """``m / ||W0 + dW||`` per output channel (the norm a constant), shaped to broadcast against the weight.
+        Without ``direction`` (``W0 + dW``), the norm is taken of one ``addmm`` outside autograd: the routes that
+        never build ``W`` pay for it no weight-sized tensor kept for backward."""
+        if direction is None:
+            with torch.no_grad():
+                direction = LoRALayer.merged_weight(self)
+        scale = self.dora_magnitude / self._row_norm(direction.detach())
         return scale.view(-1, *(1, ) * (self.weight.dim() - 1))
 
     def merged_weight(self) -> Tensor:
-        direction = self.weight + self.lora_delta()
+        direction = LoRALayer.merged_weight(self)
         return self._channel_scale(direction) * direction
 
     def delta_weight(self) -> Tensor:
         return self.merged_weight() - self.weight
 
-    def _prefer_branch(self) -> bool:
-        return False  # the norm needs the full updated weight anyway: one op with it is cheapest
-
     def _output_scale(self, x_dim: int) -> Tensor:
-        scale = self._channel_scale(self.weight + self.lora_delta()).flatten()
+        scale = self._channel_scale().flatten()
         # Linear output: [..., d_out]; ConvNd output: [N, d_out, *spatial].
         return scale if self.weight.dim() == 2 else scale.view(-1, *(1, ) * (x_dim - 2))
 
     def _branch_forward(self, x: Tensor) -> Tensor:
-        out = self._op(x, self.weight, None) + self._lora_branch(x)
+        """``(x W0^T + s x A^T B^T) * m / ||W0 + s B A|| + b``: LoRA's fused branch, then the channel scale. Unlike
+        ``merged`` it needs no weight gradient and keeps only the layer's output (for ``m``'s gradient)."""
+        if self.dropout:
+            out = self._op(x, self.weight, None) + self._lora_branch(x)
+        else:
+            out = low_rank_linear(x, self.weight, None, self.lora_A.t(), self.lora_B, scale=self.scale)
         return self._add_bias(out * self._output_scale(x.dim()).to(out.dtype))
 
     def _two_pass_forward(self, x: Tensor) -> Tensor:
