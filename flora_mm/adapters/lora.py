@@ -123,16 +123,16 @@ class DoRALayer(LoRALayer):
 
     def _channel_scale(self, direction: Tensor | None = None) -> Tensor:
         """``m / ||W0 + dW||`` per output channel (the norm a constant), shaped to broadcast against the weight.
-        Without ``direction`` (``W0 + dW``), the norm is taken of one ``addmm`` outside autograd: the routes that
-        never build ``W`` pay for it no weight-sized tensor kept for backward."""
+        Without ``direction`` (``W0 + dW``), the norm is taken of one ``addmm`` outside autograd, so the routes that
+        never build ``W`` keep no weight-sized tensor for backward."""
         if direction is None:
             with torch.no_grad():
-                direction = LoRALayer.merged_weight(self)
+                direction = super().merged_weight()
         scale = self.dora_magnitude / self._row_norm(direction.detach())
         return scale.view(-1, *(1, ) * (self.weight.dim() - 1))
 
     def merged_weight(self) -> Tensor:
-        direction = LoRALayer.merged_weight(self)
+        direction = super().merged_weight()
         return self._channel_scale(direction) * direction
 
     def delta_weight(self) -> Tensor:
