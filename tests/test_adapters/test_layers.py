@@ -260,9 +260,12 @@ def test_dropout_only_in_training(method):
 
 
 @pytest.mark.parametrize('method', LOW_RANK_METHODS)
-@pytest.mark.parametrize('impl', ['merged', 'two_pass', 'auto'])
-def test_autocast_bf16(method, impl):
-    model, x = make('conv2d')
+@pytest.mark.parametrize('impl', ['merged', 'two_pass', 'branch', 'auto'])
+@pytest.mark.parametrize('case', ['conv2d', 'linear'])
+def test_autocast_bf16(method, impl, case):
+    if impl == 'branch' and case == 'conv2d' and method != 'FLoRA':
+        pytest.skip("loralib's ConvLoRA has no branch form")
+    model, x = make(case)
     inject(model, method, impl=impl)
     perturb_adapters(model)
     ref = model(x)
