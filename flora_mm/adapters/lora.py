@@ -90,10 +90,14 @@ class LoRALayer(AdapterLayer):
     def _lora_branch(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B * self.scale)
 
+    def _base_plus_branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``x W0^T + bias + s (x A^T) B^T``, fused into the base GEMM unless adapter dropout applies to ``x``."""
+        if self.dropout:
+            return self._op(x, self.weight, bias) + self._lora_branch(x)
+        return low_rank_linear(x, self.weight, bias, self.lora_A.t(), self.lora_B, scale=self.scale)
+
     def _branch_forward(self, x: Tensor) -> Tensor:
-        if not self.dropout:  # x W0^T + b + s (x A^T) B^T, fused
-            return low_rank_linear(x, self.weight, self.bias, self.lora_A.t(), self.lora_B, scale=self.scale)
-        return self._op(x, self.weight, self.bias) + self._lora_branch(x)
+        return self._base_plus_branch(x, self.bias)
 
 
 class DoRALayer(LoRALayer):
@@ -146,10 +150,7 @@ class DoRALayer(LoRALayer):
     def _branch_forward(self, x: Tensor) -> Tensor:
         """``(x W0^T + s x A^T B^T) * m / ||W0 + s B A|| + b``: LoRA's fused branch, then the channel scale. Unlike
         ``merged`` it needs no weight gradient and keeps only the layer's output (for ``m``'s gradient)."""
-        if self.dropout:
-            out = self._op(x, self.weight, None) + self._lora_branch(x)
-        else:
-            out = low_rank_linear(x, self.weight, None, self.lora_A.t(), self.lora_B, scale=self.scale)
+        out = self._base_plus_branch(x, None)
         return self._add_bias(out * self._output_scale(x.dim()).to(out.dtype))
 
     def _two_pass_forward(self, x: Tensor) -> Tensor:
