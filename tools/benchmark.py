@@ -14,7 +14,9 @@ parameters):
 * with ``--controls``, floors for an adapter on every layer: ``lora_r1`` / ``flora_r1`` (rank 1, FLoRA with
   ``r3 = 1``: the least arithmetic such an adapter can do) and ``dw_weights`` (no adapter; only the depthwise
   convolution weights are trained: the weight gradients any method that adapts those layers must compute); and
-  ``flora_at_lora_rank`` (FLoRA at LoRA's rank instead of LoRA's budget: the same Linear ranks as LoRA).
+  ``flora_at_lora_rank`` (FLoRA at LoRA's rank instead of LoRA's budget: the same Linear ranks as LoRA); and
+  ``flora_cp`` (FLoRA with per-block activation checkpointing, ``with_cp=True``: what recomputation buys in memory
+  and costs in time against the bound).
 
 Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
 Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that
@@ -49,7 +51,7 @@ from flora_mm.models.budget import solve_rank  # noqa: E402
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
 FLOORS = ('lora_r1', 'flora_r1', 'dw_weights')  # compared with the bound
-CONTROLS = FLOORS + ('flora_at_lora_rank', )  # the last compared with LoRA
+CONTROLS = FLOORS + ('flora_at_lora_rank', 'flora_cp')
 #: Methods whose backbone parameters are frozen and whose input requires grad.
 INPUT_GRAD = ('input_grad_bound', 'dw_weights')
 
@@ -67,7 +69,9 @@ def build(method: str, args) -> tuple[torch.nn.Module, list]:
                     flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0),
                     lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0))
     adapters['flora_at_lora_rank'] = dict(adapters['flora'], rank=args.rank)
-    model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False).to(args.device)
+    adapters['flora_cp'] = adapters['flora']
+    model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False,
+                       with_cp=method == 'flora_cp').to(args.device)
     if method in INPUT_GRAD:
         model.requires_grad_(False)
     if method == 'dw_weights':
@@ -297,6 +301,9 @@ def main():
                                                 'input_grad_bound')
     if 'flora_at_lora_rank' in r:
         ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
+    if 'flora_cp' in r:
+        ratios['flora_cp_vs_bound_time'] = r['flora_cp']['step_ms'] / r['input_grad_bound']['step_ms']
+        ratios['flora_cp_vs_bound_mem'] = r['flora_cp']['peak_mb'] / max(r['input_grad_bound']['peak_mb'], 1e-9)
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
                  kernel_rank=args.kernel_rank, gemm_gflops=gemm,

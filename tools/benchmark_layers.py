@@ -4,7 +4,8 @@
 For every adapted layer shape of a ConvNeXt-V2 size -- the MLP Linear layers, and with ``--convs`` the stem,
 the downsampling and the depthwise convolutions, each on the input it sees at ``--img`` and ``--batch`` -- and
 every route, times forward + backward of one adapted layer (adapter parameters trainable, base frozen, input
-requiring grad), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter (the bound's
+requiring grad, in the memory format the backbone gives it: channels-last after the stem, as timm's blocks
+permute to NHWC and back), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter (the bound's
 share), ``-`` a route the layer does not have. Prints a markdown table and the route ``auto`` picks.
 
     tools/benchmark_layers.py --arch atto --method FLoRA --rank 40 --threads 1 --convs
@@ -27,8 +28,8 @@ from flora_mm.models.convnextv2 import ARCH_SETTINGS  # noqa: E402
 
 ROUTES = ('frozen', 'merged', 'two_pass', 'branch')
 TARGETS = ('linear', 'conv')
-#: ``(name, shape label, layer factory, input shape)``
-Case = tuple[str, str, Callable[[], nn.Module], tuple]
+#: ``(name, shape label, layer factory, input shape, input memory format)``
+Case = tuple[str, str, Callable[[], nn.Module], tuple, torch.memory_format]
 
 
 def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[Case]:
@@ -40,17 +41,19 @@ def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[Ca
         res = img // 4 // 2**stage
         if convs:
             c_in, k = (3, 4) if stage == 0 else (dims[stage - 1], 2)
+            image = torch.contiguous_format if stage == 0 else torch.channels_last
             cases.append((f'stage{stage + 1}.{"stem" if stage == 0 else "downsample"}', f'{c_in} -> {dim} k{k}s{k}',
-                          functools.partial(nn.Conv2d, c_in, dim, k, stride=k), (batch, c_in, res * k, res * k)))
+                          functools.partial(nn.Conv2d, c_in, dim, k, stride=k), (batch, c_in, res * k, res * k), image))
             cases.append((f'stage{stage + 1}.conv_dw', f'{dim} dw k7', functools.partial(
-                nn.Conv2d, dim, dim, 7, padding=3, groups=dim), (batch, dim, res, res)))
+                nn.Conv2d, dim, dim, 7, padding=3, groups=dim), (batch, dim, res, res), torch.channels_last))
         tokens = batch * res**2
-        cases += [(f'stage{stage + 1}.pwconv{i + 1}', f'{a} -> {b}', functools.partial(nn.Linear, a, b), (tokens, a))
-                  for i, (a, b) in enumerate(((dim, 4 * dim), (4 * dim, dim)))]
+        cases += [(f'stage{stage + 1}.pwconv{i + 1}', f'{a} -> {b}', functools.partial(nn.Linear, a, b), (tokens, a),
+                   torch.contiguous_format) for i, (a, b) in enumerate(((dim, 4 * dim), (4 * dim, dim)))]
     return cases
 
 
-def route_step(route: str, make, x_shape: tuple, adapter: dict):
+def route_step(route: str, make, x_shape: tuple, adapter: dict,
+               memory_format: torch.memory_format = torch.contiguous_format):
     """A closure running forward + backward of the layer on ``route`` (``None`` if the layer has no such route)."""
     torch.manual_seed(0)
     model = nn.Sequential(make())
@@ -66,8 +69,8 @@ def route_step(route: str, make, x_shape: tuple, adapter: dict):
                 p.data.add_(torch.randn_like(p) * 0.01)
     else:
         model.requires_grad_(False)
-    x = torch.randn(*x_shape, requires_grad=True)
-    grad = torch.randn_like(model(x))
+    x = torch.randn(*x_shape).contiguous(memory_format=memory_format).requires_grad_()
+    grad = torch.randn_like(model(x))  # in the output's memory format, as autograd would pass it
 
     def step():
         model(x).backward(grad)
@@ -95,8 +98,8 @@ def main():
           f'{args.threads} thread(s); fwd+bwd ms, median of {args.reps}\n')
     print('| layer | shape | input | ' + ' | '.join(ROUTES) + ' | fastest | auto |')
     print('|---|---|---|' + '---|' * (len(ROUTES) + 2))
-    for name, label, make, x_shape in layer_cases(args.arch, args.img, args.batch, args.convs):
-        steps = {r: route_step(r, make, x_shape, adapter) for r in ROUTES}
+    for name, label, make, x_shape, memory_format in layer_cases(args.arch, args.img, args.batch, args.convs):
+        steps = {r: route_step(r, make, x_shape, adapter, memory_format) for r in ROUTES}
         steps = {r: step for r, step in steps.items() if step is not None}
         times = {r: [] for r in steps}
         for rep in range(args.reps + 2):

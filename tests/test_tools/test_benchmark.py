@@ -65,7 +65,8 @@ def test_saved_bytes_counts_activations_kept_for_parameter_gradients():
 
 
 def test_control_methods_train_what_they_claim():
-    """The ``--controls`` floors: rank-1 adapters on every layer, and the depthwise weights alone."""
+    """The ``--controls``: rank-1 adapters on every layer, the depthwise weights alone, FLoRA checkpointed and
+    FLoRA at LoRA's rank."""
     from argparse import Namespace
 
     import torch
@@ -77,6 +78,9 @@ def test_control_methods_train_what_they_claim():
     lora, lora_r1, flora_r1 = (benchmark.build(m, args)[1] for m in ('lora', 'lora_r1', 'flora_r1'))
     assert 0 < sum(p.numel() for p in lora_r1) < sum(p.numel() for p in lora) / 4
     assert flora_r1 and all(p.shape[-1] == 1 for p in flora_r1)  # every factor and core has rank 1
+    (flora, flora_params), (flora_cp, flora_cp_params) = (benchmark.build(m, args) for m in ('flora', 'flora_cp'))
+    assert flora_cp.with_cp and not flora.with_cp  # the same adapters, recomputed per block
+    assert [p.shape for p in flora_cp_params] == [p.shape for p in flora_params]
     flora_at_lora_rank = benchmark.build('flora_at_lora_rank', args)[0]
     assert max(m.ranks[0] for m in flora_at_lora_rank.modules() if hasattr(m, 'ranks')) == 8
 
