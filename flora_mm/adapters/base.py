@@ -138,9 +138,13 @@ class AdapterLayer:
           wins earlier: r = 8: 29 13.9 / 13.9, 58 17.3 / 17.6 (32 x 32 px) and 51.4 / 40.8 (64 x 64 px), 115
           13.7 / 10.8; r = 40: 58 18.1 / 25.5, 115 13.9 / 13.0. Thresholds 41 (r = 8), 79 (r = 40).
         * strided (2x2 stride 2): the branch's first 1x1 convolution, its weight gradient and the sum of the two
-          input gradients run over the ``stride^2``-times larger input grid in unfused passes: r = 8: 53
-          2.7 / 3.9, 213 3.7 / 3.9, 256 38.5 / 37.9, 512 31.5 / 22.5; r = 40: 256 39.0 / 41.0, 512 33.0 / 24.8.
-          Thresholds 245 (r = 8), 283 (r = 40).
+          input gradients run over the ``stride^2``-times larger input grid in unfused passes. NCHW inputs (as in
+          ResNet-style backbones): r = 8: 53 2.7 / 3.9, 213 3.7 / 3.9, 256 38.5 / 37.9, 512 31.5 / 22.5; r = 40:
+          256 39.0 / 41.0, 512 33.0 / 24.8. Thresholds 245 (r = 8), 283 (r = 40). On channels-last inputs (the
+          layout ConvNeXt's downsampling layers get) the branch wins earlier: r = 8: 107 2.41 / 2.77, 128
+          9.30 / 7.69, 213 2.94 / 2.80; r = 40: 128 9.35 / 10.49, 213 3.23 / 3.18, 256 10.27 / 8.71. The rule
+          keeps the NCHW fit, as a layer's layout is not known when the route is chosen; the cost is a few
+          percent of one layer (<0.3% of a ConvNeXt-V2-tiny step).
 
         Override per adapter with ``impl``.
         """
