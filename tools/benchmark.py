@@ -14,9 +14,9 @@ parameters):
 * with ``--controls``, floors for an adapter on every layer: ``lora_r1`` / ``flora_r1`` (rank 1, FLoRA with
   ``r3 = 1``: the least arithmetic such an adapter can do) and ``dw_weights`` (no adapter; only the depthwise
   convolution weights are trained: the weight gradients any method that adapts those layers must compute); and
-  ``flora_at_lora_rank`` (FLoRA at LoRA's rank instead of LoRA's budget: the same Linear ranks as LoRA); and
-  ``flora_cp`` (FLoRA with per-block activation checkpointing, ``with_cp=True``: what recomputation buys in memory
-  and costs in time against the bound).
+  two variants of ``flora``: ``flora_at_lora_rank`` (LoRA's rank instead of LoRA's budget: the same Linear ranks
+  as LoRA) and ``flora_cp`` (per-block activation checkpointing, ``with_cp=True``: what recomputation buys in
+  memory and costs in time against the bound).
 
 Times are medians over ``--reps`` interleaved rounds (A B C ... A B C ...) after warm-up, in one process.
 Peak memory is measured per method in its own subprocess, tensor by tensor: on CPU the peak of live bytes that

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Per-layer cost of each adapter route: the measurement behind ``impl='auto'`` (``AdapterLayer._prefer_branch``).
 
-For every adapted layer shape of a ConvNeXt-V2 size -- the MLP Linear layers, and with ``--convs`` the stem,
-the downsampling and the depthwise convolutions, each on the input it sees at ``--img`` and ``--batch`` -- and
-every route, times forward + backward of one adapted layer (adapter parameters trainable, base frozen, input
-requiring grad, in the memory format the backbone gives it: channels-last after the stem, as timm's blocks
-permute to NHWC and back), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter (the bound's
-share), ``-`` a route the layer does not have. Prints a markdown table and the route ``auto`` picks.
+For every adapted layer shape of a ConvNeXt-V2 size -- the MLP Linear layers, and with ``--convs`` the stem, the
+downsampling and the depthwise convolutions, each on the input it sees at ``--img`` and ``--batch`` -- and every
+route, times forward + backward of one adapted layer (adapter parameters trainable, base frozen, input requiring
+grad, in the memory format the backbone gives it: channels-last after the stem, as timm's blocks permute to NHWC and
+back), interleaved and median of ``--reps``; ``frozen`` is the same layer with no adapter (the bound's share), ``-``
+a route the layer does not have. Prints a markdown table and the route ``auto`` picks.
 
     tools/benchmark_layers.py --arch atto --method FLoRA --rank 40 --threads 1 --convs
 """
@@ -41,9 +41,10 @@ def layer_cases(arch: str, img: int, batch: int, convs: bool = False) -> list[Ca
         res = img // 4 // 2**stage
         if convs:
             c_in, k = (3, 4) if stage == 0 else (dims[stage - 1], 2)
-            image = torch.contiguous_format if stage == 0 else torch.channels_last
-            cases.append((f'stage{stage + 1}.{"stem" if stage == 0 else "downsample"}', f'{c_in} -> {dim} k{k}s{k}',
-                          functools.partial(nn.Conv2d, c_in, dim, k, stride=k), (batch, c_in, res * k, res * k), image))
+            layout = torch.contiguous_format if stage == 0 else torch.channels_last  # the stem sees the image
+            name = f'stage{stage + 1}.{"stem" if stage == 0 else "downsample"}'
+            cases.append((name, f'{c_in} -> {dim} k{k}s{k}', functools.partial(nn.Conv2d, c_in, dim, k, stride=k),
+                          (batch, c_in, res * k, res * k), layout))
             cases.append((f'stage{stage + 1}.conv_dw', f'{dim} dw k7', functools.partial(
                 nn.Conv2d, dim, dim, 7, padding=3, groups=dim), (batch, dim, res, res), torch.channels_last))
         tokens = batch * res**2
