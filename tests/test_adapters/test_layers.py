@@ -203,9 +203,9 @@ def test_flora_conv2d_shapes_follow_the_paper():
     (lambda: nn.Conv2d(160, 320, 2, stride=2), 8, 'merged'),  # ... outweigh the weight gradient until ...
     (lambda: nn.Conv2d(384, 768, 2, stride=2), 8, 'branch'),  # ... the layer is wide
     (lambda: nn.Conv2d(192, 384, 2, stride=2), 40, 'merged'),
-], ids=['depthwise', 'linear40x160', 'linear96x384', 'conv64x32k3', 'conv64x64k3', 'conv64x64k3_r40', 'linear192x768_r8',
-        'linear192x768_r128', 'linear320x1280_r40', 'linear1536x6144', 'conv40x80k2s2', 'conv160x320k2s2',
-        'conv384x768k2s2', 'conv192x384k2s2_r40'])
+], ids=['depthwise', 'linear40x160', 'linear96x384', 'conv64x32k3', 'conv64x64k3', 'conv64x64k3_r40',
+        'linear192x768_r8', 'linear192x768_r128', 'linear320x1280_r40', 'linear1536x6144', 'conv40x80k2s2',
+        'conv160x320k2s2', 'conv384x768k2s2', 'conv192x384k2s2_r40'])
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
 def test_auto_route_follows_the_cost_model(make, rank, expected, method):
     layer = inject_adapters(make(), dict(type=method, rank=rank))
