@@ -19,6 +19,12 @@ output is always exactly ``op(x, W, b)`` (``op`` = the base layer's linear / con
   see :meth:`AdapterLayer._prefer_branch`);
 * ``two_pass`` -- ``op(x, W0, b) + op(x, dW)``, the form of the authors' reference code (also what
   adapter dropout needs where no branch exists).
+
+``impl='auto'`` (the default) picks the fastest of these on the device and dtype the layer trains on: at the
+layer's first training forward it times forward + backward of each route on that input, once per layer signature
+(shapes, dtype, autocast, device; cached in-process and optionally on disk), like ``cudnn.benchmark``. For
+reproducible route choices, pin ``impl=`` per adapter or switch every layer to the CPU-fitted rule with
+``FLORA_MM_ROUTE_POLICY=cost_model`` (:mod:`flora_mm.adapters.routes`). Every route computes the same function.
 """
 from __future__ import annotations
 
@@ -29,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import routes
 from .config import AdapterConfig
+from .routes import ROUTES, device_name
 
 __all__ = ['AdapterLayer', 'BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'conv_nd']
 
-#: ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
+#: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
 #: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
 #: ``'pointwise'`` (Linear, 1x1 convolution), ``'spatial'`` (k x k convolution, stride 1) or ``'strided'``
 #: (patchify / downsampling convolution); see ``_prefer_branch``.
@@ -101,8 +109,10 @@ class AdapterLayer:
         return nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device))
 
     def _choose_impl(self, impl: str) -> str:
-        if impl == 'auto':
+        if impl == 'auto' and routes.policy() == 'cost_model':
             impl = 'branch' if self._prefer_branch() else ('two_pass' if self.dropout else 'merged')
+        if impl == 'auto' and len(self._routes()) == 1:
+            impl = self._routes()[0]
         if impl == 'branch' and not self._supports_branch():
             raise ValueError(f'{type(self).__name__} {self._describe()} has no branch implementation; '
                              f"use impl='merged', 'two_pass' or 'auto'")
@@ -120,33 +130,14 @@ class AdapterLayer:
         raise NotImplementedError
 
     def _prefer_branch(self) -> bool:
-        """The ``auto`` choice between ``branch`` and ``merged``, by a cost model measured on CPU.
+        """The ``cost_model`` policy's choice between ``branch`` and ``merged``: a rule fitted on a 2-core CPU.
 
         Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds);
         ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, a cost
         ``~(d_in + d_out) (r + c)``. So the branch pays off once the width ``d_in d_out / (d_in + d_out)`` (``d_in`` =
         input channels / groups x kernel size) reaches ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer
-        kind (``BRANCH_OFFSETS``), fitted to ``tools/benchmark_layers.py --convs`` (2 threads; fwd + bwd ms,
-        merged / branch, by width):
-
-        * pointwise (ConvNeXt-V2 MLPs): r = 8: 64 2.43 / 2.87, 77 12.4 / 16.2, 128 2.33 / 2.30, 154 11.2 / 10.0;
-          r = 40: ties at ~125-155; r = 128: 154 11.9 / 18.1, 307 14.3 / 13.8. Thresholds 89 / 127 / 233: ties
-          go to the branch because ``merged`` also keeps the weight-sized ``W`` for backward (choosing merged for
-          atto's stage-3 MLPs at r = 40 measured +4.5 MB peak). Every ConvNeXt-V2-L MLP takes the branch up to
-          r = 62.
-        * spatial (3x3, stride 1): a k x k weight gradient is slower per multiply-add than a GEMM, so the branch
-          wins earlier: r = 8: 29 13.9 / 13.9, 58 17.3 / 17.6 (32 x 32 px) and 51.4 / 40.8 (64 x 64 px), 115
-          13.7 / 10.8; r = 40: 58 18.1 / 25.5, 115 13.9 / 13.0. Thresholds 41 (r = 8), 79 (r = 40).
-        * strided (2x2 stride 2): the branch's first 1x1 convolution, its weight gradient and the sum of the two
-          input gradients run over the ``stride^2``-times larger input grid in unfused passes. NCHW inputs (as in
-          ResNet-style backbones): r = 8: 53 2.7 / 3.9, 213 3.7 / 3.9, 256 38.5 / 37.9, 512 31.5 / 22.5; r = 40:
-          256 39.0 / 41.0, 512 33.0 / 24.8. Thresholds 245 (r = 8), 283 (r = 40). On channels-last inputs (the
-          layout ConvNeXt's downsampling layers get) the branch wins earlier: r = 8: 107 2.41 / 2.77, 128
-          9.30 / 7.69, 213 2.94 / 2.80; r = 40: 128 9.35 / 10.49, 213 3.23 / 3.18, 256 10.27 / 8.71. The rule
-          keeps the NCHW fit, as a layer's layout is not known when the route is chosen; the cost is a few
-          percent of one layer (<0.3% of a ConvNeXt-V2-tiny step).
-
-        Override per adapter with ``impl``.
+        kind (``BRANCH_OFFSETS``). The measurements the constants were fitted to are in docs/benchmarks.md
+        ("Per-layer route choice"); on another device they need not hold, which is why ``auto`` measures by default.
         """
         if not self._supports_branch():
             return False
@@ -154,6 +145,45 @@ class AdapterLayer:
         kind = ('strided' if max(getattr(self, 'stride', (1, ))) > 1 else
                 'spatial' if self.weight[0, 0].numel() > 1 else 'pointwise')
         return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_OFFSETS[kind])
+
+    def _routes(self) -> tuple[str, ...]:
+        """The exact routes this layer can take in training."""
+        return tuple(r for r in ROUTES if (r != 'merged' or not self.dropout)
+                     and (r != 'branch' or self._supports_branch()))
+
+    def _route_key(self, x: Tensor) -> tuple:
+        """What a route's speed depends on: the layer's operator and shapes, the input, dtype and device."""
+        device = x.device
+        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        conv = tuple(getattr(self, k, None) for k in ('stride', 'padding', 'dilation', 'groups', 'padding_mode'))
+        layout = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return (type(self).__name__, tuple(self.weight.shape), self._branch_rank_or_none(), bool(self.dropout),
+                conv, tuple(x.shape), str(x.dtype), str(self.weight.dtype), str(autocast), layout, x.requires_grad,
+                device_name(device))
+
+    def _branch_rank_or_none(self):
+        return self._branch_rank() if self._supports_branch() else None
+
+    def _measured_route(self, x: Tensor) -> str:
+        """The fastest exact route for this layer on ``x`` (forward + backward), measured once per
+        :meth:`_route_key` and cached (see :mod:`flora_mm.adapters.routes`)."""
+        return routes.choose(self._route_key(x), self._routes(), lambda route: self._time_route(route, x),
+                             x.device.type)
+
+    def _time_route(self, route: str, x: Tensor) -> Callable[[], None]:
+        """A closure running one forward + backward of ``route`` on a detached copy of ``x``, without touching
+        any ``.grad``, the RNG streams or an enclosing saved-tensor hook (activation checkpointing)."""
+        x = x.detach().requires_grad_(x.requires_grad)
+        inputs = [p for p in self.adapter_parameters().values() if p.requires_grad] + [x] * x.requires_grad
+        forward = dict(merged=lambda x: self._op(x, self.merged_weight(), self.bias), branch=self._branch_forward,
+                       two_pass=self._two_pass_forward)[route]
+
+        def step() -> None:
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+                out = forward(x)
+                if inputs:
+                    torch.autograd.grad(out, inputs, torch.ones_like(out))
+        return step
 
     def _describe(self) -> str:
         return f'(weight {tuple(self.weight.shape)}, groups {getattr(self, "groups", 1)})'
@@ -175,6 +205,8 @@ class AdapterLayer:
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and not self._adapter_needs_grad():
             return self._op(x, self._cached_merged_weight(), self.bias)
+        if self.impl == 'auto':  # first training step: measure the routes on this input, keep the fastest
+            self.impl = self._measured_route(x)
         if self.impl == 'merged':
             return self._op(x, self.merged_weight(), self.bias)
         if self.impl == 'branch':

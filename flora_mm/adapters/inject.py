@@ -20,6 +20,7 @@ from .config import AdapterConfig
 from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALinear
 from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d,
                    LoRALinear)
+from .norms import remove_split_norm_bias, split_norm_bias
 
 __all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
            'count_parameters', 'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'merge_adapters',
@@ -179,6 +180,13 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
             if name not in extra_set:
                 frozen.append(name)
 
+    for module in modules.values():
+        # a frozen weight beside a trainable bias (BitFit, train_bias): norms take the exact split form (norms.py)
+        weight, bias = module._parameters.get('weight'), module._parameters.get('bias')
+        if (layer_base_type(type(module), strict=False) is None and weight is not None and bias is not None
+                and bias.requires_grad and not weight.requires_grad):
+            split_norm_bias(module)
+
     layers = tuple(selected) if layer_types else ()
     for name in layers:
         module = modules[name]
@@ -254,6 +262,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
         else:
             model = plain
     for module in model.modules():
+        remove_split_norm_bias(module)
         if isinstance(getattr(module, 'adapter_state', None), AdapterState):
             del module.adapter_state
     return model

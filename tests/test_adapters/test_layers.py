@@ -207,7 +207,8 @@ def test_flora_conv2d_shapes_follow_the_paper():
         'linear192x768_r8', 'linear192x768_r128', 'linear320x1280_r40', 'linear1536x6144', 'conv40x80k2s2',
         'conv160x320k2s2', 'conv384x768k2s2', 'conv192x384k2s2_r40'])
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
-def test_auto_route_follows_the_cost_model(make, rank, expected, method):
+def test_auto_route_follows_the_cost_model(make, rank, expected, method, monkeypatch):
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
     layer = inject_adapters(make(), dict(type=method, rank=rank))
     if method != 'FLoRA' and layer.weight.dim() > 2:
         expected = 'merged'  # loralib's ConvLoRA has no factorised form

@@ -1,0 +1,137 @@
+"""How ``impl='auto'`` chooses an adapted layer's route: measured on the device it runs on, cached by signature.
+
+Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`):
+
+* ``measure`` (default) -- at a layer's first training forward, time forward + backward of every exact route
+  (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest; the median of ``FLORA_MM_ROUTE_REPS``
+  (default 3) timed runs after one warm-up decides. The choice is cached per signature (the layer's operator and
+  shapes, the input's shape / dtype / layout, autocast dtype, device name), so repeated blocks are measured once.
+  With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also kept on disk, one JSON file per device name and torch version,
+  so later runs on the same machine make the same choices without measuring.
+* ``cost_model`` -- the rule of ``AdapterLayer._prefer_branch``, fixed at construction: deterministic, but its
+  constants were fitted on a 2-core CPU.
+
+Pinning ``impl='merged' | 'branch' | 'two_pass'`` in the adapter config bypasses both. Timing noise can make two
+runs choose differently; the routes compute the same function (to float rounding), so only bit-reproducibility is
+affected -- use the disk cache, ``cost_model`` or a pinned ``impl`` where that matters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+
+__all__ = ['POLICIES', 'ROUTES', 'choose', 'clear_cache', 'device_name', 'policy', 'set_policy']
+
+ROUTES = ('merged', 'branch', 'two_pass')
+POLICIES = ('measure', 'cost_model')
+
+_policy: str | None = None
+_cache: dict[str, str] = {}
+
+
+def policy() -> str:
+    """The route policy in force: :func:`set_policy`'s, else ``$FLORA_MM_ROUTE_POLICY``, else ``measure``."""
+    value = _policy or os.environ.get('FLORA_MM_ROUTE_POLICY') or 'measure'
+    if value not in POLICIES:
+        raise ValueError(f'unknown route policy {value!r} (FLORA_MM_ROUTE_POLICY); choose from {POLICIES}')
+    return value
+
+
+def set_policy(value: str | None) -> None:
+    """Set the policy for layers built from now on (``None``: back to the environment / default)."""
+    if value is not None and value not in POLICIES:
+        raise ValueError(f'unknown route policy {value!r}; choose from {POLICIES}')
+    global _policy
+    _policy = value
+
+
+def clear_cache() -> None:
+    """Forget the in-process route choices (the disk cache is left alone)."""
+    _cache.clear()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return f'cuda:{torch.cuda.get_device_name(device)}'
+    return f'{device.type}:{torch.get_num_threads()}threads'
+
+
+def _sync(device_type: str) -> None:
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _disk_file() -> str | None:
+    folder = os.environ.get('FLORA_MM_ROUTE_CACHE')
+    if not folder:
+        return None
+    device = device_name(torch.device('cuda')) if torch.cuda.is_available() else device_name(torch.device('cpu'))
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', f'{device}_torch-{torch.__version__}')
+    return osp.join(folder, f'routes_{name}.json')
+
+
+def _read_disk(path: str | None) -> dict[str, str]:
+    if path is None or not osp.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}  # an unreadable cache is only a cache: measure again
+
+
+def _write_disk(path: str | None, key: str, route: str) -> None:
+    if path is None:
+        return
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    entries = {**_read_disk(path), key: route}
+    fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(entries, f, indent=0, sort_keys=True)
+    os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
+
+
+def measure(candidates: tuple[str, ...], make_step: Callable[[str], Callable[[], None]], device_type: str,
+            reps: int | None = None) -> dict[str, float]:
+    """Median seconds of one ``make_step(route)()`` per candidate (interleaved, after one warm-up of each)."""
+    reps = reps or int(os.environ.get('FLORA_MM_ROUTE_REPS', 3))
+    steps = {route: make_step(route) for route in candidates}
+    times: dict[str, list[float]] = {route: [] for route in candidates}
+    # the timing runs must not move any random stream (adapter dropout draws from it)
+    devices = [torch.cuda.current_device()] if device_type == 'cuda' else []
+    with torch.random.fork_rng(devices=devices):
+        for rep in range(reps + 1):
+            for route, step in steps.items():
+                _sync(device_type)
+                start = time.perf_counter()
+                step()
+                _sync(device_type)
+                if rep:
+                    times[route].append(time.perf_counter() - start)
+    return {route: statistics.median(t) for route, t in times.items()}
+
+
+def choose(key: tuple, candidates: tuple[str, ...], make_step: Callable[[str], Callable[[], None]],
+           device_type: str) -> str:
+    """The cached route for ``key``, or the fastest of ``candidates`` measured now (and cached)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    text = repr(key)
+    route = _cache.get(text)
+    if route is None:
+        path = _disk_file()
+        route = _read_disk(path).get(text)
+        if route not in candidates:
+            timed = measure(candidates, make_step, device_type)
+            route = min(timed, key=timed.get)
+            _write_disk(path, text, route)
+        _cache[text] = route
+    return route

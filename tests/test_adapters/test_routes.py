@@ -1,0 +1,133 @@
+"""``impl='auto'``: routes measured on the device at the first training forward, cached per signature."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from flora_mm.adapters import adapter_parameters, inject_adapters, routes
+from tests.test_adapters.cases import perturb_adapters
+
+
+@pytest.fixture(autouse=True)
+def fresh_routes(monkeypatch):
+    monkeypatch.delenv('FLORA_MM_ROUTE_POLICY', raising=False)
+    monkeypatch.delenv('FLORA_MM_ROUTE_CACHE', raising=False)
+    routes.clear_cache()
+    yield
+    routes.clear_cache()
+
+
+def fake_timer(monkeypatch, times):
+    """Replace the timing by fixed seconds per route; returns the list of measured candidate tuples."""
+    calls = []
+
+    def measure(candidates, make_step, device_type, reps=None):
+        calls.append(candidates)
+        for route in candidates:
+            make_step(route)()  # the real step must run without error
+        return {r: times[r] for r in candidates}
+    monkeypatch.setattr(routes, 'measure', measure)
+    return calls
+
+
+def adapted(seed=0, **cfg):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(16, 48), nn.GELU(), nn.Linear(48, 48), nn.GELU(), nn.Linear(48, 48))
+    inject_adapters(model, dict(type='FLoRA', rank=4, **cfg))
+    perturb_adapters(model)
+    return model
+
+
+@pytest.mark.parametrize('times, expected', [
+    (dict(merged=3.0, branch=1.0, two_pass=2.0), 'branch'),
+    (dict(merged=1.0, branch=3.0, two_pass=2.0), 'merged'),
+    (dict(merged=3.0, branch=2.0, two_pass=1.0), 'two_pass'),
+])
+def test_fastest_measured_route_is_taken_once_per_signature(monkeypatch, times, expected):
+    calls = fake_timer(monkeypatch, times)
+    model = adapted()
+    assert all(model[i].impl == 'auto' for i in (0, 2, 4))
+    model(torch.randn(5, 16)).sum().backward()
+    assert [model[i].impl for i in (0, 2, 4)] == [expected] * 3
+    # layers 2 and 4 share a signature (same shapes, input, dtype, device): measured once
+    assert calls == [('merged', 'branch', 'two_pass')] * 2
+    model(torch.randn(5, 16))
+    assert len(calls) == 2
+
+
+def test_signature_includes_dtype_autocast_and_shape():
+    layer = adapted()[2]
+    x = torch.randn(5, 48)
+    keys = {layer._route_key(x), layer._route_key(x.double()), layer._route_key(torch.randn(7, 48))}
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        keys.add(layer._route_key(x))
+    assert len(keys) == 4
+
+
+def test_eval_and_pinned_layers_never_measure(monkeypatch):
+    calls = fake_timer(monkeypatch, dict(merged=1.0, branch=1.0, two_pass=1.0))
+    model = adapted().eval()
+    with torch.no_grad():
+        model(torch.randn(5, 16))
+    assert model[0].impl == 'auto' and not calls
+    pinned = adapted(impl='two_pass')
+    pinned(torch.randn(5, 16)).sum().backward()
+    assert not calls and pinned[0].impl == 'two_pass'
+
+
+def test_cost_model_policy_decides_at_construction(monkeypatch):
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
+    model = adapted()
+    assert model[0].impl in ('merged', 'branch')
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'fastest')
+    with pytest.raises(ValueError, match="unknown route policy 'fastest'"):
+        adapted()
+
+
+@pytest.mark.parametrize('dropout', [0.0, 0.3])
+def test_measuring_leaves_grads_and_random_streams_untouched(dropout):
+    """The first (measuring) step equals a step of a twin pinned to the chosen routes: same dropout masks, same
+    gradients, so the timing runs neither drew random numbers nor accumulated into ``.grad``."""
+    auto, x = adapted(dropout=dropout), torch.randn(5, 16)
+    torch.manual_seed(7)
+    out = auto(x)
+    out.square().sum().backward()
+    pinned = adapted(dropout=dropout)
+    for i in (0, 2, 4):
+        pinned[i].impl = auto[i].impl
+    torch.manual_seed(7)
+    ref = pinned(x)
+    ref.square().sum().backward()
+    torch.testing.assert_close(out, ref)
+    grads, ref_grads = adapter_parameters(auto), adapter_parameters(pinned)
+    for name, p in grads.items():
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, msg=name)
+
+
+@pytest.mark.parametrize('use_reentrant', [False, True])
+def test_first_step_inside_activation_checkpointing(use_reentrant):
+    model, x = adapted(), torch.randn(5, 16, requires_grad=True)
+    out = checkpoint(model, x, use_reentrant=use_reentrant)
+    out.square().sum().backward()
+    pinned = adapted()
+    for i in (0, 2, 4):
+        pinned[i].impl = model[i].impl
+    xr = x.detach().clone().requires_grad_()
+    pinned(xr).square().sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    ref_grads = adapter_parameters(pinned)
+    for name, p in adapter_parameters(model).items():
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, msg=name)
+
+
+def test_disk_cache_gives_the_same_routes_without_measuring(monkeypatch, tmp_path):
+    monkeypatch.setenv('FLORA_MM_ROUTE_CACHE', str(tmp_path))
+    fake_timer(monkeypatch, dict(merged=2.0, branch=3.0, two_pass=1.0))
+    adapted()(torch.randn(5, 16)).sum().backward()
+    files = list(tmp_path.glob('routes_*.json'))
+    assert len(files) == 1 and torch.__version__.split('+')[0] in files[0].name
+    routes.clear_cache()  # a new process: only the disk remembers
+    calls = fake_timer(monkeypatch, dict(merged=1.0, branch=1.0, two_pass=1.0))
+    model = adapted()
+    model(torch.randn(5, 16)).sum().backward()
+    assert not calls and model[0].impl == 'two_pass'
