@@ -30,23 +30,34 @@ multiply-adds of FLoRA's budget-matched rank beyond LoRA's rank (``flora`` minus
 at the measured peak matmul speed, over LoRA's step: no kernel on these routes gets below it unless FLoRA at
 LoRA's rank is faster than LoRA. ``flora_vs_bound_time_floor``: the same for all of FLoRA's arithmetic beyond
 the bound's. Writes JSON (``--json``), a markdown table and a PNG bar chart next to it.
+
+Backbones (``--arch``): ConvNeXt-V2 (``atto`` ... ``huge``; adapters on every Linear and Conv) or InternViT
+(``internvit-6b``, ``internvit-300m``, and ``internvit-tiny`` for tests; adapters on every Linear, as the paper).
+GPU runs: ``--amp bf16|fp16`` (autocast; the trainable parameters stay fp32, fp16 with a ``GradScaler``),
+``--base-dtype bf16`` (frozen base parameters stored in bf16, as InternViT-6B training does; needs ``--amp``),
+``--with-cp`` (per-block activation checkpointing for every method). ``--sequential`` builds, times and frees one
+method at a time (the default on CUDA, where several large models do not fit at once); on CUDA peak memory is
+then ``max_memory_allocated`` during the timed steps, above the built model and optimizer state. ``routes`` in
+the results counts the routes ``impl='auto'`` chose on this device.
 """
 import argparse
 import copy
+import gc
 import json
 import os.path as osp
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from flora_mm.adapters import count_parameters, merge_adapters  # noqa: E402
-from flora_mm.models import ConvNeXtV2  # noqa: E402
-from flora_mm.models.budget import solve_rank  # noqa: E402
+from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, routes  # noqa: E402
+from flora_mm.models import ConvNeXtV2, InternViT  # noqa: E402
+from flora_mm.models.budget import adapter_budget, solve_rank  # noqa: E402
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
@@ -56,30 +67,83 @@ CONTROLS = FLOORS + ('flora_at_lora_rank', 'flora_cp')
 INPUT_GRAD = ('input_grad_bound', 'dw_weights')
 
 
-def flora_rank_for(arch: str, target: int, kernel_rank: int) -> int:
+#: InternViT sizes by ``--arch`` name (``internvit-tiny``: for tests).
+INTERNVIT = {'internvit-6b': '6b', 'internvit-300m': '300m',
+             'internvit-tiny': dict(embed_dim=64, depth=4, num_heads=4, mlp_dim=128, out_indices=(0, 1, 2, 3))}
+
+
+def image_hw(img) -> tuple[int, int]:
+    """``--img``: ``S`` (square) or ``HxW``."""
+    h, _, w = str(img).partition('x')
+    return int(h), int(w or h)
+
+
+def is_vit(arch: str) -> bool:
+    return arch in INTERNVIT
+
+
+def backbone_cfg(args, with_cp: bool = False) -> dict:
+    """The benchmarked backbone's config (no adapter)."""
+    if is_vit(args.arch):
+        return dict(type='InternViT', arch=INTERNVIT[args.arch], img_size=max(image_hw(args.img)), with_fpn=False,
+                    with_cp=with_cp or args.with_cp)
+    return dict(type='ConvNeXtV2', arch=args.arch, norm_out=False, with_cp=with_cp or args.with_cp)
+
+
+def adapter_cfg(args, method_type: str, **kw) -> dict:
+    """An adapter of the paper's form for this backbone: ViT -- Linear layers only, FLoRA s = 0.04 (InternViT-6B);
+    ConvNeXt -- Linear and Conv layers, FLoRA s = 4."""
+    cfg = dict(type=method_type, **kw)
+    if is_vit(args.arch):
+        cfg['targets'] = ['linear']
+    if method_type == 'FLoRA':
+        cfg.setdefault('scale', 0.04 if is_vit(args.arch) else 4.0)
+        if is_vit(args.arch):
+            cfg.pop('kernel_rank', None)
+    return cfg
+
+
+def flora_rank_for(args, target: int) -> int:
     """The FLoRA rank whose budget on this backbone is closest to ``target``."""
-    flora = dict(type='FLoRA', kernel_rank=kernel_rank)
-    return solve_rank(dict(type='ConvNeXtV2', arch=arch, norm_out=False), flora, target)[0]
+    return solve_rank(backbone_cfg(args), adapter_cfg(args, 'FLoRA', kernel_rank=args.kernel_rank), target)[0]
 
 
-def build(method: str, args) -> tuple[torch.nn.Module, list]:
-    torch.manual_seed(0)
-    adapters = dict(bitfit=dict(type='BitFit'), lora=dict(type='LoRA', rank=args.rank),
-                    dora=dict(type='DoRA', rank=args.rank),
-                    flora=dict(type='FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank, scale=4.0),
-                    lora_r1=dict(type='LoRA', rank=1), flora_r1=dict(type='FLoRA', rank=1, kernel_rank=1, scale=4.0))
+def adapters_of(args) -> dict:
+    adapters = dict(bitfit=dict(type='BitFit'), lora=adapter_cfg(args, 'LoRA', rank=args.rank),
+                    dora=adapter_cfg(args, 'DoRA', rank=args.rank),
+                    flora=adapter_cfg(args, 'FLoRA', rank=args.flora_rank, kernel_rank=args.kernel_rank),
+                    lora_r1=adapter_cfg(args, 'LoRA', rank=1),
+                    flora_r1=adapter_cfg(args, 'FLoRA', rank=1, kernel_rank=1))
     adapters['flora_at_lora_rank'] = dict(adapters['flora'], rank=args.rank)
     adapters['flora_cp'] = adapters['flora']
-    model = ConvNeXtV2(args.arch, adapter=adapters.get(method), norm_out=False,
-                       with_cp=method == 'flora_cp').to(args.device)
+    return adapters
+
+
+def build(method: str, args, base_dtype: str | None = None) -> tuple[torch.nn.Module, list]:
+    """The backbone for ``method``: adapters injected, frozen parameters stored in ``base_dtype`` (default
+    ``--base-dtype``), and the parameters the optimizer trains."""
+    torch.manual_seed(0)
+    base_dtype = base_dtype or args.base_dtype
+    cfg = backbone_cfg(args, with_cp=method == 'flora_cp')
+    cls = InternViT if cfg.pop('type') == 'InternViT' else ConvNeXtV2
+    with torch.device(args.device):  # built (and initialised) where it runs: a 6B model is not built on the CPU
+        model = cls(adapter=adapters_of(args).get(method), **cfg)
     if method in INPUT_GRAD:
         model.requires_grad_(False)
     if method == 'dw_weights':
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d) and module.groups == module.in_channels > 1:
                 module.weight.requires_grad_(True)
+    if base_dtype != 'fp32':
+        dtype = getattr(torch, DTYPES[base_dtype])
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     return model, params
+
+
+DTYPES = dict(fp32='float32', bf16='bfloat16', fp16='float16')
 
 
 class Step:
@@ -87,19 +151,20 @@ class Step:
 
     def __init__(self, method: str, args):
         self.method = method
-        self.x = torch.randn(args.batch, 3, args.img, args.img, device=args.device)
+        self.device = args.device
+        self.amp = None if args.amp == 'none' else getattr(torch, DTYPES[args.amp])
+        self.x = torch.randn(args.batch, 3, *image_hw(args.img), device=args.device)
         if method in INFER:
-            model, _ = build('flora' if method == 'infer_flora_merged' else 'full', args)
+            # inference keeps fp32 weights (merged or not), under the same autocast as training
+            model, _ = build('flora' if method == 'infer_flora_merged' else 'full', args, base_dtype='fp32')
+            self.model = model.eval()
             if method == 'infer_flora_merged':
                 with torch.no_grad():
                     for p in model.parameters():
                         if p.requires_grad:
                             p.add_(torch.randn_like(p) * 0.02)
-                model.eval()
-                with torch.no_grad():
-                    self.adapted_out = model(self.x)
-                model = merge_adapters(copy.deepcopy(model))
-            self.model = model.eval()
+                    self.adapted_out = self.forward()
+                self.model = merge_adapters(copy.deepcopy(model)).eval()
             self.opt = None
         else:
             self.model, params = build(method, args)
@@ -107,19 +172,34 @@ class Step:
             self.opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None
             if method in INPUT_GRAD:
                 self.x.requires_grad_(True)
+        self.scaler = torch.amp.GradScaler(args.device) if self.amp == torch.float16 and self.opt else None
         self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
+
+    def forward(self):
+        with torch.autocast(self.device, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            return self.model(self.x)
 
     def __call__(self):
         if self.opt is None and self.method in INFER:
             with torch.no_grad():
-                return self.model(self.x)
-        out = sum(o.float().mean() for o in self.model(self.x))
-        out.backward()
-        if self.opt is not None:
-            self.opt.step()
+                return self.forward()
+        out = sum(o.float().mean() for o in self.forward())
+        if self.scaler is not None:
+            self.scaler.scale(out).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
+        else:
+            out.backward()
+            if self.opt is not None:
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
         self.x.grad = None
         return out
+
+    def routes(self) -> dict[str, int]:
+        """How many adapted layers take each route (after the first training step: ``auto``'s measured choice)."""
+        return dict(Counter(layer.impl for _, layer in adapted_layers(self.model)))
 
 
 def _conv_backward_flop(grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups,
@@ -144,9 +224,10 @@ def flop_count(step) -> int:
     return counter.get_total_flops()
 
 
-def gemm_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
-    """Measured fp32 throughput of one large square matmul: the fastest this device does arithmetic."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def gemm_gflops(device: str, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
+    """Measured throughput of one large square matmul in ``dtype``: the fastest this device does arithmetic."""
+    n = n if device == 'cpu' else 8192
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     times = []
     for _ in range(reps + 1):
         sync(device)
@@ -162,21 +243,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def cuda_peak(step) -> float:
+    """MB allocated at peak during two steps, above what was allocated before them (model, optimizer state)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def peak_of(method: str, args) -> tuple[float, float]:
     """``(peak MB, saved-for-backward MB)`` of ``method``; on CPU measured in a fresh subprocess."""
     if args.device == 'cuda':
         step = Step(method, args)
         step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        for _ in range(2):
-            step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20, saved_bytes(step) / 2**20
+        return cuda_peak(step), saved_bytes(step) / 2**20
     cmd = [sys.executable, __file__, '--peak-only', method, '--arch', args.arch, '--img', str(args.img), '--batch',
            str(args.batch), '--rank', str(args.rank), '--flora-rank', str(args.flora_rank), '--kernel-rank',
-           str(args.kernel_rank)]
+           str(args.kernel_rank), '--amp', args.amp, '--base-dtype', args.base_dtype] + ['--with-cp'] * args.with_cp
+    cmd += ['--route-policy', args.route_policy] if args.route_policy else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     saved, peak = out.strip().splitlines()[-2:]
     return float(peak), float(saved)
@@ -210,7 +297,7 @@ def saved_bytes(step) -> int:
     if step.method in INFER:
         return 0
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = step.model(step.x)
+        out = step.forward()
     del out
     return sum(storages.values())
 
@@ -227,10 +314,104 @@ def live_bytes_peak(events) -> int:
     return peak
 
 
+def _result(step, times: list[float], peak: float, saved: float) -> dict:
+    return dict(step_ms=statistics.median(times), peak_mb=peak, saved_mb=saved, adapter_params=step.adapter_params,
+                gflop=flop_count(step) / 1e9, routes=step.routes())
+
+
+def _merged_diff(step) -> float:
+    with torch.no_grad():
+        return max((a - b).abs().max().item() for a, b in zip(step.adapted_out, step()))
+
+
+def _timed(step, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    return 1000 * (time.perf_counter() - start)
+
+
+def run_interleaved(methods, args) -> tuple[dict, float]:
+    """All methods built at once and timed in interleaved rounds (fair on a CPU whose speed drifts)."""
+    torch.manual_seed(0)
+    steps = {m: Step(m, args) for m in methods}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times = {m: [] for m in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            times[name].append(_timed(step, args.device))
+    results = {m: _result(step, times[m], *peak_of(m, args)) for m, step in steps.items()}
+    return results, _merged_diff(steps['infer_flora_merged']) if 'infer_flora_merged' in steps else float('nan')
+
+
+def run_sequential(methods, args) -> tuple[dict, float]:
+    """One method at a time: built, warmed up, timed, measured, freed (large models on one GPU)."""
+    results, diff = {}, float('nan')
+    for m in methods:
+        torch.manual_seed(0)
+        step = Step(m, args)
+        for _ in range(args.warmup):
+            step()
+        times = [_timed(step, args.device) for _ in range(args.reps)]
+        if args.device == 'cuda':
+            peak, saved = cuda_peak(step), saved_bytes(step) / 2**20
+        else:
+            peak, saved = peak_of(m, args)
+        results[m] = _result(step, times, peak, saved)
+        if m == 'infer_flora_merged':
+            diff = _merged_diff(step)
+        print(f'{m}: {results[m]["step_ms"]:.1f} ms, peak {peak:.0f} MB, routes {results[m]["routes"]}',
+              flush=True)
+        del step
+        gc.collect()
+        if args.device == 'cuda':
+            torch.cuda.empty_cache()
+    return results, diff
+
+
+#: ``name: (numerator method, denominator method, measure)`` of the reported ratios.
+RATIOS = dict(
+    flora_vs_lora_time=('flora', 'lora', 'step_ms'), flora_vs_lora_mem=('flora', 'lora', 'peak_mb'),
+    flora_vs_bound_time=('flora', 'input_grad_bound', 'step_ms'),
+    flora_vs_bound_mem=('flora', 'input_grad_bound', 'peak_mb'), dora_vs_lora_time=('dora', 'lora', 'step_ms'),
+    full_vs_bound_time=('full', 'input_grad_bound', 'step_ms'),
+    merged_vs_base_infer_time=('infer_flora_merged', 'infer_base', 'step_ms'),
+    **{f'{m}_vs_bound_time': (m, 'input_grad_bound', 'step_ms') for m in FLOORS},
+    flora_vs_lora_flop=('flora', 'lora', 'gflop'), flora_vs_bound_flop=('flora', 'input_grad_bound', 'gflop'),
+    flora_at_lora_rank_vs_lora_time=('flora_at_lora_rank', 'lora', 'step_ms'),
+    flora_cp_vs_bound_time=('flora_cp', 'input_grad_bound', 'step_ms'),
+    flora_cp_vs_bound_mem=('flora_cp', 'input_grad_bound', 'peak_mb'))
+
+
+def compute_ratios(r: dict, gemm: float, args) -> dict:
+    """The ratios of :data:`RATIOS` whose two methods were run, and the arithmetic floors."""
+    ratios = {name: r[a][key] / max(r[b][key], 1e-9) for name, (a, b, key) in RATIOS.items() if a in r and b in r}
+
+    # Floors from arithmetic at the device's peak matmul speed. LoRA's budget buys FLoRA a higher rank than LoRA's;
+    # the multiply-adds that rank adds (FLoRA minus FLoRA at LoRA's rank) cost at least this much time on these
+    # routes, however fast their kernels -- the least flora_vs_lora_time reachable unless FLoRA at LoRA's rank
+    # beats LoRA. Against the bound: every FLoRA multiply-add beyond the bound's.
+    def floor(extra_gflop: float, over: str) -> float:
+        return 1 + extra_gflop / gemm * 1000 / r[over]['step_ms']
+
+    if 'flora' in r and 'lora' in r:
+        at_lora_rank = (r['flora_at_lora_rank']['gflop'] if 'flora_at_lora_rank' in r else
+                        flop_count(Step('flora_at_lora_rank', args)) / 1e9)
+        ratios['flora_vs_lora_time_floor'] = floor(r['flora']['gflop'] - at_lora_rank, 'lora')
+    if 'flora' in r and 'input_grad_bound' in r:
+        ratios['flora_vs_bound_time_floor'] = floor(r['flora']['gflop'] - r['input_grad_bound']['gflop'],
+                                                    'input_grad_bound')
+    return ratios
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', default='atto')
-    parser.add_argument('--img', type=int, default=128)
+    parser.add_argument('--img', default='128', help='input size: S or HxW (e.g. 800x1216)')
+    parser.add_argument('--methods', nargs='+', help='time only these methods (default: all)')
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--rank', type=int, default=8, help='LoRA / DoRA rank')
@@ -240,72 +421,47 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--quick', action='store_true', help='small and short (<= 90 s on 2 CPU cores)')
     parser.add_argument('--controls', action='store_true', help=f'also time the floors {CONTROLS}')
+    parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'], help='autocast dtype')
+    parser.add_argument('--base-dtype', default='fp32', choices=['fp32', 'bf16'],
+                        help='storage dtype of the frozen base parameters (bf16 needs --amp)')
+    parser.add_argument('--with-cp', action='store_true', help='activation checkpointing per block, every method')
+    parser.add_argument('--sequential', action=argparse.BooleanOptionalAction, default=None,
+                        help='one method at a time (default: on CUDA)')
+    parser.add_argument('--route-policy', choices=routes.POLICIES,
+                        help="how impl='auto' picks routes (default: $FLORA_MM_ROUTE_POLICY or 'measure')")
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
     parser.add_argument('--peak-only', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.img, args.batch, args.reps, args.warmup = 64, 4, 5, 1
+        args.img, args.batch, args.reps, args.warmup = '64', 4, 5, 1
+    if args.base_dtype != 'fp32' and args.amp == 'none':
+        parser.error('--base-dtype bf16 needs --amp (the fp32 adapters meet the bf16 base under autocast)')
+    if args.sequential is None:
+        args.sequential = args.device == 'cuda'
+    if args.route_policy:
+        routes.set_policy(args.route_policy)
     if args.flora_rank is None:
-        with torch.device('meta'):
-            lora = count_parameters(ConvNeXtV2(args.arch, adapter=dict(type='LoRA', rank=args.rank)))['adapter']
-        args.flora_rank = flora_rank_for(args.arch, lora, args.kernel_rank)
+        lora = adapter_budget(backbone_cfg(args), adapter_cfg(args, 'LoRA', rank=args.rank))[0]
+        args.flora_rank = flora_rank_for(args, lora)
     if args.peak_only:
         _peak_only(args.peak_only, args)
         return
 
-    torch.manual_seed(0)
-    steps = {m: Step(m, args) for m in TRAIN + (CONTROLS if args.controls else ()) + INFER}
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times = {m: [] for m in steps}
-    for _ in range(args.reps):
-        for name, step in steps.items():
-            sync(args.device)
-            start = time.perf_counter()
-            step()
-            sync(args.device)
-            times[name].append(1000 * (time.perf_counter() - start))
-    gemm = gemm_gflops(args.device)
-    results = {}
-    for m, step in steps.items():
-        peak, saved = peak_of(m, args)
-        results[m] = dict(step_ms=statistics.median(times[m]), peak_mb=peak, saved_mb=saved,
-                          adapter_params=step.adapter_params, gflop=flop_count(step) / 1e9)
-    merged = steps['infer_flora_merged']
-    with torch.no_grad():
-        diff = max((a - b).abs().max().item() for a, b in zip(merged.adapted_out, merged()))
-    r = {m: results[m] for m in results}
-    ratios = dict(
-        flora_vs_lora_time=r['flora']['step_ms'] / r['lora']['step_ms'],
-        flora_vs_lora_mem=r['flora']['peak_mb'] / max(r['lora']['peak_mb'], 1e-9),
-        flora_vs_bound_time=r['flora']['step_ms'] / r['input_grad_bound']['step_ms'],
-        flora_vs_bound_mem=r['flora']['peak_mb'] / max(r['input_grad_bound']['peak_mb'], 1e-9),
-        dora_vs_lora_time=r['dora']['step_ms'] / r['lora']['step_ms'],
-        full_vs_bound_time=r['full']['step_ms'] / r['input_grad_bound']['step_ms'],
-        merged_vs_base_infer_time=r['infer_flora_merged']['step_ms'] / r['infer_base']['step_ms'],
-        **{f'{m}_vs_bound_time': r[m]['step_ms'] / r['input_grad_bound']['step_ms'] for m in FLOORS if m in r})
-    ratios['flora_vs_lora_flop'] = r['flora']['gflop'] / r['lora']['gflop']
-    ratios['flora_vs_bound_flop'] = r['flora']['gflop'] / r['input_grad_bound']['gflop']
-    # Floors from arithmetic at the device's peak matmul speed. LoRA's budget buys FLoRA a higher rank than LoRA's;
-    # the multiply-adds that rank adds (FLoRA minus FLoRA at LoRA's rank) cost at least this much time on these
-    # routes, however fast their kernels -- the least flora_vs_lora_time reachable unless FLoRA at LoRA's rank
-    # beats LoRA. Against the bound: every FLoRA multiply-add beyond the bound's.
-    def floor(extra_gflop: float, over: str) -> float:
-        return 1 + extra_gflop / gemm * 1000 / r[over]['step_ms']
-
-    at_lora_rank = (r['flora_at_lora_rank']['gflop'] if 'flora_at_lora_rank' in r else
-                    flop_count(Step('flora_at_lora_rank', args)) / 1e9)
-    ratios['flora_vs_lora_time_floor'] = floor(r['flora']['gflop'] - at_lora_rank, 'lora')
-    ratios['flora_vs_bound_time_floor'] = floor(r['flora']['gflop'] - r['input_grad_bound']['gflop'],
-                                                'input_grad_bound')
-    if 'flora_at_lora_rank' in r:
-        ratios['flora_at_lora_rank_vs_lora_time'] = r['flora_at_lora_rank']['step_ms'] / r['lora']['step_ms']
-    if 'flora_cp' in r:
-        ratios['flora_cp_vs_bound_time'] = r['flora_cp']['step_ms'] / r['input_grad_bound']['step_ms']
-        ratios['flora_cp_vs_bound_mem'] = r['flora_cp']['peak_mb'] / max(r['input_grad_bound']['peak_mb'], 1e-9)
+    methods = TRAIN + (tuple(m for m in CONTROLS if m != 'dw_weights' or not is_vit(args.arch))
+                       if args.controls else ()) + INFER
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(TRAIN + CONTROLS + INFER))
+        if unknown:
+            parser.error(f'unknown method(s) {unknown}; choose from {TRAIN + CONTROLS + INFER}')
+        methods = tuple(args.methods)
+    run = run_sequential if args.sequential else run_interleaved
+    results, diff = run(methods, args)
+    gemm = gemm_gflops(args.device, getattr(torch, DTYPES[args.amp if args.amp != 'none' else 'fp32']))
+    ratios = compute_ratios(results, gemm, args)
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
+                 amp=args.amp, base_dtype=args.base_dtype, with_cp=args.with_cp, sequential=args.sequential,
+                 route_policy=routes.policy(),
                  kernel_rank=args.kernel_rank, gemm_gflops=gemm,
                  torch=torch.__version__, threads=torch.get_num_threads(),
                  device_name=torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu')
@@ -323,14 +479,19 @@ def write(report: dict, path: str) -> None:
     with open(path, 'w') as f:
         json.dump(report, f, indent=2)
     s = report['setup']
-    lines = [f"ConvNeXt-V2-{s['arch']}, {s['img']} px, batch {s['batch']}, {s['device_name']} "
-             f"({s['threads']} threads), medians of {s['reps']} interleaved reps; LoRA/DoRA r={s['lora_rank']}, "
-             f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}; peak fp32 matmul {s['gemm_gflops']:.0f} GFLOP/s", '',
-             '| method | step (ms) | peak (MB) | saved for backward (MB) | GFLOP | adapter params |',
-             '|---|---|---|---|---|---|']
+    name = s['arch'] if is_vit(s['arch']) else f"ConvNeXt-V2-{s['arch']}"
+    amp = s.get('amp', 'none')
+    lines = [f"{name}, {s['img']} px, batch {s['batch']}, {s['device_name']} ({s['threads']} threads), medians of "
+             f"{s['reps']} {'sequential' if s.get('sequential') else 'interleaved'} reps; autocast {amp}, base "
+             f"{s.get('base_dtype', 'fp32')}{', with_cp' if s.get('with_cp') else ''}; LoRA/DoRA r={s['lora_rank']}, "
+             f"FLoRA r={s['flora_rank']} r3={s['kernel_rank']}; peak {amp if amp != 'none' else 'fp32'} matmul "
+             f"{s['gemm_gflops']:.0f} GFLOP/s", '',
+             '| method | step (ms) | peak (MB) | saved for backward (MB) | GFLOP | adapter params | routes |',
+             '|---|---|---|---|---|---|---|']
     for m, v in report['results'].items():
+        routes = ', '.join(f'{k} {n}' for k, n in v.get('routes', {}).items()) or '-'
         lines.append(f"| {m} | {v['step_ms']:.1f} | {v['peak_mb']:.1f} | {v['saved_mb']:.1f} | {v['gflop']:.2f} | "
-                     f"{v['adapter_params']:,} |")
+                     f"{v['adapter_params']:,} | {routes} |")
     lines += ['', '| ratio | value |', '|---|---|']
     lines += [f'| {k} | {v:.3f} |' for k, v in report['ratios'].items()]
     lines.append(f"| merged_max_abs_diff | {report['merged_max_abs_diff']:.2e} |")

@@ -3,6 +3,7 @@
 Public API: :func:`inject_adapters`, :func:`merge_adapters`, :func:`adapter_state_dict`,
 :func:`load_adapter_state_dict`, :func:`count_parameters`, and the layer classes.
 """
+from . import routes
 from .base import AdapterLayer
 from .config import IMPLS, LAYER_KINDS, AdapterConfig
 from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALayer, FLoRALinear, tucker_merged, tucker_product
@@ -11,6 +12,7 @@ from .inject import (ADAPTER_LAYERS, NORM_TYPES, AdapterState, adapted_layers, a
                      load_adapter_state_dict, merge_adapters, register_compatible_layer)
 from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALayer, DoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d,
                    LoRALayer, LoRALinear, lora_matrix_shape)
+from .norms import split_norm_bias
 
 __all__ = [
     'ADAPTER_LAYERS', 'IMPLS', 'LAYER_KINDS', 'NORM_TYPES', 'AdapterConfig', 'AdapterLayer', 'AdapterState',
@@ -18,5 +20,5 @@ __all__ = [
     'FLoRAConv3d', 'FLoRALayer', 'FLoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'LoRALayer',
     'LoRALinear', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict', 'count_parameters',
     'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'lora_matrix_shape', 'merge_adapters',
-    'register_compatible_layer', 'tucker_merged', 'tucker_product'
+    'register_compatible_layer', 'routes', 'split_norm_bias', 'tucker_merged', 'tucker_product'
 ]
