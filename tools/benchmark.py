@@ -94,6 +94,8 @@ def adapter_cfg(args, method_type: str, **kw) -> dict:
     """An adapter of the paper's form for this backbone: ViT -- Linear layers only, FLoRA s = 0.04 (InternViT-6B);
     ConvNeXt -- Linear and Conv layers, FLoRA s = 4."""
     cfg = dict(type=method_type, **kw)
+    if args.impl and method_type != 'BitFit':
+        cfg['impl'] = args.impl
     if is_vit(args.arch):
         cfg['targets'] = ['linear']
     if method_type == 'FLoRA':
@@ -264,6 +266,7 @@ def peak_of(method: str, args) -> tuple[float, float]:
            str(args.batch), '--rank', str(args.rank), '--flora-rank', str(args.flora_rank), '--kernel-rank',
            str(args.kernel_rank), '--amp', args.amp, '--base-dtype', args.base_dtype] + ['--with-cp'] * args.with_cp
     cmd += ['--route-policy', args.route_policy] if args.route_policy else []
+    cmd += ['--impl', args.impl] if args.impl else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     saved, peak = out.strip().splitlines()[-2:]
     return float(peak), float(saved)
@@ -343,7 +346,8 @@ def run_interleaved(methods, args) -> tuple[dict, float]:
     for _ in range(args.reps):
         for name, step in steps.items():
             times[name].append(_timed(step, args.device))
-    results = {m: _result(step, times[m], *peak_of(m, args)) for m, step in steps.items()}
+    nan = (float('nan'), float('nan'))
+    results = {m: _result(step, times[m], *(nan if args.skip_memory else peak_of(m, args))) for m, step in steps.items()}
     return results, _merged_diff(steps['infer_flora_merged']) if 'infer_flora_merged' in steps else float('nan')
 
 
@@ -356,7 +360,9 @@ def run_sequential(methods, args) -> tuple[dict, float]:
         for _ in range(args.warmup):
             step()
         times = [_timed(step, args.device) for _ in range(args.reps)]
-        if args.device == 'cuda':
+        if args.skip_memory:
+            peak, saved = float('nan'), float('nan')
+        elif args.device == 'cuda':
             peak, saved = cuda_peak(step), saved_bytes(step) / 2**20
         else:
             peak, saved = peak_of(m, args)
@@ -422,20 +428,24 @@ def main():
     parser.add_argument('--quick', action='store_true', help='small and short (<= 90 s on 2 CPU cores)')
     parser.add_argument('--controls', action='store_true', help=f'also time the floors {CONTROLS}')
     parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'], help='autocast dtype')
-    parser.add_argument('--base-dtype', default='fp32', choices=['fp32', 'bf16'],
-                        help='storage dtype of the frozen base parameters (bf16 needs --amp)')
+    parser.add_argument('--base-dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                        help='storage dtype of the frozen base parameters (other than fp32: the --amp dtype)')
     parser.add_argument('--with-cp', action='store_true', help='activation checkpointing per block, every method')
     parser.add_argument('--sequential', action=argparse.BooleanOptionalAction, default=None,
                         help='one method at a time (default: on CUDA)')
     parser.add_argument('--route-policy', choices=routes.POLICIES,
                         help="how impl='auto' picks routes (default: $FLORA_MM_ROUTE_POLICY or 'measure')")
+    parser.add_argument('--impl', choices=['merged', 'branch', 'two_pass'],
+                        help='pin every adapted layer to this route (layers without it fail)')
+    parser.add_argument('--skip-memory', action='store_true', help='time only (no peak / saved-memory runs)')
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
     parser.add_argument('--peak-only', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.img, args.batch, args.reps, args.warmup = '64', 4, 5, 1
-    if args.base_dtype != 'fp32' and args.amp == 'none':
-        parser.error('--base-dtype bf16 needs --amp (the fp32 adapters meet the bf16 base under autocast)')
+    if args.base_dtype not in ('fp32', args.amp):
+        parser.error(f'--base-dtype {args.base_dtype} needs --amp {args.base_dtype} (the fp32 adapters meet the '
+                     f'low-precision base under autocast)')
     if args.sequential is None:
         args.sequential = args.device == 'cuda'
     if args.route_policy:
@@ -461,7 +471,7 @@ def main():
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,
                  amp=args.amp, base_dtype=args.base_dtype, with_cp=args.with_cp, sequential=args.sequential,
-                 route_policy=routes.policy(),
+                 route_policy=routes.policy(), impl=args.impl or 'auto',
                  kernel_rank=args.kernel_rank, gemm_gflops=gemm,
                  torch=torch.__version__, threads=torch.get_num_threads(),
                  device_name=torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu')

@@ -3,8 +3,8 @@
 Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`):
 
 * ``measure`` (default) -- at a layer's first training forward, time forward + backward of every exact route
-  (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest; the median of ``FLORA_MM_ROUTE_REPS``
-  (default 3) timed runs after one warm-up decides. The choice is cached per signature (the layer's operator and
+  (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest (:func:`measure`: three interleaved
+  rounds of ``FLORA_MM_ROUTE_REPS``, default 3, back-to-back calls after one warm-up). The choice is cached per signature (the layer's operator and
   shapes, the input's shape / dtype / layout, autocast dtype, device name), so repeated blocks are measured once.
   With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also kept on disk, one JSON file per device name and torch version,
   so later runs on the same machine make the same choices without measuring.
@@ -100,22 +100,30 @@ def _write_disk(path: str | None, key: str, route: str) -> None:
 
 
 def measure(candidates: tuple[str, ...], make_step: Callable[[str], Callable[[], None]], device_type: str,
-            reps: int | None = None) -> dict[str, float]:
-    """Median seconds of one ``make_step(route)()`` per candidate (interleaved, after one warm-up of each)."""
+            reps: int | None = None, rounds: int = 3) -> dict[str, float]:
+    """Seconds per ``make_step(route)()`` for each candidate: the median over ``rounds`` interleaved rounds, each
+    timing ``reps`` back-to-back calls with one synchronisation at either end (after one warm-up call of each).
+
+    Back-to-back, as in a training step: on a GPU the host queues the next kernels while the device runs the last
+    ones, so a route is charged for its device time, or its launch time where that is longer -- not for both, as a
+    synchronised single call would (that favours few large kernels over many small ones).
+    """
     reps = reps or int(os.environ.get('FLORA_MM_ROUTE_REPS', 3))
     steps = {route: make_step(route) for route in candidates}
     times: dict[str, list[float]] = {route: [] for route in candidates}
     # the timing runs must not move any random stream (adapter dropout draws from it)
     devices = [torch.cuda.current_device()] if device_type == 'cuda' else []
     with torch.random.fork_rng(devices=devices):
-        for rep in range(reps + 1):
+        for step in steps.values():
+            step()
+        for _ in range(rounds):
             for route, step in steps.items():
                 _sync(device_type)
                 start = time.perf_counter()
-                step()
+                for _ in range(reps):
+                    step()
                 _sync(device_type)
-                if rep:
-                    times[route].append(time.perf_counter() - start)
+                times[route].append((time.perf_counter() - start) / reps)
     return {route: statistics.median(t) for route, t in times.items()}
 
 

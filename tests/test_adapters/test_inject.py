@@ -199,8 +199,13 @@ def test_custom_forward_subclasses_need_registration():
 
 
 def test_single_layer_model_is_returned_adapted():
-    layer = inject_adapters(nn.Linear(4, 4), dict(type='FLoRA', rank=2))
+    base = nn.Linear(4, 4)
+    layer = inject_adapters(base, dict(type='FLoRA', rank=2))
     assert isinstance(layer, AdapterLayer)
+    assert layer.weight is base.weight and layer.bias is base.bias
+    assert not layer.weight.requires_grad and not layer.bias.requires_grad
+    assert all(p.requires_grad for p in layer.adapter_parameters().values())
+    assert {n for n, p in layer.named_parameters() if p.requires_grad} == set(layer.adapter_names)
     assert type(merge_adapters(layer)) is nn.Linear
 
 

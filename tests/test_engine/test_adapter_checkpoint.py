@@ -135,6 +135,18 @@ def test_checkpoint_that_does_not_fit_is_refused_with_reasons(trained, tmp_path,
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing modified
 
 
+def test_checkpoint_missing_a_trained_tensor_is_refused(trained):
+    """An adapter-only checkpoint without one of the adapter's trained tensors (a truncated save, a filter bug)
+    must not load silently and leave that tensor at its initial value."""
+    cfg, _, ckpt_path, _, model = trained
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    core = next(k for k in ckpt['state_dict'] if k.endswith('flora_core'))
+    del ckpt['state_dict'][core]
+    fresh = MODELS.build(copy.deepcopy(cfg.model))
+    with pytest.raises(KeyError, match=rf"missing keys.*{core}"):
+        load_adapter_checkpoint(fresh, ckpt)
+
+
 def test_full_checkpoint_is_not_taken_for_an_adapter(trained, tmp_path):
     model = trained[4]
     with pytest.raises(ValueError, match='not an adapter-only checkpoint'):

@@ -13,11 +13,11 @@ from torch.utils.data import Dataset
 
 import flora_mm  # noqa: F401
 from flora_mm.adapters import adapted_layers, inject_adapters
-from flora_mm.engine import FrozenParamsCheckHook, check_frozen, delta_stats
+from flora_mm.engine import DeltaWeightStatsHook, FrozenParamsCheckHook, check_frozen, delta_stats
 
 
 class ToyModel(BaseModel):
-    def __init__(self, adapter=None, tamper=False):
+    def __init__(self, adapter=None, tamper=None):
         super().__init__()
         self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
         self.head = nn.Linear(8, 2)
@@ -29,9 +29,14 @@ class ToyModel(BaseModel):
         feats = self.backbone(inputs).mean((2, 3))
         logits = self.head(feats)
         if mode == 'loss':
-            if self.tamper:  # a bug that writes into a frozen weight
+            weight = self.backbone[0].weight
+            if self.tamper == 'value':  # a bug that writes into a frozen weight
                 with torch.no_grad():
-                    self.backbone[0].weight.add_(1.0)
+                    weight.add_(1.0)
+            elif self.tamper == 'requires_grad':  # a bug that unfreezes it (not in the optimizer: value unchanged)
+                weight.requires_grad_(True)
+            elif self.tamper == 'grad':  # a bug that leaves a gradient on it
+                weight.grad = torch.zeros_like(weight)
             return dict(loss=nn.functional.cross_entropy(logits, labels))
         return logits
 
@@ -53,32 +58,46 @@ def build(model, paramwise_cfg=None):
     return OPTIM_WRAPPER_CONSTRUCTORS.build(cfg)(model)
 
 
-def test_only_trainable_params_in_one_group_and_summary_logged(caplog):
-    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    wrapper = build(model)
-    groups = wrapper.optimizer.param_groups
-    assert len(groups) == 1 and {id(p) for p in groups[0]['params']} == trainable
-
-
-def test_paramwise_cfg_kept_groups_merged_and_no_per_parameter_flood():
-    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+def _logged(fn):
+    """``(fn(), messages logged by mmengine's current logger meanwhile)``."""
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
     try:
-        wrapper = build(model, dict(custom_keys={'flora_core': dict(lr_mult=10.0)}, bias_decay_mult=0.0))
+        out = fn()
     finally:
         logger.removeHandler(handler)
+    return out, [r.getMessage() for r in records]
+
+
+def test_only_trainable_params_in_one_group_and_summary_logged():
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    wrapper, messages = _logged(lambda: build(model))
+    groups = wrapper.optimizer.param_groups
+    assert len(groups) == 1 and {id(p) for p in groups[0]['params']} == trainable
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    summary = [m for m in messages if m.startswith('AdapterOptimWrapperConstructor')]
+    assert len(summary) == 1 and f'{n_trainable:,} trainable parameters in 1 group(s)' in summary[0]
+    # the per-module table: the adapted backbone's frozen count and the head's trainable count
+    rows = {line.split()[0]: line.split()[1:] for line in summary[0].splitlines()[2:]}
+    assert rows['backbone'][1] == f'{n_frozen:,}'
+    assert rows['head'][0] == f'{sum(p.numel() for p in model.head.parameters()):,}'
+
+
+def test_paramwise_cfg_kept_groups_merged_and_no_per_parameter_flood():
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    wrapper, messages = _logged(
+        lambda: build(model, dict(custom_keys={'flora_core': dict(lr_mult=10.0)}, bias_decay_mult=0.0)))
     groups = wrapper.optimizer.param_groups
     by_lr = {g['lr']: g for g in groups}
     assert set(by_lr) == {1e-3, 1e-2}
     assert all(p.shape == (2, 2, 2, 2) for p in by_lr[1e-2]['params'])  # exactly the FLoRA cores
     assert sum(len(g['params']) for g in groups) == sum(p.requires_grad for p in model.parameters())
     assert len(groups) == 3  # default, cores x10, biases without decay
-    messages = [r.getMessage() for r in records]
     assert not any('paramwise_options' in m or 'requires_grad=False' in m for m in messages)
     assert any('trainable' in m and 'frozen' in m and 'adapter' in m for m in messages)
 
@@ -112,13 +131,14 @@ def test_hook_passes_on_a_correct_run_and_base_is_unchanged(tmp_path):
     assert model.backbone[0].flora_core.abs().sum() > 0
 
 
-def test_hook_raises_when_a_frozen_weight_changes(tmp_path):
+@pytest.mark.parametrize('tamper', ['value', 'requires_grad', 'grad'])
+def test_hook_raises_when_a_frozen_weight_is_touched(tmp_path, tamper):
     with pytest.raises(RuntimeError, match=r'frozen parameters were changed.*backbone.0.weight'):
-        _run(tmp_path, ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=True))
+        _run(tmp_path, ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=tamper))
 
 
 def test_non_strict_hook_logs_the_touched_and_the_gradient_less_parameters(tmp_path):
-    model = ToyModel(adapter=dict(type='FLoRA', rank=2), tamper=True)
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2), tamper='value')
     model.unused = nn.Parameter(torch.zeros(3))  # trainable, never on the forward path
     _run(tmp_path, model, strict=False)
     log = next(tmp_path.glob('*/*.log')).read_text().splitlines()
@@ -127,8 +147,11 @@ def test_non_strict_hook_logs_the_touched_and_the_gradient_less_parameters(tmp_p
     assert any(' WARNING ' in line and "received no gradient" in line and "'unused'" in line for line in log)
 
 
-def test_hook_is_registered():
-    assert isinstance(FrozenParamsCheckHook(), FrozenParamsCheckHook)
+def test_hooks_are_registered_and_buildable_from_config():
+    from mmengine.registry import HOOKS
+    for name, cls in (('FrozenParamsCheckHook', FrozenParamsCheckHook), ('DeltaWeightStatsHook', DeltaWeightStatsHook)):
+        assert HOOKS.get(name) is cls
+        assert type(HOOKS.build(dict(type=name))) is cls
 
 
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])

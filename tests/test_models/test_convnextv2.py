@@ -3,6 +3,7 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 from flora_mm.adapters import adapted_layers, adapter_state_dict, count_parameters
 from flora_mm.models import ConvNeXtV2
@@ -40,6 +41,21 @@ def test_adapter_identity_at_init_and_freezing():
     trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
     assert trainable == set(adapter_state_dict(adapted)) | {f'norm{i}.{k}' for i in range(4) for k in ('weight',
                                                                                                       'bias')}
+
+
+@pytest.mark.parametrize('adapter', [dict(type='FLoRA', rank=2, train_norm=True), dict(type='BitFit', train_norm=True)])
+def test_train_norm_leaves_the_frozen_stages_frozen(adapter):
+    """``train_norm`` unfreezes the norms of the stages the adapter trains, never those ``frozen_stages`` froze."""
+    model = make(adapter=adapter, frozen_stages=2)
+    norms = {name for name, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+    frozen_prefixes = ('stem.', 'stages.0.', 'stages.1.')
+    for name, param in model.named_parameters():
+        module = name.rsplit('.', 1)[0]
+        if name.startswith(frozen_prefixes):
+            assert not param.requires_grad, name
+        elif module in norms and name.startswith('stages.'):
+            assert param.requires_grad, name  # the trained stages' norms do train
+    assert any(p.requires_grad for n, p in model.named_parameters() if n.startswith('stages.2.'))
 
 
 def test_frozen_stages_get_no_adapters_and_train_keeps_trainable_set():

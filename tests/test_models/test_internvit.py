@@ -3,6 +3,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from flora_mm.adapters import adapted_layers, count_parameters
@@ -90,6 +91,26 @@ def test_pretrained_loading_both_namings_with_pos_embed_interpolation(naming, tm
     torch.testing.assert_close(own['pos_embed'], resize_pos_embed(source['pos_embed'], (4, 4)))
     assert own['pos_embed'].shape == (1, 17, 32)
     assert not own['blocks.0.attn.qkv.flora_core'].any()
+
+
+@pytest.mark.parametrize('grid', [(3, 5), (5, 3), (6, 6)])
+def test_resize_pos_embed_keeps_rows_and_columns_apart(grid):
+    """Channel 0 ramps down the rows, channel 1 along the columns of a 4 x 4 source grid. Tokens are row-major, so
+    after resizing to ``grid = (h, w)`` channel 0 must depend on the token's row only and channel 1 on its column
+    only, and both must equal ``F.interpolate`` of the source maps."""
+    rows, cols = torch.meshgrid(torch.arange(4.), torch.arange(4.), indexing='ij')
+    maps = torch.stack([rows, cols, rows * cols])  # [3, 4, 4]
+    cls = torch.full((1, 1, 3), 7.0)
+    pos = torch.cat([cls, maps.flatten(1).t()[None]], dim=1)  # [1, 1 + 16, 3], row-major tokens
+    out = resize_pos_embed(pos, grid)
+    h, w = grid
+    assert out.shape == (1, 1 + h * w, 3) and torch.equal(out[:, :1], cls)
+    tokens = out[0, 1:].t().reshape(3, h, w)
+    assert torch.allclose(tokens[0], tokens[0, :, :1].expand(h, w))  # row ramp: constant along each row
+    assert torch.allclose(tokens[1], tokens[1, :1, :].expand(h, w))  # column ramp: constant down each column
+    assert tokens[0, -1, 0] > tokens[0, 0, 0] and tokens[1, 0, -1] > tokens[1, 0, 0]
+    expected = F.interpolate(maps[None], size=grid, mode='bicubic', align_corners=False)[0]
+    torch.testing.assert_close(tokens, expected)
 
 
 def test_bad_checkpoint_raises():

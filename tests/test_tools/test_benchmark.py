@@ -59,19 +59,70 @@ def test_saved_bytes_counts_activations_kept_for_parameter_gradients():
     frozen = torch.nn.Linear(32, 16).requires_grad_(False)
     trained = torch.nn.Linear(32, 16)
     # A frozen layer needs only its (excluded) weight for the input gradient; a trained one keeps its input too.
-    assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=frozen, x=x)) == 0
-    assert benchmark.saved_bytes(SimpleNamespace(method='lora', model=trained, x=x)) == x.numel() * 4
-    assert benchmark.saved_bytes(SimpleNamespace(method='infer_base', model=trained, x=x)) == 0
+
+    def step(method, model):
+        return SimpleNamespace(method=method, model=model, forward=lambda: model(x))
+    assert benchmark.saved_bytes(step('lora', frozen)) == 0
+    assert benchmark.saved_bytes(step('lora', trained)) == x.numel() * 4
+    assert benchmark.saved_bytes(step('infer_base', trained)) == 0
+
+
+def bench_args(**kw):
+    from argparse import Namespace
+    return Namespace(**{**dict(arch='atto', device='cpu', rank=8, flora_rank=8, kernel_rank=2, base_dtype='fp32',
+                               amp='none', with_cp=False, impl=None, img='32', batch=1), **kw})
+
+
+@pytest.mark.parametrize('arch, amp, base', [('internvit-tiny', 'bf16', 'bf16'), ('atto', 'bf16', 'bf16'),
+                                             ('atto', 'fp16', 'fp32')])
+def test_amp_steps_keep_fp32_trainables_and_a_low_precision_base(arch, amp, base):
+    """Every method trains one step under autocast, the frozen base stored in ``base`` (bf16: InternViT-6B
+    style); the optimizer's parameters stay fp32, fp16 goes through a GradScaler, inference keeps fp32 weights."""
+    import torch
+    benchmark = load_tool('benchmark')
+    args = bench_args(arch=arch, amp=amp, base_dtype=base, with_cp=True, img='28' if 'vit' in arch else '32')
+    for method in benchmark.TRAIN + benchmark.INFER:
+        step = benchmark.Step(method, args)
+        out = step()
+        assert all(torch.isfinite(t).all() for t in (out if isinstance(out, tuple) else (out, ))), method
+        params = list(step.model.parameters())
+        trainable = [p for p in params if p.requires_grad]
+        assert all(p.dtype == torch.float32 for p in trainable), method
+        frozen_dtypes = {p.dtype for p in params if not p.requires_grad}
+        expected = {torch.float32} if method in benchmark.INFER or base == 'fp32' else {torch.bfloat16}
+        assert frozen_dtypes <= expected, (method, frozen_dtypes)
+        assert (step.scaler is not None) == (amp == 'fp16' and bool(trainable) and method not in benchmark.INFER)
+        if method in ('lora', 'flora'):
+            assert sum(step.routes().values()) > 0 and 'auto' not in step.routes()  # measured at the first step
+    vit = benchmark.build('flora', args)[0]
+    if 'vit' in arch:  # the paper's InternViT adapter: Linear layers only, s = 0.04
+        assert all(isinstance(m, torch.nn.Linear) for _, m in benchmark.adapted_layers(vit))
+        assert {m.scale for _, m in benchmark.adapted_layers(vit)} == {0.04}
+
+
+def test_sequential_internvit_run_reports_routes_and_setup(tmp_path):
+    out = tmp_path / 'vit.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--arch', 'internvit-tiny', '--img',
+                           '28x42', '--batch', '1', '--reps', '1', '--warmup', '1', '--amp', 'bf16', '--base-dtype',
+                           'bf16', '--with-cp', '--sequential', '--skip-memory', '--methods', 'lora', 'flora',
+                           'infer_base', 'infer_flora_merged', '--json', str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report['setup']['amp'] == 'bf16' and report['setup']['sequential'] and report['setup']['with_cp']
+    assert set(report['results']) == {'lora', 'flora', 'infer_base', 'infer_flora_merged'}
+    n_linear = 4 * 4  # 4 blocks x (qkv, proj, fc1, fc2)
+    assert sum(report['results']['flora']['routes'].values()) == n_linear
+    assert set(report['ratios']) >= {'flora_vs_lora_time', 'merged_vs_base_infer_time'}
+    assert report['merged_max_abs_diff'] < 1e-2  # bf16 autocast on both sides
 
 
 def test_control_methods_train_what_they_claim():
     """The ``--controls``: rank-1 adapters on every layer, the depthwise weights alone, FLoRA checkpointed and
     FLoRA at LoRA's rank."""
-    from argparse import Namespace
-
     import torch
     benchmark = load_tool('benchmark')
-    args = Namespace(arch='atto', device='cpu', rank=8, flora_rank=40, kernel_rank=2)
+    args = bench_args(arch='atto', flora_rank=40)
     model, params = benchmark.build('dw_weights', args)
     depthwise = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert len(depthwise) == 12 and {id(p) for p in params} == {id(w) for w in depthwise}
