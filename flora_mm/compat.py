@@ -57,12 +57,16 @@ def apply() -> None:
     * mmengine 0.10.7's ``_init_dist_pytorch`` calls ``torch.cuda.set_device(local_rank)`` unconditionally, so a
       ``torchrun`` job on a machine without GPUs (gloo backend) dies before training. Without CUDA the process
       group is initialised directly; with CUDA mmengine's own function runs unchanged.
+    * mmengine 0.10.7's ``FSDPStrategy.load_optim_state_dict`` calls ``FSDP.optim_state_dict_to_load(state_dict,
+      model, optimizer)`` in torch 2.0's argument order; torch >= 2.1 takes ``(model, optim, optim_state_dict)``,
+      so resuming an FSDP run fails (``unhashable type: 'dict'``). The same call is made with keywords.
     """
     if CHECKPOINT_SAFE_GLOBALS:
         return
     CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals())
     torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
     _patch_cpu_distributed_init()
+    _patch_fsdp_optim_state_loading()
 
 
 def _patch_cpu_distributed_init() -> None:
@@ -77,3 +81,15 @@ def _patch_cpu_distributed_init() -> None:
                                              world_size=int(os.environ['WORLD_SIZE']), **kwargs)
 
     dist_utils._init_dist_pytorch = init_dist_pytorch
+
+
+def _patch_fsdp_optim_state_loading() -> None:
+    from mmengine._strategy import fsdp
+
+    def load_optim_state_dict(self, state_dict: dict) -> None:
+        optim_state_dict = fsdp.FSDP.optim_state_dict_to_load(model=self.model, optim=self.optim_wrapper.optimizer,
+                                                              optim_state_dict=state_dict)
+        self.optim_wrapper.load_state_dict(optim_state_dict)
+
+    load_optim_state_dict.__doc__ = fsdp.FSDPStrategy.load_optim_state_dict.__doc__
+    fsdp.FSDPStrategy.load_optim_state_dict = load_optim_state_dict

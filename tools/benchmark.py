@@ -439,8 +439,18 @@ def main():
                         help='pin every adapted layer to this route (layers without it fail)')
     parser.add_argument('--skip-memory', action='store_true', help='time only (no peak / saved-memory runs)')
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
+    parser.add_argument('--render', metavar='JSON', nargs='+',
+                        help='only write the markdown table and PNG of saved reports, and print their summary')
     parser.add_argument('--peak-only', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        reports = {}
+        for path in args.render:
+            with open(path) as f:
+                reports[path] = json.load(f)
+            write(reports[path], path, echo=False)
+        print(summary(reports))
+        return
     if args.quick:
         args.img, args.batch, args.reps, args.warmup = '64', 4, 5, 1
     if args.base_dtype not in ('fp32', args.amp):
@@ -479,7 +489,31 @@ def main():
     write(report, args.json)
 
 
-def write(report: dict, path: str) -> None:
+#: Columns of :func:`summary`: step times, the headline ratios and the routes ``auto`` chose.
+SUMMARY_RATIOS = ('flora_vs_lora_time', 'flora_vs_bound_time', 'dora_vs_lora_time', 'merged_vs_base_infer_time')
+
+
+def summary(reports: dict) -> str:
+    """One markdown row per saved report (path -> report): setup, LoRA / FLoRA step times and routes, ratios."""
+    def ms(r, m):
+        return f"{r['results'][m]['step_ms']:.1f}" if m in r['results'] else '-'
+
+    def routes(r, m):
+        return ', '.join(f'{k} {n}' for k, n in r['results'].get(m, {}).get('routes', {}).items()) or '-'
+
+    lines = ['| report | arch, input | routes | bound ms | LoRA ms | FLoRA ms | ' + ' | '.join(SUMMARY_RATIOS) + ' |',
+             '|---' * (6 + len(SUMMARY_RATIOS)) + '|']
+    for path, r in reports.items():
+        s = r['setup']
+        policy = s.get('impl', 'auto') if s.get('impl', 'auto') != 'auto' else f"auto ({s.get('route_policy', '?')})"
+        ratios = ' | '.join(f"{r['ratios'][k]:.3f}" if k in r['ratios'] else '-' for k in SUMMARY_RATIOS)
+        lines.append(f"| {osp.basename(path)} | {s['arch']} {s['batch']}x{s['img']} {s.get('amp', 'none')} | {policy}: "
+                     f"LoRA {routes(r, 'lora')}; FLoRA {routes(r, 'flora')} | {ms(r, 'input_grad_bound')} | "
+                     f"{ms(r, 'lora')} | {ms(r, 'flora')} | {ratios} |")
+    return '\n'.join(lines)
+
+
+def write(report: dict, path: str, echo: bool = True) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -516,8 +550,10 @@ def write(report: dict, path: str) -> None:
     fig.suptitle(lines[0], fontsize=8)
     fig.tight_layout()
     fig.savefig(base + '.png', dpi=110)
-    print('\n'.join(lines))
-    print(f'\nwrote {path}, {base}.md, {base}.png')
+    plt.close(fig)
+    if echo:
+        print('\n'.join(lines))
+        print(f'\nwrote {path}, {base}.md, {base}.png')
 
 
 if __name__ == '__main__':

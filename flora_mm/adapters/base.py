@@ -198,8 +198,11 @@ class AdapterLayer:
         return self.weight + self.delta_weight()
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
-        """The adapter's own parameters by local name (the base ``weight`` / ``bias`` are not among them)."""
-        return {name: self._parameters[name] for name in self.adapter_names}
+        """The adapter's own parameters by local name (the base ``weight`` / ``bias`` are not among them).
+
+        Looked up as attributes, not in ``_parameters``: FSDP (``use_orig_params=True``) swaps them for plain
+        tensor views of its flat parameter around forward and backward."""
+        return {name: getattr(self, name) for name in self.adapter_names}
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:

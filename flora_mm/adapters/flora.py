@@ -107,7 +107,7 @@ class FLoRALayer(AdapterLayer):
 
     @property
     def factors(self) -> list[Tensor]:
-        return [self._parameters[f'flora_factor_{n}'] for n in range(len(self.ranks))]
+        return [getattr(self, f'flora_factor_{n}') for n in range(len(self.ranks))]  # FSDP: views, see base
 
     def delta_weight(self) -> Tensor:
         return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW

@@ -23,7 +23,7 @@ from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, L
 from .norms import remove_split_norm_bias, split_norm_bias
 
 __all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
-           'count_parameters', 'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'merge_adapters',
+           'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'merge_adapters',
            'register_compatible_layer', 'NORM_TYPES']
 
 #: Adapted class for each (method, base layer class). BitFit adapts no layer, it only unfreezes biases.
@@ -85,6 +85,21 @@ class AdapterState:
     layers: tuple[str, ...]
     extra_trainable: tuple[str, ...]
     frozen: tuple[str, ...] = ()
+
+
+#: Module names that wrappers insert into qualified names (FSDP units, activation-checkpoint wrappers,
+#: ``torch.compile``); :func:`clean_name` drops them, so names match the unwrapped model's.
+WRAPPER_NAMES = frozenset({'_fsdp_wrapped_module', '_checkpoint_wrapped_module', '_orig_mod'})
+
+
+def clean_name(name: str) -> str:
+    """``name`` with the components wrappers insert removed (``blocks.0._fsdp_wrapped_module.fc`` -> ``blocks.0.fc``)."""
+    return '.'.join(part for part in name.split('.') if part not in WRAPPER_NAMES)
+
+
+def named_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """``module``'s parameters by clean qualified name (see :func:`clean_name`)."""
+    return {clean_name(name): param for name, param in module.named_parameters()}
 
 
 def _walk(module: nn.Module, prefix: str = '') -> Iterator[tuple[str, nn.Module]]:
@@ -203,7 +218,7 @@ def adapted_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
     """``(qualified name, layer)`` for every adapted layer in ``model``."""
     for name, module in model.named_modules():
         if isinstance(module, AdapterLayer):
-            yield name, module
+            yield clean_name(name), module
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -215,7 +230,7 @@ def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     for prefix, module in model.named_modules():
         state = getattr(module, 'adapter_state', None)
         if isinstance(state, AdapterState):
-            params = dict(module.named_parameters())
+            params, prefix = named_parameters(module), clean_name(prefix)
             out.update({f'{prefix}.{k}' if prefix else k: params[k] for k in state.extra_trainable})
     return out
 

@@ -36,6 +36,11 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
         if env.get('dist_cfg', {}).get('backend', 'nccl') == 'nccl':  # NCCL needs GPUs
             print_log('no CUDA device: using the gloo backend instead of nccl', logger='current')
             env.setdefault('dist_cfg', {})['backend'] = 'gloo'
+        strategy = cfg.get('strategy') or {}
+        if cfg.get('runner_type') and 'FSDP' in str(strategy.get('type', '')):
+            # FSDP on CPU processes: mmengine passes device_id=LOCAL_RANK, which FSDP takes for a CUDA index
+            strategy.setdefault('model_wrapper', {}).setdefault('device_id', 'cpu')
+            return cfg
         # DDP of a CPU module takes no device_ids (mmengine passes [LOCAL_RANK] by default)
         wrapper = cfg.get('model_wrapper_cfg') or dict(
             type='MMDistributedDataParallel', broadcast_buffers=False,

@@ -10,6 +10,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 from ..adapters import AdapterState, adapter_parameters
+from ..adapters.inject import clean_name, named_parameters
 
 __all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary']
 
@@ -20,7 +21,7 @@ def check_frozen(model: nn.Module) -> None:
     for prefix, module in model.named_modules():
         state = getattr(module, 'adapter_state', None)
         if isinstance(state, AdapterState):
-            params = dict(module.named_parameters())
+            params, prefix = named_parameters(module), clean_name(prefix)  # FSDP units rename their parameters
             bad += [f'{prefix}.{n}' if prefix else n for n in state.frozen if params[n].requires_grad]
     if bad:
         raise RuntimeError(f'{len(bad)} base parameters of an adapted module are trainable again although an '

@@ -53,10 +53,13 @@ def reference_forward(method, layer, p, x, x_drop):
     return out * scale + (bias if isinstance(layer, nn.Linear) else bias.view(-1, *channel))
 
 
-@pytest.mark.parametrize('dropout', [0.0, 0.3])
-@pytest.mark.parametrize('route', ROUTES)
-@pytest.mark.parametrize('kind', LAYERS)
-@pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
+#: Every (method, layer, route, dropout) that exists: ``merged`` cannot apply dropout, and loralib's reshaped conv
+#: update has no factorised branch.
+CASES = [(m, k, r, d) for m in ('FLoRA', 'LoRA', 'DoRA') for k in LAYERS for r in ROUTES for d in (0.0, 0.3)
+         if not (r == 'merged' and d) and not (r == 'branch' and m != 'FLoRA' and k != 'linear')]
+
+
+@pytest.mark.parametrize('method, kind, route, dropout', CASES)
 def test_route_matches_the_reference_formula(method, kind, route, dropout):
     factory, shape = LAYERS[kind]
     torch.manual_seed(0)
@@ -67,10 +70,7 @@ def test_route_matches_the_reference_formula(method, kind, route, dropout):
     inject_adapters(layer, cfg)
     perturb_adapters(layer)
     layer = layer[0]
-    try:
-        layer.impl = layer._choose_impl(route)
-    except ValueError:
-        pytest.skip(f'{method} on {kind} has no {route} route with dropout {dropout}')
+    layer.impl = layer._choose_impl(route)
     x = torch.randn(shape, requires_grad=True)
     torch.manual_seed(123)
     out = layer(x)

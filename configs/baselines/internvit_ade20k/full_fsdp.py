@@ -11,7 +11,9 @@ runner_type = 'FlexibleRunner'
 strategy = dict(
     type='FSDPStrategy',
     model_wrapper=dict(
-        auto_wrap_policy=dict(type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy', min_num_params=1e7),
+        # one FSDP unit per transformer block; heads stay in the root unit (mmseg calls decode_head.loss, not
+        # forward, which a separately wrapped head would need to gather its parameters)
+        auto_wrap_policy=dict(type='flora_mm.engine.fsdp.block_wrap_policy'),
         use_orig_params=True),
     state_dict_cfg='full')
 optim_wrapper = dict(
