@@ -2,8 +2,10 @@
 # bf16 autocast and activation checkpointing so that it fits 80 GB GPUs. Crop 504 = 36 x 14 (patch 14).
 _base_ = './flora_convnext_ade20k.py'
 
-# InternViT-6B weights: InternVL's intern_vit_6b_224px.pth, or a Hugging Face OpenGVLab/InternViT-6B-*
-# model.safetensors (position embeddings are interpolated to the crop size); see docs/checkpoints.md.
+# InternViT-6B weights: InternVL's intern_vit_6b_224px.pth or the 448px-V1-0 release (48 blocks: arch='6b'). The
+# 448px-V1-2 / V1-5 / V2_5 releases have 45 blocks: arch='6b-448px-v1.2' / '6b-448px-v1.5' / '6b-448px-v2.5'.
+# Hugging Face releases load from their sharded folder (or model.safetensors.index.json); position embeddings are
+# interpolated to the crop size. See docs/checkpoints.md.
 pretrained = 'checkpoints/intern_vit_6b_224px.pth'
 crop_size = (504, 504)
 

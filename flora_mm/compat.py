@@ -4,6 +4,7 @@ Each fix names the upstream behaviour it works around. Applied once, on ``import
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import pickle
@@ -42,7 +43,9 @@ def _mmengine_pickle_globals() -> list:
 
 
 #: Exactly the non-tensor objects an mmengine checkpoint contains (message_hub's HistoryBuffer of numpy arrays
-#: and its statistics methods, numpy scalars in runtime info / meta).
+#: and its statistics methods, numpy scalars in runtime info / meta), and the ``argparse.Namespace`` of the
+#: command-line arguments that the official ConvNeXt-V2 (and DeiT / MAE-style) training scripts save as
+#: ``checkpoint['args']``.
 CHECKPOINT_SAFE_GLOBALS: list = []
 
 
@@ -53,7 +56,9 @@ def apply() -> None:
       ``torch.load`` without ``weights_only``, so resuming fails on the ``HistoryBuffer`` / numpy objects that
       mmengine itself stored in ``message_hub``. Rather than switching ``weights_only`` off (arbitrary code
       execution on untrusted files), exactly those types are allow-listed with
-      ``torch.serialization.add_safe_globals``.
+      ``torch.serialization.add_safe_globals``; so is ``argparse.Namespace``, which the official ConvNeXt-V2
+      training script stores in its checkpoints (``{'model', 'epoch', 'args', ...}``). Any other object stays
+      refused.
     * mmengine 0.10.7's ``_init_dist_pytorch`` calls ``torch.cuda.set_device(local_rank)`` unconditionally, so a
       ``torchrun`` job on a machine without GPUs (gloo backend) dies before training. Without CUDA the process
       group is initialised directly; with CUDA mmengine's own function runs unchanged.
@@ -63,7 +68,7 @@ def apply() -> None:
     """
     if CHECKPOINT_SAFE_GLOBALS:
         return
-    CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals())
+    CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals() + [argparse.Namespace])
     torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
     _patch_cpu_distributed_init()
     _patch_fsdp_optim_state_loading()

@@ -1,6 +1,20 @@
-"""Loading pretrained weights into a backbone's base parameters, strictly, whatever adapters it carries."""
+"""Reading pretrained checkpoints and loading them into a backbone's base parameters, strictly, whatever adapters
+it carries.
+
+* :func:`read_checkpoint` reads a ``.pth`` / ``.bin`` file (anything mmengine's loader reads), a ``.safetensors``
+  file, or a *sharded* Hugging Face checkpoint: its ``*.index.json`` or the folder holding it (shards read one at
+  a time into one dict, every key of the index checked against the shards).
+* :func:`unwrap_state_dict` takes the backbone's tensors out of whatever holds them: training containers
+  (``{'model': ...}``, ``state_dict``, ``module``) and prefixes (``module.`` of DDP, ``backbone.`` of a trained mm
+  detector / segmentor, ``vision_model.`` of an InternVL chat model). Keys without the prefix (neck, heads,
+  language model) are dropped and the dropped groups named in the log.
+* :func:`load_base_weights` loads a backbone's filtered state strictly (missing / unexpected / shape errors).
+"""
 from __future__ import annotations
 
+import json
+import os.path as osp
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from mmengine.logging import print_log
@@ -9,18 +23,81 @@ from torch import Tensor, nn
 
 from ..adapters import adapted_layers
 
-__all__ = ['PretrainedMixin', 'read_checkpoint', 'load_base_weights']
+__all__ = ['CONTAINER_KEYS', 'PretrainedMixin', 'WRAPPER_PREFIXES', 'read_checkpoint', 'load_base_weights',
+           'unwrap_state_dict']
+
+#: Keys under which training scripts store the model's state dict (mmengine, the official repos, DeepSpeed).
+CONTAINER_KEYS = ('state_dict', 'model', 'module')
+#: Key prefixes that wrap a backbone's own names, stripped in this order: DDP, mm detectors / segmentors,
+#: InternVL chat models.
+WRAPPER_PREFIXES = ('module.', 'backbone.', 'vision_model.')
+_INDEX_NAMES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
+
+
+def _read_file(path: str) -> Mapping[str, Tensor]:
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        return load_file(path, device='cpu')
+    return CheckpointLoader.load_checkpoint(path, map_location='cpu')
+
+
+def _read_sharded(index_path: str) -> dict[str, Tensor]:
+    """The tensors of a sharded Hugging Face checkpoint, one shard in memory at a time besides the result."""
+    with open(index_path) as f:
+        weight_map: dict[str, str] = json.load(f)['weight_map']
+    folder = osp.dirname(index_path)
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors = _read_file(osp.join(folder, shard))
+        expected = {k for k, v in weight_map.items() if v == shard}
+        absent, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        twice = sorted(set(tensors) & set(state))
+        if absent or extra or twice:
+            raise KeyError(f'shard {shard} does not match {osp.basename(index_path)}: keys the index puts there but '
+                           f'missing {absent[:10]} ({len(absent)}), keys the index does not list there {extra[:10]} '
+                           f'({len(extra)}), keys already read from another shard {twice[:10]} ({len(twice)})')
+        state.update(tensors)
+        del tensors
+    return state
 
 
 def read_checkpoint(checkpoint: str | Mapping[str, Tensor]) -> tuple[Mapping[str, Tensor], str]:
-    """``(state, source name)`` from a path (``.safetensors``, or anything mmengine's loader reads: local
-    files, URLs...) or an in-memory state dict."""
+    """``(state, source name)`` from a path -- a file (``.safetensors``, or anything mmengine's loader reads: local
+    files, URLs...), a sharded checkpoint's ``*.index.json``, or a folder holding one index or one
+    ``model.safetensors`` / ``pytorch_model.bin`` -- or an in-memory state dict."""
     if not isinstance(checkpoint, str):
         return checkpoint, 'state dict'
-    if checkpoint.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return load_file(checkpoint, device='cpu'), checkpoint
-    return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'), checkpoint
+    if osp.isdir(checkpoint):
+        found = [osp.join(checkpoint, n) for n in (*_INDEX_NAMES, 'model.safetensors', 'pytorch_model.bin')
+                 if osp.exists(osp.join(checkpoint, n))]
+        if not found:
+            raise FileNotFoundError(f'{checkpoint} holds no {" / ".join(_INDEX_NAMES)}, model.safetensors or '
+                                    f'pytorch_model.bin')
+        return read_checkpoint(found[0])[0], checkpoint
+    if checkpoint.endswith('.index.json'):
+        return _read_sharded(checkpoint), checkpoint
+    return _read_file(checkpoint), checkpoint
+
+
+def unwrap_state_dict(state_dict: Mapping[str, Tensor], prefixes: Sequence[str] = WRAPPER_PREFIXES,
+                      what: str = 'backbone') -> dict[str, Tensor]:
+    """The backbone's tensors of a checkpoint: containers (:data:`CONTAINER_KEYS`) opened, then for each of
+    ``prefixes`` that some key carries, the keys with it kept (prefix stripped) and the others dropped. Dropped key
+    groups (first name component, with counts) are logged. Pure apart from that log line."""
+    for key in CONTAINER_KEYS:
+        if key in state_dict and isinstance(state_dict[key], Mapping):
+            state_dict = state_dict[key]
+    state = dict(state_dict)
+    dropped: Counter = Counter()
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state):
+            dropped.update(k.split('.', 1)[0] for k in state if not k.startswith(prefix))
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if dropped:
+        groups = ', '.join(f'{name}.* ({n})' for name, n in sorted(dropped.items()))
+        print_log(f'checkpoint: kept the {what} keys, dropped {sum(dropped.values())} others: {groups}',
+                  logger='current')
+    return state
 
 
 def load_base_weights(model: nn.Module, checkpoint: str | Mapping[str, Tensor],

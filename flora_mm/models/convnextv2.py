@@ -24,7 +24,7 @@ from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
 from ..adapters import inject_adapters
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, unwrap_state_dict
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
@@ -42,18 +42,6 @@ ARCH_SETTINGS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 _DROP_FCMAE = re.compile(r'^(decoder|mask_token|proj|pred)')
-
-
-def _unwrap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Strip checkpoint containers and prefixes: ``{'model': ...}``, ``state_dict``, ``module.``, ``backbone.``."""
-    for key in ('state_dict', 'model', 'module'):
-        if key in state_dict and isinstance(state_dict[key], Mapping):
-            state_dict = state_dict[key]
-    out = dict(state_dict)
-    for prefix in ('module.', 'backbone.'):
-        if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix):]: v for k, v in out.items()}
-    return out
 
 
 def _fcmae_to_dense(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -103,11 +91,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> 
     Accepts timm state dicts (``stem.*``, ``stages.*``; ``conv_mlp`` variants with ``[out, in, 1, 1]`` MLP
     weights too), official dense checkpoints (``downsample_layers.*``, ``stages.N.M.dwconv`` ...) and official
     FCMAE pre-training checkpoints (``encoder.*`` with sparse kernels), wrapped or not in ``model`` /
-    ``state_dict`` / ``module`` and with ``module.`` / ``backbone.`` prefixes. The classifier (``head.*``,
+    ``state_dict`` / ``module`` and with ``module.`` / ``backbone.`` prefixes (a trained mm detector or segmentor:
+    its neck and head keys are dropped, see :func:`~flora_mm.models.checkpoint.unwrap_state_dict`). The classifier (``head.*``,
     final ``norm.*``) is dropped. Tensors are reshaped to the model's shapes where only singleton dimensions
     differ (GRN ``[1, 1, 1, C]`` vs ``[C]``, 1x1-conv vs Linear MLP weights).
     """
-    state = _unwrap(state_dict)
+    state = unwrap_state_dict(state_dict)
     if any(k.startswith('encoder.') for k in state):
         state = _fcmae_to_dense(state)
     target = model.state_dict()

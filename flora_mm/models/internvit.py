@@ -30,16 +30,21 @@ from timm.layers import DropPath, LayerNorm2d
 from torch import Tensor, nn
 
 from ..adapters import inject_adapters
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, unwrap_state_dict
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
 
-#: Sizes of the InternViT family. ``norm``: 'rms' or 'ln'.
+_6B = dict(embed_dim=3200, num_heads=25, mlp_dim=12800, norm='rms', qkv_bias=False, qk_norm=True)
+#: Sizes of the InternViT family, by release. ``norm``: 'rms' or 'ln'. The 6B releases from 448px-V1-2 on have
+#: 45 blocks (the last three of the 48-block model were dropped at release); ``out_indices`` default to four
+#: evenly spaced blocks of whatever depth (48: 11, 23, 35, 47; 45: 10, 21, 32, 44). Which file fits which arch:
+#: docs/checkpoints.md.
 ARCH_SETTINGS: dict[str, dict] = {
-    '6b': dict(embed_dim=3200, depth=48, num_heads=25, mlp_dim=12800, norm='rms', qkv_bias=False, qk_norm=True,
-               out_indices=(11, 23, 35, 47)),
-    '300m': dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096, norm='ln', qkv_bias=True, qk_norm=False,
-                 out_indices=(5, 11, 17, 23)),
+    '6b': dict(_6B, depth=48),  # InternViT-6B-224px, InternViT-6B-448px-V1-0
+    '6b-448px-v1.2': dict(_6B, depth=45),
+    '6b-448px-v1.5': dict(_6B, depth=45),
+    '6b-448px-v2.5': dict(_6B, depth=45),
+    '300m': dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096, norm='ln', qkv_bias=True, qk_norm=False),
 }
 
 
@@ -140,37 +145,40 @@ def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.cat([cls_pos, patch_pos], dim=1)
 
 
-_HF_RULES = [
+_KEY_RULES = [
     (r'^embeddings\.class_embedding$', 'cls_token'),
     (r'^embeddings\.position_embedding$', 'pos_embed'),
     (r'^embeddings\.patch_embedding\.', 'patch_embed.proj.'),
     (r'^encoder\.layers\.(\d+)\.ls([12])$', r'blocks.\1.ls\2.gamma'),
     (r'^encoder\.layers\.(\d+)\.', r'blocks.\1.'),
+    (r'^up2\.0\.', 'up2.'),  # trained InternVL mmseg models: up2 = Sequential(ConvTranspose2d, Identity)
 ]
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: 'InternViT') -> dict[str, Tensor]:
     """Convert an InternViT checkpoint (InternVL mm naming or Hugging Face naming) to :class:`InternViT` names.
 
-    Pure function: unwraps ``module`` / ``model`` / ``state_dict`` containers, strips ``vision_model.`` /
-    ``backbone.`` / ``module.`` prefixes, maps Hugging Face names, drops keys the backbone does not have a use
-    for (``clip_projector``, ``head``, ``norm`` of the classifier), and interpolates ``pos_embed`` to the
-    model's patch grid.
+    Pure function: unwraps containers and ``module.`` / ``backbone.`` / ``vision_model.`` prefixes
+    (:func:`~flora_mm.models.checkpoint.unwrap_state_dict`: a trained mm segmentor's heads or an InternVL chat
+    model's language model are dropped), maps Hugging Face names and a trained InternVL mmseg model's
+    ``up2.0.*``, drops keys the backbone has no use for (``clip_projector``, ``head``, ``norm`` of the
+    classifier), refuses a checkpoint with another number of blocks (naming the arch that fits), and
+    interpolates ``pos_embed`` to the model's patch grid.
     """
-    for key in ('module', 'model', 'state_dict'):
-        if key in state_dict and isinstance(state_dict[key], Mapping):
-            state_dict = state_dict[key]
-    state = dict(state_dict)
-    for prefix in ('module.', 'backbone.', 'vision_model.'):
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = unwrap_state_dict(state_dict)
     out = {}
     for key, value in state.items():
-        for pattern, repl in _HF_RULES:
+        for pattern, repl in _KEY_RULES:
             key = re.sub(pattern, repl, key)
         if key.startswith(('clip_projector', 'head.', 'fc_norm', 'norm.')):
             continue
         out[key] = value
+    depth = len({int(m.group(1)) for k in out for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
+    if depth and depth != model.depth:
+        fits = sorted(name for name, arch in ARCH_SETTINGS.items() if arch['depth'] == depth)
+        raise KeyError(f'the checkpoint has {depth} transformer blocks, the model {model.depth}: use '
+                       f'{" / ".join(repr(f) for f in fits) or f"an arch dict with depth={depth}"} '
+                       f'(see docs/checkpoints.md)')
     if 'pos_embed' in out:
         out['pos_embed'] = resize_pos_embed(out['pos_embed'], model.grid_size)
     return out
@@ -182,7 +190,8 @@ class InternViT(PretrainedMixin, BaseModule):
 
     Args:
         arch: ``'6b'`` (patch 14, width 3200, depth 48, 25 heads, MLP 12800, RMSNorm, QK-RMSNorm, no qkv bias,
-            about 5.9B parameters), ``'300m'``, or a dict with ``embed_dim``, ``depth``, ``num_heads``,
+            about 5.9B parameters: the 224px and 448px-V1-0 releases), ``'6b-448px-v1.2'`` / ``'-v1.5'`` /
+            ``'-v2.5'`` (the same with 45 blocks), ``'300m'``, or a dict with ``embed_dim``, ``depth``, ``num_heads``,
             ``mlp_dim`` and optionally ``norm`` ('rms' / 'ln'), ``qkv_bias``, ``qk_norm``, ``out_indices``.
         img_size: Training resolution; position embeddings are sized (and checkpoints interpolated) for it.
             Other input sizes interpolate on the fly.
