@@ -347,7 +347,8 @@ def run_interleaved(methods, args) -> tuple[dict, float]:
         for name, step in steps.items():
             times[name].append(_timed(step, args.device))
     nan = (float('nan'), float('nan'))
-    results = {m: _result(step, times[m], *(nan if args.skip_memory else peak_of(m, args))) for m, step in steps.items()}
+    results = {m: _result(step, times[m], *(nan if args.skip_memory else peak_of(m, args)))
+               for m, step in steps.items()}
     return results, _merged_diff(steps['infer_flora_merged']) if 'infer_flora_merged' in steps else float('nan')
 
 

@@ -18,7 +18,6 @@ import os
 import os.path as osp
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flora_mm.adapters import inject_adapters

@@ -23,7 +23,8 @@ from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, L
 from .norms import remove_split_norm_bias, split_norm_bias
 
 __all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
-           'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'merge_adapters',
+           'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type',
+           'load_adapter_state_dict', 'merge_adapters',
            'register_compatible_layer', 'NORM_TYPES']
 
 #: Adapted class for each (method, base layer class). BitFit adapts no layer, it only unfreezes biases.
@@ -93,7 +94,7 @@ WRAPPER_NAMES = frozenset({'_fsdp_wrapped_module', '_checkpoint_wrapped_module',
 
 
 def clean_name(name: str) -> str:
-    """``name`` with the components wrappers insert removed (``blocks.0._fsdp_wrapped_module.fc`` -> ``blocks.0.fc``)."""
+    """``name`` without the components wrappers insert (``blocks.0._fsdp_wrapped_module.fc`` -> ``blocks.0.fc``)."""
     return '.'.join(part for part in name.split('.') if part not in WRAPPER_NAMES)
 
 

@@ -4,10 +4,11 @@ Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`)
 
 * ``measure`` (default) -- at a layer's first training forward, time forward + backward of every exact route
   (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest (:func:`measure`: three interleaved
-  rounds of ``FLORA_MM_ROUTE_REPS``, default 3, back-to-back calls after one warm-up). The choice is cached per signature (the layer's operator and
-  shapes, the input's shape / dtype / layout, autocast dtype, device name), so repeated blocks are measured once.
-  With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also kept on disk, one JSON file per device name and torch version,
-  so later runs on the same machine make the same choices without measuring.
+  rounds of ``FLORA_MM_ROUTE_REPS``, default 3, back-to-back calls after one warm-up). The choice is cached per
+  signature (the layer's operator and shapes, the input's shape / dtype / layout, autocast dtype, device name),
+  so repeated blocks are measured once. With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also kept on disk, one JSON
+  file per device name and torch version, so later runs on the same machine make the same choices without
+  measuring.
 * ``cost_model`` -- the rule of ``AdapterLayer._prefer_branch``, fixed at construction: deterministic, but its
   constants were fitted on a 2-core CPU.
 

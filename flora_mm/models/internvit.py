@@ -299,4 +299,3 @@ class InternViT(PretrainedMixin, BaseModule):
         if not self.with_fpn:
             return tuple(maps)
         return self.up1(maps[0]), self.up2(maps[1]), maps[2], self.up4(maps[3])
-

@@ -39,10 +39,10 @@ def reference_norm(x, w, b, reduce_dims, channel_view, groups=None, eps=1e-5):
 CASES = {
     # name: (norm factory, input shape, reference kwargs)
     'layernorm': (lambda: nn.LayerNorm(8), (3, 5, 8), dict(reduce_dims=(-1, ), channel_view=(8, ))),
-    'layernorm_2d_shape': (lambda: nn.LayerNorm((4, 6)), (2, 3, 4, 6), dict(reduce_dims=(-2, -1),
-                                                                          channel_view=(4, 6))),
-    'timm_layernorm2d': (lambda: LayerNorm2d(8, eps=1e-5), (2, 8, 3, 5), dict(reduce_dims=(1, ),
-                                                                          channel_view=(1, 8, 1, 1))),
+    'layernorm_2d_shape': (lambda: nn.LayerNorm((4, 6)), (2, 3, 4, 6),
+                           dict(reduce_dims=(-2, -1), channel_view=(4, 6))),
+    'timm_layernorm2d': (lambda: LayerNorm2d(8, eps=1e-5), (2, 8, 3, 5),
+                         dict(reduce_dims=(1, ), channel_view=(1, 8, 1, 1))),
     'groupnorm': (lambda: nn.GroupNorm(2, 8), (2, 8, 3, 5), dict(reduce_dims=(-1, ), channel_view=(1, 8, 1, 1),
                                                                  groups=2)),
 }

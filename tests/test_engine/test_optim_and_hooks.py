@@ -1,10 +1,8 @@
 """The adapter optimizer-wrapper constructor and the frozen-set check hook, on a toy mmengine model."""
 import json
-import logging
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.runner import Runner
@@ -14,6 +12,7 @@ from torch.utils.data import Dataset
 import flora_mm  # noqa: F401
 from flora_mm.adapters import adapted_layers, inject_adapters
 from flora_mm.engine import DeltaWeightStatsHook, FrozenParamsCheckHook, check_frozen, delta_stats
+from tests.logcapture import logged
 
 
 class ToyModel(BaseModel):
@@ -58,24 +57,10 @@ def build(model, paramwise_cfg=None):
     return OPTIM_WRAPPER_CONSTRUCTORS.build(cfg)(model)
 
 
-def _logged(fn):
-    """``(fn(), messages logged by mmengine's current logger meanwhile)``."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        out = fn()
-    finally:
-        logger.removeHandler(handler)
-    return out, [r.getMessage() for r in records]
-
-
-def test_only_trainable_params_in_one_group_and_summary_logged():
+def test_only_trainable_params_in_one_group_and_summarylogged():
     model = ToyModel(adapter=dict(type='FLoRA', rank=2))
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    wrapper, messages = _logged(lambda: build(model))
+    wrapper, messages = logged(lambda: build(model))
     groups = wrapper.optimizer.param_groups
     assert len(groups) == 1 and {id(p) for p in groups[0]['params']} == trainable
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -90,7 +75,7 @@ def test_only_trainable_params_in_one_group_and_summary_logged():
 
 def test_paramwise_cfg_kept_groups_merged_and_no_per_parameter_flood():
     model = ToyModel(adapter=dict(type='FLoRA', rank=2))
-    wrapper, messages = _logged(
+    wrapper, messages = logged(
         lambda: build(model, dict(custom_keys={'flora_core': dict(lr_mult=10.0)}, bias_decay_mult=0.0)))
     groups = wrapper.optimizer.param_groups
     by_lr = {g['lr']: g for g in groups}

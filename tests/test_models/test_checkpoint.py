@@ -4,17 +4,16 @@ InternViT-6B releases, trained InternVL mmseg models; plus every released archit
 on the meta device, against ours."""
 import argparse
 import json
-import logging
 from fractions import Fraction
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 from flora_mm.models import ConvNeXtV2, InternViT
 from flora_mm.models import convnextv2 as cnx
 from flora_mm.models import internvit as ivit
 from flora_mm.models.checkpoint import read_checkpoint
+from tests.logcapture import logged
 
 TINY_CNX = dict(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32))
 TINY_VIT = dict(embed_dim=8, depth=4, num_heads=2, mlp_dim=16)
@@ -125,19 +124,6 @@ def test_45_block_release_into_the_48_block_arch_names_the_arch_that_fits():
 
 
 # ------------------------------------------------------------------------------------ files a user hands us
-def _log_messages(fn):
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        fn()
-    finally:
-        logger.removeHandler(handler)
-    return [r.getMessage() for r in records]
-
-
 @pytest.mark.parametrize('prefix', ['backbone.', 'module.backbone.'])
 def test_trained_detector_checkpoint_loads_its_backbone(tmp_path, prefix):
     """A trained Mask R-CNN file: backbone, neck and heads under ``state_dict`` (with DDP's ``module.`` too)."""
@@ -150,7 +136,7 @@ def test_trained_detector_checkpoint_loads_its_backbone(tmp_path, prefix):
     path = tmp_path / 'mask_rcnn.pth'
     torch.save({'meta': {'epoch': 12}, 'state_dict': state}, path)
     model = ConvNeXtV2(TINY_CNX, norm_out=False, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    messages = _log_messages(model.init_weights)
+    _, messages = logged(model.init_weights)
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
     assert any('dropped 3 others: neck.* (1), roi_head.* (1), rpn_head.* (1)' in m for m in messages), messages
@@ -164,8 +150,8 @@ def test_trained_detector_checkpoint_loads_its_backbone(tmp_path, prefix):
 def test_official_training_file_with_args_loads_and_other_objects_stay_refused(tmp_path):
     state = materialise(official_convnextv2(TINY_CNX['depths'], TINY_CNX['dims']))
     good = tmp_path / 'checkpoint-best.pth'
-    torch.save({'model': state, 'epoch': 99, 'args': argparse.Namespace(lr=8e-4, model='convnextv2_atto',
-                                                                          input_size=224, layer_decay=0.9)}, good)
+    args = argparse.Namespace(lr=8e-4, model='convnextv2_atto', input_size=224, layer_decay=0.9)
+    torch.save({'model': state, 'epoch': 99, 'args': args}, good)
     model = ConvNeXtV2(TINY_CNX, norm_out=False, init_cfg=dict(type='Pretrained', checkpoint=str(good)))
     model.init_weights()
     torch.testing.assert_close(model.stages[2].blocks[1].mlp.fc1.weight, state['stages.2.1.pwconv1.weight'])
@@ -200,7 +186,8 @@ def test_sharded_hugging_face_weights_load_by_folder_or_index(tmp_path, monkeypa
     for source in (tmp_path, tmp_path / 'model.safetensors.index.json'):
         model = InternViT(TINY_VIT, img_size=56, init_cfg=dict(type='Pretrained', checkpoint=str(source)))
         model.init_weights()
-        torch.testing.assert_close(model.blocks[3].mlp.fc2.weight, state['vision_model.encoder.layers.3.mlp.fc2.weight'])
+        expected = state['vision_model.encoder.layers.3.mlp.fc2.weight']
+        torch.testing.assert_close(model.blocks[3].mlp.fc2.weight, expected)
     assert len(reads) == 6 and len(set(reads)) == 3  # each shard read once per load
 
 
