@@ -6,12 +6,15 @@ An adapter is described by a plain dict, as it appears in an OpenMMLab config::
          targets=['linear', 'conv'], include=[r'stages\\.[23]'], exclude=[r'downsample'])
 
 :func:`AdapterConfig.from_dict` turns it into an immutable, validated object. Every mistake is reported with
-the offending key and value: an unknown adapter type, an unknown key, a key that the chosen method does not
-use, a non-positive rank, both ``scale`` and ``alpha``, an unknown layer kind or implementation.
+the offending key and value: an unknown adapter type, a key no method knows (a typo), a non-positive rank, both
+``scale`` and ``alpha``, an unknown layer kind or implementation. A key that belongs to *another* method is
+dropped with one warning naming it, so that switching the method of a config from the command line works
+(``--cfg-options model.backbone.adapter.type=LoRA`` on a FLoRA config that sets ``kernel_rank``).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +36,7 @@ _METHOD_OPTIONS: dict[str, set[str]] = {
     'BitFit': {'targets', 'include', 'exclude', 'train_norm'},
 }
 _DEFAULT_TARGETS = {'BitFit': ('all',)}
+_logger = logging.getLogger(__name__)
 _INITS = {'FLoRA': ('kaiming', 'gaussian', 'orthogonal'), 'LoRA': ('kaiming', 'gaussian'),
           'DoRA': ('kaiming', 'gaussian')}
 
@@ -95,9 +99,13 @@ class AdapterConfig:
         if kind not in _METHOD_OPTIONS:
             raise ValueError(f'unknown adapter type {kind!r}; known types: {sorted(_METHOD_OPTIONS)}')
         allowed = _METHOD_OPTIONS[kind]
-        unknown = sorted(set(cfg) - allowed)
+        unknown = sorted(set(cfg) - set().union(*_METHOD_OPTIONS.values()))
         if unknown:
             raise ValueError(f'{kind} adapter got unknown option(s) {unknown}; it accepts {sorted(allowed)}')
+        foreign = sorted(set(cfg) - allowed)
+        if foreign:  # options of another method, e.g. left over after switching the type on the command line
+            _logger.warning(f'{kind} adapter: ignoring option(s) {foreign}, which only other adapter types use')
+            cfg = {k: v for k, v in cfg.items() if k in allowed}
         if 'scale' in cfg and 'alpha' in cfg:
             raise ValueError(f'{kind} adapter: give either scale or alpha (scale = alpha / rank), not both')
         alpha = cfg.pop('alpha', None)

@@ -38,9 +38,8 @@ def tiny(seed=0):
     (dict(type='FLoRA', rank=-2), 'rank must be a positive integer'),
     (dict(type='FLoRA', rank=2.5), 'rank must be a positive integer'),
     (dict(type='FLoRA', kernel_rank=0), 'kernel_rank must be a positive integer'),
-    (dict(type='LoRA', kernel_rank=2), r"unknown option\(s\) \['kernel_rank'\]"),
     (dict(type='FLoRA', ranks=4), r"unknown option\(s\) \['ranks'\]"),
-    (dict(type='BitFit', rank=4), r"unknown option\(s\) \['rank'\]"),
+    (dict(type='BitFit', rnak=4), r"unknown option\(s\) \['rnak'\]"),
     (dict(type='LoRA', scale=1.0, alpha=8), 'either scale or alpha'),
     (dict(type='FLoRA', targets=['embedding']), 'unknown target kind'),
     (dict(type='FLoRA', targets=['all']), "only meaningful for BitFit"),
@@ -52,6 +51,20 @@ def tiny(seed=0):
 def test_bad_configs_raise_clear_errors(cfg, match):
     with pytest.raises((ValueError, TypeError), match=match):
         AdapterConfig.from_dict(cfg)
+
+
+@pytest.mark.parametrize('cfg, dropped', [
+    (dict(type='LoRA', rank=4, kernel_rank=2), ['kernel_rank']),  # a FLoRA config switched to LoRA
+    (dict(type='BitFit', rank=4, kernel_rank=2, scale=4.0), ['kernel_rank', 'rank', 'scale']),
+    (dict(type='DoRA', rank=4, kernel_rank=2, dropout=0.1), ['kernel_rank']),
+])
+def test_options_of_another_method_are_dropped_with_a_warning(cfg, dropped, caplog):
+    with caplog.at_level('WARNING', logger='flora_mm.adapters.config'):
+        parsed = AdapterConfig.from_dict(cfg)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cfg['type']} adapter: ignoring option(s) {dropped}, which only other adapter types use"]
+    kept = {k: v for k, v in cfg.items() if k not in dropped}
+    assert AdapterConfig.from_dict(parsed.to_dict()) == parsed == AdapterConfig.from_dict(kept)
 
 
 def test_alpha_sets_scale():
