@@ -4,7 +4,7 @@
     tools/reproduce.py                         # the whole grid: 3 tasks x 6 methods, 3 seeds on DOTA, 1 elsewhere
     tools/reproduce.py --tasks dota --seeds 0  # a part of it
     tools/reproduce.py --sweep rank            # FLoRA rank sweep on DOTA (paper Fig. 3); --sweep scale: Fig. 5
-    tools/reproduce.py --quick --out /tmp/q    # a 2-iteration smoke version of every run (tests)
+    tools/reproduce.py --quick --out work_dirs/q  # a 2-iteration smoke version of every run (tests)
     tools/reproduce.py --aggregate-only        # rebuild the tables from the finished runs
 
 Every run trains one method on one task through ``tools/train.py`` (the real mmdet / mmrotate / mmseg pipelines)
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -79,14 +80,24 @@ def ensure_data(task: str, root: Path, quick: bool) -> None:
     marker.write_text('')
 
 
-def run_config(task: str, backbone: dict, seed: int, iters: int, data_root: Path, base_ckpt: Path) -> str:
-    """A config file that inherits the task's reproduction config and sets method, seed, schedule, data and
-    base checkpoint."""
-    base = json.dumps(str(ROOT / TASKS[task]['config']))
-    data = f"dict(dataset=dict(data_root={json.dumps(str(data_root) + '/')}))"
-    backbone = dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=str(base_ckpt)))
-    evaluator = (f"val_evaluator = dict(ann_file={json.dumps(str(data_root / 'annotations/instances_val2017.json'))})"
-                 "\ntest_evaluator = val_evaluator" if task == 'coco' else '')
+def portable(path: Path) -> str:
+    """``path`` relative to the repository root (where tools/train.py runs) if it lies inside it, so generated
+    configs hold no machine-specific paths; absolute otherwise (e.g. a --quick run's temporary folder)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def run_config(task: str, backbone: dict, seed: int, iters: int, data_root: Path, base_ckpt: Path,
+               cfg_dir: Path) -> str:
+    """A config file (to be written in ``cfg_dir``) that inherits the task's reproduction config and sets method,
+    seed, schedule, data and base checkpoint. ``_base_`` is relative to ``cfg_dir``, other paths to the
+    repository root (see :func:`portable`)."""
+    base = json.dumps(os.path.relpath(ROOT / TASKS[task]['config'], Path(cfg_dir).resolve()))
+    data = f"dict(dataset=dict(data_root={json.dumps(portable(data_root) + '/')}))"
+    backbone = dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=portable(base_ckpt)))
+    ann_file = portable(Path(data_root) / 'annotations/instances_val2017.json')
+    evaluator = (f"val_evaluator = dict(ann_file={json.dumps(ann_file)})\ntest_evaluator = val_evaluator"
+                 if task == 'coco' else '')
     return f'''_base_ = {base}
 model = dict(backbone={backbone!r})
 randomness = dict(seed={seed}, deterministic=False)
@@ -134,7 +145,7 @@ def run_one(out: Path, task: str, name: str, backbone: dict, seed: int, iters: i
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out / 'configs' / task / f'{name}.py'  # not in work_dir: the runner dumps the full config there
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(run_config(task, backbone, seed, iters, data_root, base_ckpt))
+    cfg_path.write_text(run_config(task, backbone, seed, iters, data_root, base_ckpt, cfg_path.parent))
     print(f'[{task}] {name}: training {iters} iterations ...', flush=True)
     start = time.time()
     with (work_dir / 'train.log').open('w') as log:

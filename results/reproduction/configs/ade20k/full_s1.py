@@ -1,8 +1,8 @@
-_base_ = "/work/main/configs/reproduction/ade20k.py"
-model = dict(backbone={'adapter': None, 'init_cfg': {'type': 'Pretrained', 'checkpoint': '/work/main/checkpoints/convnextv2_atto_synthetic_source.pth'}})
+_base_ = "../../../../configs/reproduction/ade20k.py"
+model = dict(backbone={'adapter': None, 'init_cfg': {'type': 'Pretrained', 'checkpoint': 'checkpoints/convnextv2_atto_synthetic_source.pth'}})
 randomness = dict(seed=1, deterministic=False)
-train_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_ade20k/"))
-val_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_ade20k/"))
+train_dataloader = dict(dataset=dict(data_root="data/repro_ade20k/"))
+val_dataloader = dict(dataset=dict(data_root="data/repro_ade20k/"))
 test_dataloader = val_dataloader
 
 train_cfg = dict(max_iters=400, val_interval=400)

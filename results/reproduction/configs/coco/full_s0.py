@@ -1,10 +1,10 @@
-_base_ = "/work/main/configs/reproduction/coco.py"
-model = dict(backbone={'adapter': None, 'init_cfg': {'type': 'Pretrained', 'checkpoint': '/work/main/checkpoints/convnextv2_atto_synthetic_source.pth'}})
+_base_ = "../../../../configs/reproduction/coco.py"
+model = dict(backbone={'adapter': None, 'init_cfg': {'type': 'Pretrained', 'checkpoint': 'checkpoints/convnextv2_atto_synthetic_source.pth'}})
 randomness = dict(seed=0, deterministic=False)
-train_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_coco/"))
-val_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_coco/"))
+train_dataloader = dict(dataset=dict(data_root="data/repro_coco/"))
+val_dataloader = dict(dataset=dict(data_root="data/repro_coco/"))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file="/work/main/data/repro_coco/annotations/instances_val2017.json")
+val_evaluator = dict(ann_file="data/repro_coco/annotations/instances_val2017.json")
 test_evaluator = val_evaluator
 train_cfg = dict(max_iters=400, val_interval=400)
 param_scheduler = [

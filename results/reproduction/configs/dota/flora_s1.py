@@ -1,8 +1,8 @@
-_base_ = "/work/main/configs/reproduction/dota.py"
-model = dict(backbone={'adapter': {'_delete_': True, 'type': 'FLoRA', 'kernel_rank': 2, 'scale': 4.0, 'rank': 10}, 'init_cfg': {'type': 'Pretrained', 'checkpoint': '/work/main/checkpoints/convnextv2_atto_synthetic_source.pth'}})
+_base_ = "../../../../configs/reproduction/dota.py"
+model = dict(backbone={'adapter': {'_delete_': True, 'type': 'FLoRA', 'kernel_rank': 2, 'scale': 4.0, 'rank': 10}, 'init_cfg': {'type': 'Pretrained', 'checkpoint': 'checkpoints/convnextv2_atto_synthetic_source.pth'}})
 randomness = dict(seed=1, deterministic=False)
-train_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_dota/"))
-val_dataloader = dict(dataset=dict(data_root="/work/main/data/repro_dota/"))
+train_dataloader = dict(dataset=dict(data_root="data/repro_dota/"))
+val_dataloader = dict(dataset=dict(data_root="data/repro_dota/"))
 test_dataloader = val_dataloader
 
 train_cfg = dict(max_iters=600, val_interval=600)
