@@ -13,6 +13,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['flora_mm', 'flora_mm.*']),
+    # our own pretrained weights (Apache-2.0; SHA-256 and regeneration commands in flora_mm/weights/__init__.py)
+    package_data={'flora_mm.weights': ['*.pth', '*.json']},
     python_requires='>=3.10',
     install_requires=['torch>=2.1', 'mmengine>=0.10', 'timm>=1.0', 'numpy'],
 )

@@ -51,13 +51,12 @@ import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, routes  # noqa: E402
-from flora_mm.models import ConvNeXtV2, InternViT  # noqa: E402
-from flora_mm.models.budget import adapter_budget, solve_rank  # noqa: E402
+from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, routes
+from flora_mm.models import ConvNeXtV2, InternViT
+from flora_mm.models.budget import adapter_budget, solve_rank
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')

@@ -12,19 +12,16 @@ a route the layer does not have. Prints a markdown table and the route ``auto`` 
 """
 import argparse
 import functools
-import os.path as osp
 import statistics
-import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from flora_mm.adapters import inject_adapters  # noqa: E402
-from flora_mm.models.convnextv2 import ARCH_SETTINGS  # noqa: E402
+from flora_mm.adapters import inject_adapters
+from flora_mm.models.convnextv2 import ARCH_SETTINGS
 
 ROUTES = ('frozen', 'merged', 'two_pass', 'branch')
 TARGETS = ('linear', 'conv')

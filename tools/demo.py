@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The demo: FLoRA-adapted ConvNeXt-V2 Mask R-CNN on the synthetic COCO-format data, on CPU.
 
-Pretrains the base model once if ``checkpoints/convnextv2_atto_synthetic_source.pth`` is absent
-(``tools/pretrain_base.py``), generates ``data/demo_coco`` if absent, then trains and validates two detectors through
+The base model is our pretrained ConvNeXt-V2-atto shipped with the package (``flora_mm://convnextv2_atto_source``,
+see ``flora_mm/weights``). Generates ``data/demo_coco`` if absent, then trains and validates two detectors through
 ``tools/train.py`` (mmdet's runner, with its progress log): the frozen base (only neck and heads train) and FLoRA,
 and prints both runs' COCO bbox and segm mAP.
 """
@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tools.pretrain_base import DEFAULT_CHECKPOINT, ensure_base  # noqa: E402
 
 CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
 
@@ -46,7 +43,6 @@ def main():
     parser.add_argument('--skip-base', action='store_true', help='train only FLoRA, not the frozen-backbone baseline')
     args = parser.parse_args()
     start = time.time()
-    ensure_base(ROOT / DEFAULT_CHECKPOINT)  # the config's `pretrained`
     data_root = ROOT / 'data' / 'demo_coco'
     if not (data_root / 'annotations' / 'instances_val2017.json').exists():
         from flora_mm.data import make_coco
@@ -59,7 +55,7 @@ def main():
     runs['FLoRA'] = train(f'{args.work_dir}/flora', args.epochs, [])
     minutes = (time.time() - start) / 60
     print('\n' + '=' * 78)
-    print(f'Mask R-CNN on our pretrained ConvNeXt-V2-atto, demo COCO data, {args.epochs} epochs per run, '
+    print(f'Mask R-CNN on our pretrained ConvNeXt-V2-atto (shipped), demo COCO data, {args.epochs} epochs per run, '
           f'{minutes:.1f} min in all')
     for name, metrics in runs.items():
         print(f'  {name:24s}' + '  '.join(f'{kind} mAP {metrics[f"coco/{kind}_mAP"]:.3f} '

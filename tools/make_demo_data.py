@@ -3,11 +3,9 @@
 ``--shift``: the textured, cluttered target domains of docs/reproduction.md, under data/shift_*)."""
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from flora_mm.data import make_ade20k, make_coco, make_dota  # noqa: E402
+from flora_mm.data import make_ade20k, make_coco, make_dota
 
 MAKERS = dict(coco=make_coco, dota=make_dota, ade20k=make_ade20k)
 

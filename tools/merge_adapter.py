@@ -12,20 +12,17 @@ adapter code (flora_mm's own backbones still need ``custom_imports``). Refuses t
 not finite; the input checkpoint is only read.
 """
 import argparse
-import os.path as osp
-import sys
 from pathlib import Path
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import MODELS, init_default_scope  # noqa: E402
-from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner.checkpoint import CheckpointLoader
 
-import flora_mm  # noqa: E402,F401
-from flora_mm.adapters import AdapterConfig, merge_adapters  # noqa: E402
-from flora_mm.engine import is_adapter_only, load_adapter_checkpoint  # noqa: E402
+import flora_mm  # noqa: F401
+from flora_mm.adapters import AdapterConfig, merge_adapters, state_dict_mismatches
+from flora_mm.engine import is_adapter_only, load_adapter_checkpoint
 
 
 def merge(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path]:
@@ -42,10 +39,10 @@ def merge(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path]:
         cfg.model.backbone.init_cfg = None  # the checkpoint has everything
         model = MODELS.build(cfg.model)
         state = ckpt.get('state_dict', ckpt)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f'{checkpoint} does not fit {config}: missing {missing[:10]}, '
-                           f'unexpected {unexpected[:10]}')
+        problems = state_dict_mismatches(model.state_dict(), state)
+        if problems:
+            raise KeyError(f'{checkpoint} does not fit {config}:\n  ' + '\n  '.join(problems))
+        model.load_state_dict(state)
     merge_adapters(model)  # raises FloatingPointError before touching anything if a merged weight is not finite
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,16 +9,13 @@ Examples::
     tools/param_budget.py configs/flora_convnext_coco.py --match-method LoRA --rank 8
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
-import flora_mm  # noqa: E402,F401
-from flora_mm.models.budget import adapter_budget, solve_rank  # noqa: E402
+import flora_mm  # noqa: F401
+from flora_mm.models.budget import adapter_budget, solve_rank
 
 SUFFIX = {'k': 1e3, 'm': 1e6, 'b': 1e9}
 

@@ -9,13 +9,10 @@ Reads the ``delta/*`` scalars that ``DeltaWeightStatsHook`` wrote to each work d
 layer with ``--layer``. Prints the last value of each curve.
 """
 import argparse
-import os.path as osp
-import sys
 from pathlib import Path
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from flora_mm.engine.logs import read_scalars, scalar_curve  # noqa: E402
+from flora_mm.engine.logs import read_scalars, scalar_curve
 
 PANELS = (('fro', r'$\|s\,\Delta W\|_F$'), ('amp', r'amplification $\|\Delta W\|_F / \|U^T W V\|_F$'))
 

@@ -27,15 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from flora_mm.data import SOURCE_SHAPES, source_scene  # noqa: E402
-from flora_mm.models import ConvNeXtV2  # noqa: E402
+from flora_mm.data import SOURCE_SHAPES, source_scene
+from flora_mm.models import ConvNeXtV2
 
 #: Where the demo and the reproduction expect the base model (relative to the repository root).
 DEFAULT_CHECKPOINT = 'checkpoints/convnextv2_atto_synthetic_source.pth'
@@ -91,7 +90,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: in
 
 
 def pretrain(out: Path, arch: str = 'atto', steps: int = 1500, batch: int = 64, img_size: int = 64,
-             lr: float = 2e-3, seed: int = 0, log_every: int = 50) -> dict:
+             lr: float = 2e-3, seed: int = 0, log_every: int = 50, dtype: str = 'fp32') -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     val_images, val_labels = source_scene(np.random.default_rng(seed + 1), 256, img_size)
@@ -114,15 +113,21 @@ def pretrain(out: Path, arch: str = 'atto', steps: int = 1500, batch: int = 64, 
                   f'{elapsed:.0f}s elapsed, eta {elapsed / step * (steps - step):.0f}s', flush=True)
     metrics = evaluate(model, val_images, val_labels)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.body.state_dict(), out)
+    save_body(model.body.state_dict(), out, dtype)
     info = dict(arch=arch, task='shape segmentation (stride 4)', steps=steps, batch=batch, img_size=img_size,
-                lr=lr, seed=seed, classes=SOURCE_SHAPES, source_val=metrics,
+                lr=lr, seed=seed, dtype=dtype, classes=SOURCE_SHAPES, source_val=metrics,
                 minutes=round((time.time() - start) / 60, 2), torch_threads=torch.get_num_threads())
     out.with_suffix('.json').write_text(json.dumps(info, indent=2))
     print(f'pretrained ConvNeXt-V2-{arch} on 256 held-out source images: objectness {metrics["objectness_acc"]:.3f}, '
           f'shape accuracy {metrics["shape_acc"]:.3f} (chance {1 / len(SOURCE_SHAPES):.3f}), '
           f'mIoU {metrics["miou"]:.3f}; saved to {out}')
     return info
+
+
+def save_body(state: dict, out: Path, dtype: str = 'fp32') -> None:
+    """Write the body's state dict, in ``dtype`` (``fp16`` halves the file: the shipped weights)."""
+    cast = {'fp32': torch.float32, 'fp16': torch.float16}[dtype]
+    torch.save({k: v.detach().to(cast).contiguous() for k, v in state.items()}, out)
 
 
 def ensure_base(checkpoint: Path, log: Path | None = None) -> None:
@@ -150,8 +155,9 @@ def main():
     parser.add_argument('--img-size', type=int, default=64)
     parser.add_argument('--lr', type=float, default=2e-3)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16'], help='storage dtype of the weights')
     args = parser.parse_args()
-    pretrain(Path(args.out), args.arch, args.steps, args.batch, args.img_size, args.lr, args.seed)
+    pretrain(Path(args.out), args.arch, args.steps, args.batch, args.img_size, args.lr, args.seed, dtype=args.dtype)
 
 
 if __name__ == '__main__':

@@ -10,17 +10,14 @@ SHA-256 of the pretrained base -- and the base is loaded from the config before 
 """
 import argparse
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
+from mmengine.config import DictAction
+from mmengine.runner.checkpoint import CheckpointLoader
 
-import flora_mm  # noqa: E402,F401
-from flora_mm.engine import is_adapter_only  # noqa: E402
-from flora_mm.engine.launch import build_runner, load_run_config  # noqa: E402
+import flora_mm  # noqa: F401
+from flora_mm.engine import is_adapter_only
+from flora_mm.engine.launch import build_runner, load_run_config
 
 
 def parse_args():

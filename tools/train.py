@@ -4,16 +4,13 @@ tools/train.py. ``flora_mm`` is imported first, so its backbones, ``backbone.ada
 constructor and hooks are available to every config."""
 import argparse
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+import torch
+from mmengine.config import Config, DictAction
 
-import flora_mm  # noqa: E402,F401
-from flora_mm.engine.launch import build_runner, load_run_config  # noqa: E402
+import flora_mm  # noqa: F401
+from flora_mm.engine.launch import build_runner, load_run_config
 
 
 def parse_args():

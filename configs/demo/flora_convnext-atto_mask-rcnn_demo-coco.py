@@ -1,10 +1,11 @@
 # The demo: FLoRA on a small ConvNeXt-V2 (atto) + Mask R-CNN, trained and validated on the synthetic COCO-format
 # demo data (tools/make_demo_data.py coco) on CPU. Light heads (64-channel FPN / RoI heads, 64 sampled RoIs) and
 # 128-px images keep an iteration well under a second on 2 cores. The frozen base is our own ConvNeXt-V2-atto,
-# pretrained on the synthetic shape source domain by tools/pretrain_base.py (tools/demo.py builds it on first use).
+# pretrained on the synthetic shape source domain by tools/pretrain_base.py and shipped with the package
+# (flora_mm/weights: SHA-256 checked, Apache-2.0).
 _base_ = '../flora_convnext_coco.py'
 
-pretrained = 'checkpoints/convnextv2_atto_synthetic_source.pth'
+pretrained = 'flora_mm://convnextv2_atto_source'
 
 data_root = 'data/demo_coco/'
 metainfo = dict(classes=('square', 'disc', 'triangle'), palette=[(220, 60, 50), (60, 200, 80), (60, 90, 230)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from .norms import remove_split_norm_bias, split_norm_bias
 __all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
            'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type',
            'load_adapter_state_dict', 'merge_adapters',
-           'register_compatible_layer', 'NORM_TYPES']
+           'register_compatible_layer', 'state_dict_mismatches', 'NORM_TYPES']
 
 #: Adapted class for each (method, base layer class). BitFit adapts no layer, it only unfreezes biases.
 ADAPTER_LAYERS: dict[str, dict[type, type]] = {
@@ -241,6 +241,24 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach() for name, p in adapter_parameters(model).items()}
 
 
+def state_dict_mismatches(expected: Mapping[str, Tensor], given: Mapping[str, Tensor],
+                          required: Iterable[str] | None = None, limit: int = 10) -> list[str]:
+    """Why ``given`` does not fit ``expected`` (a model's state dict), one line per kind of problem: keys of
+    ``required`` (default: all of ``expected``) that ``given`` lacks, keys ``expected`` does not have, and shape
+    mismatches -- each with its count and the first ``limit`` names. Empty when ``given`` fits. The one report
+    behind every loader of flora_mm (adapter state dicts, pretrained bases, adapter-only checkpoints, tools)."""
+    required = set(expected) if required is None else set(required)
+    missing = sorted(required - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [f'{k}: given {tuple(v.shape)} vs expected {tuple(expected[k].shape)}'
+              for k, v in given.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+
+    def line(what: str, items: list[str]) -> list[str]:
+        more = f' ... ({len(items) - limit} more)' if len(items) > limit else ''
+        return [f'{what} ({len(items)}): {items[:limit]}{more}'] if items else []
+    return line('missing keys', missing) + line('unexpected keys', unexpected) + line('shape mismatches', shapes)
+
+
 @torch.no_grad()
 def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     """Load tensors saved by :func:`adapter_state_dict` into a model with the same adapters.
@@ -248,14 +266,9 @@ def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) 
     Raises ``KeyError`` listing missing / unexpected keys and shape mismatches, before modifying anything.
     """
     params = adapter_parameters(model)
-    missing = sorted(set(params) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(params))
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(p.shape)}'
-              for k, p in params.items() if k in state_dict and state_dict[k].shape != p.shape]
-    if missing or unexpected or shapes:
-        lines = [f'missing keys: {missing}'] * bool(missing) + [f'unexpected keys: {unexpected}'] * bool(unexpected)
-        lines += [f'shape mismatch: {s}' for s in shapes]
-        raise KeyError('adapter checkpoint does not fit the model:\n  ' + '\n  '.join(lines))
+    problems = state_dict_mismatches(params, state_dict)
+    if problems:
+        raise KeyError('adapter checkpoint does not fit the model:\n  ' + '\n  '.join(problems))
     for name, param in params.items():
         param.copy_(state_dict[name])
 

@@ -27,6 +27,8 @@ from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from ..adapters import state_dict_mismatches
+
 __all__ = ['AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
            'pretrained_sources']
 
@@ -99,14 +101,8 @@ def _check_fits(model: nn.Module, checkpoint: Mapping, check_base: bool) -> None
     meta = checkpoint['meta'][META_KEY]
     state = checkpoint['state_dict']
     model_state = model.state_dict()
-    unexpected = sorted(set(state) - set(model_state))
-    missing = sorted(set(model_state) - set(state) - set(meta['frozen_keys']))
-    shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}'
-              for k, v in state.items() if k in model_state and v.shape != model_state[k].shape]
-    problems = ([f'unexpected keys: {unexpected[:20]}{" ..." if len(unexpected) > 20 else ""}'] * bool(unexpected)
-                + [f'missing keys (not saved, not frozen base weights): {missing[:20]}'
-                   f'{" ..." if len(missing) > 20 else ""}'] * bool(missing)
-                + [f'shape mismatch: {s}' for s in shapes[:20]])
+    # every key must be saved except the frozen base weights the checkpoint says it left out
+    problems = state_dict_mismatches(model_state, state, required=set(model_state) - set(meta['frozen_keys']))
     if check_base:
         saved = {s['module']: s['sha256'] for s in meta['base']}
         if not saved:

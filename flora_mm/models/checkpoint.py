@@ -9,6 +9,8 @@ it carries.
   detector / segmentor, ``vision_model.`` of an InternVL chat model). Keys without the prefix (neck, heads,
   language model) are dropped and the dropped groups named in the log.
 * :func:`load_base_weights` loads a backbone's filtered state strictly (missing / unexpected / shape errors).
+* ``flora_mm://NAME`` (the weights shipped in :mod:`flora_mm.weights`, SHA-256 checked) is registered with
+  mmengine's ``CheckpointLoader``, so it works in any ``init_cfg`` / ``load_from``, for any backbone.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
-from ..adapters import adapted_layers
+from .. import weights
+from ..adapters import adapted_layers, state_dict_mismatches
 
 __all__ = ['CONTAINER_KEYS', 'PretrainedMixin', 'WRAPPER_PREFIXES', 'read_checkpoint', 'load_base_weights',
            'unwrap_state_dict']
@@ -32,6 +35,13 @@ CONTAINER_KEYS = ('state_dict', 'model', 'module')
 #: InternVL chat models.
 WRAPPER_PREFIXES = ('module.', 'backbone.', 'vision_model.')
 _INDEX_NAMES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
+
+
+@CheckpointLoader.register_scheme(prefixes=weights.SCHEME)
+def load_from_flora_mm(filename: str, map_location=None) -> dict:
+    """mmengine loader for ``flora_mm://NAME``: the shipped file, after its SHA-256 check."""
+    import torch
+    return torch.load(weights.resolve(filename), map_location=map_location, weights_only=True)
 
 
 def _read_file(path: str) -> Mapping[str, Tensor]:
@@ -116,14 +126,10 @@ def load_base_weights(model: nn.Module, checkpoint: str | Mapping[str, Tensor],
     skip = tuple(f'{n}.' for n in new_layers)
     adapter_keys = {f'{n}.{k}' for n, layer in adapted_layers(model) for k in layer.adapter_names}
     base_keys = {k for k in own if not k.startswith(skip)} - adapter_keys
-    missing = sorted(base_keys - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-              if k in own and v.shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise KeyError(f'checkpoint {source} does not fit {model.extra_repr() or type(model).__name__}: '
-                       f'missing {missing[:10]}{" ..." if len(missing) > 10 else ""} ({len(missing)}), '
-                       f'unexpected {unexpected[:10]} ({len(unexpected)}), shape mismatches {shapes[:10]}')
+    problems = state_dict_mismatches(own, state, required=base_keys)
+    if problems:
+        raise KeyError(f'checkpoint {source} does not fit {model.extra_repr() or type(model).__name__}:\n  '
+                       + '\n  '.join(problems))
     model.load_state_dict(state, strict=False)
     print_log(f'{type(model).__name__}: loaded {len(state)} tensors from {source}', logger='current')
 

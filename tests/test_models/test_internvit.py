@@ -116,7 +116,7 @@ def test_resize_pos_embed_keeps_rows_and_columns_apart(grid):
 def test_bad_checkpoint_raises():
     state = make(with_fpn=False).state_dict()
     state.pop('blocks.1.mlp.fc1.weight')
-    with pytest.raises(KeyError, match=r"missing \['blocks.1.mlp.fc1.weight'\]"):
+    with pytest.raises(KeyError, match=r"missing keys \(1\): \['blocks.1.mlp.fc1.weight'\]"):
         make().load_pretrained(state)
 
 
