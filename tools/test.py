@@ -17,7 +17,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import flora_mm  # noqa: F401
 from flora_mm.engine import is_adapter_only
-from flora_mm.engine.launch import build_runner, load_run_config
+from flora_mm.engine.launch import build_runner, load_run_config, shutdown_distributed
 
 
 def parse_args():
@@ -52,6 +52,7 @@ def main():
         cfg.test_evaluator = [*cfg.test_evaluator] if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     build_runner(cfg).test()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

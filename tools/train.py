@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 import flora_mm  # noqa: F401
-from flora_mm.engine.launch import build_runner, load_run_config
+from flora_mm.engine.launch import build_runner, load_run_config, shutdown_distributed
 
 
 def parse_args():
@@ -57,6 +57,7 @@ def main():
     args = parse_args()
     cfg = build_cfg(args)
     build_runner(cfg).train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

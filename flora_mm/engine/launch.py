@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from .adapter_checkpoint import AdapterCheckpointHook
 
-__all__ = ['load_run_config', 'build_runner']
+__all__ = ['load_run_config', 'build_runner', 'shutdown_distributed']
 
 
 def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | None = None,
@@ -53,3 +53,13 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
 def build_runner(cfg: Config) -> Runner:
     """mmengine's ``Runner``, or the config's ``runner_type`` (e.g. ``FlexibleRunner`` for FSDP)."""
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group, if any, after a run that finished on every rank (not called when a rank
+    raised: torchrun then stops the others). mmengine leaves the group alive; letting the
+    interpreter tear it down was seen to abort a gloo rank at exit ("terminate called without an active
+    exception") after a finished FSDP run, failing the launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank finished: none is still using the group
+        torch.distributed.destroy_process_group()
