@@ -56,7 +56,7 @@ import torch
 
 from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, routes
 from flora_mm.models import ConvNeXtV2, InternViT
-from flora_mm.models.budget import adapter_budget, solve_rank
+from flora_mm.models.budget import match_budget
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
@@ -102,11 +102,6 @@ def adapter_cfg(args, method_type: str, **kw) -> dict:
         if is_vit(args.arch):
             cfg.pop('kernel_rank', None)
     return cfg
-
-
-def flora_rank_for(args, target: int) -> int:
-    """The FLoRA rank whose budget on this backbone is closest to ``target``."""
-    return solve_rank(backbone_cfg(args), adapter_cfg(args, 'FLoRA', kernel_rank=args.kernel_rank), target)[0]
 
 
 def adapters_of(args) -> dict:
@@ -461,8 +456,8 @@ def main():
     if args.route_policy:
         routes.set_policy(args.route_policy)
     if args.flora_rank is None:
-        lora = adapter_budget(backbone_cfg(args), adapter_cfg(args, 'LoRA', rank=args.rank))[0]
-        args.flora_rank = flora_rank_for(args, lora)
+        args.flora_rank = match_budget(backbone_cfg(args), adapter_cfg(args, 'FLoRA', kernel_rank=args.kernel_rank),
+                                       adapter_cfg(args, 'LoRA', rank=args.rank))[0]
     if args.peak_only:
         _peak_only(args.peak_only, args)
         return

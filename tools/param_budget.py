@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import flora_mm  # noqa: F401
-from flora_mm.models.budget import adapter_budget, solve_rank
+from flora_mm.models.budget import adapter_budget, match_budget, solve_rank
 
 SUFFIX = {'k': 1e3, 'm': 1e6, 'b': 1e9}
 
@@ -49,11 +49,12 @@ def main():
         if args.match_method:
             if args.rank is None:
                 parser.error('--match-method needs --rank')
-            target = adapter_budget(backbone, dict(type=args.match_method, rank=args.rank, **common))[0]
+            rank, budget, target = match_budget(backbone, flora, dict(type=args.match_method, rank=args.rank,
+                                                                      **common))
             what = f'{args.match_method} r={args.rank}'
         else:
             target, what = parse_count(args.match), args.match
-        rank, budget = solve_rank(backbone, flora, target)
+            rank, budget = solve_rank(backbone, flora, target)
         print(f'target {what}: {target:,} parameters')
         print(f'FLoRA rank {rank} (kernel_rank {kernel_rank}): {budget:,} parameters '
               f'({100 * (budget / target - 1):+.2f}%)')

@@ -62,10 +62,8 @@ def method_backbone(method: str, task: str, lora_rank: int, **flora) -> dict:
         adapter = dict(type='FLoRA', kernel_rank=2, scale=4.0)
         adapter.update({k: v for k, v in flora.items() if v is not None})
         if 'rank' not in adapter:
-            from flora_mm.models.budget import adapter_budget, solve_rank
-            cfg = backbone_cfg(task)
-            target = adapter_budget(cfg, dict(type='LoRA', rank=lora_rank))[0]
-            adapter['rank'] = solve_rank(cfg, adapter, target)[0]
+            from flora_mm.models.budget import match_budget
+            adapter['rank'] = match_budget(backbone_cfg(task), adapter, dict(type='LoRA', rank=lora_rank))[0]
         return dict(adapter=dict(_delete_=True, **adapter))
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
 

@@ -247,14 +247,15 @@ class AdapterLayer:
 
     # ------------------------------------------------------------------------------------------------ merge
     @torch.no_grad()
-    def merge(self) -> nn.Module:
+    def merge(self, check: bool = True) -> nn.Module:
         """Return a plain module of the base layer's class whose weight is ``W0 + dW`` (same state_dict keys).
 
         The base ``weight`` Parameter object is updated in place and reused, so references to it stay valid.
-        Raises ``FloatingPointError`` if the merged weight is not finite (nothing is modified in that case).
+        With ``check``, raises ``FloatingPointError`` if the merged weight is not finite (nothing is modified in
+        that case); :func:`~flora_mm.adapters.merge_adapters` checks every layer first and merges without it.
         """
         merged = self.merged_weight()
-        if not torch.isfinite(merged).all():
+        if check and not torch.isfinite(merged).all():
             raise FloatingPointError(f'merging {type(self).__name__} {self._describe()} gives non-finite weights')
         self._base_load_hook.remove()
         state = {k: v for k, v in self.__dict__.items() if k not in self._adapter_attrs}

@@ -14,7 +14,7 @@ from mmengine.registry import MODELS
 
 from ..adapters import count_parameters
 
-__all__ = ['adapter_budget', 'solve_rank']
+__all__ = ['match_budget', 'adapter_budget', 'solve_rank']
 
 
 def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> tuple[int, int]:
@@ -50,3 +50,13 @@ def solve_rank(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], targ
     candidates = [r for r in (lo - 1, lo) if r >= 1]
     best = min(candidates, key=lambda r: abs(budget(r) - target))
     return best, budget(best)
+
+
+def match_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], reference: Mapping[str, Any],
+                 key: str = 'rank') -> tuple[int, int, int]:
+    """The value of ``adapter[key]`` whose budget on the backbone is closest to that of the ``reference`` adapter
+    (e.g. FLoRA's rank at LoRA r = 8's budget): ``(rank, budget, reference budget)``. The one budget matcher of
+    every tool (benchmark, reproduction, param_budget)."""
+    target = adapter_budget(backbone_cfg, reference)[0]
+    rank, budget = solve_rank(backbone_cfg, adapter, target, key=key)
+    return rank, budget, target

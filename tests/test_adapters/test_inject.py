@@ -168,6 +168,10 @@ def test_merge_refuses_non_finite_and_leaves_model_unchanged():
     with pytest.raises(FloatingPointError, match='head'):
         merge_adapters(model)
     assert isinstance(model.stem, AdapterLayer) and torch.equal(model.stem.weight, stem_weight)
+    head_weight = model.head.weight.clone()
+    with pytest.raises(FloatingPointError, match='non-finite'):  # a single layer checks by itself
+        model.head.merge()
+    assert isinstance(model.head, AdapterLayer) and torch.equal(model.head.weight, head_weight)
 
 
 def test_load_adapter_state_dict_reports_every_mismatch():

@@ -3,7 +3,7 @@ import pytest
 from mmengine.registry import init_default_scope
 
 import flora_mm  # noqa: F401
-from flora_mm.models.budget import adapter_budget, solve_rank
+from flora_mm.models.budget import adapter_budget, match_budget, solve_rank
 
 CASES = {
     'convnextv2_large': (dict(type='ConvNeXtV2', arch='large'), dict(type='LoRA', rank=8),
@@ -31,3 +31,15 @@ def test_solver_rejects_unreachable_targets():
         solve_rank(backbone, dict(type='FLoRA'), 10**9, max_rank=64)
     with pytest.raises(ValueError, match='positive'):
         solve_rank(backbone, dict(type='FLoRA'), 0)
+
+
+def test_match_budget_picks_the_closest_rank_to_the_reference():
+    """Against brute force: budgets of every FLoRA rank 1..24 on a tiny backbone, counted directly."""
+    init_default_scope('mmdet')
+    backbone = dict(type='ConvNeXtV2', arch=dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64)))
+    flora, lora = dict(type='FLoRA', kernel_rank=2), dict(type='LoRA', rank=4)
+    rank, budget, target = match_budget(backbone, flora, lora)
+    assert target == adapter_budget(backbone, lora)[0]
+    budgets = {r: adapter_budget(backbone, {**flora, 'rank': r})[0] for r in range(1, 25)}
+    best = min(budgets, key=lambda r: abs(budgets[r] - target))
+    assert (rank, budget) == (best, budgets[best])
