@@ -2,27 +2,19 @@
 # total batch 16 (8 GPUs x 2), linear warm-up then poly decay.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/convnextv2_large_flora.py'
 ]
 custom_imports = dict(imports=['flora_mm'], allow_failed_imports=False)
 
-pretrained = 'checkpoints/convnextv2_large_22k_224_ema.pt'
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='ConvNeXtV2',
-        arch='large',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.4,
-        with_cp=False,
-        adapter=dict(type='FLoRA', rank=42, kernel_rank=2, scale=4.0),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 384, 768, 1536], num_classes=150, norm_cfg=norm_cfg),
+    backbone={{_base_.convnextv2_large_flora}},
+    decode_head=dict(in_channels={{_base_.convnextv2_large_channels}}, num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=768, num_classes=150, norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 

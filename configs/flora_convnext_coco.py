@@ -1,23 +1,12 @@
 # FLoRA on ConvNeXt-V2-L + Mask R-CNN (FPN), COCO, 12 epochs (paper Table 9): AdamW lr 1e-4, wd 0.05,
 # total batch 32 (8 GPUs x 4). FLoRA on every conv and linear layer of the backbone, r3 = 2, s = 4;
 # rank 42 gives 12.84M adapter parameters, the budget of LoRA r=8 (12.95M).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/convnextv2_large_flora.py']
 custom_imports = dict(imports=['flora_mm'], allow_failed_imports=False)
 
-# ConvNeXt-V2-L ImageNet-22k (fine-tuned, 224) weights: official .pt or timm state dict; see docs/checkpoints.md.
-pretrained = 'checkpoints/convnextv2_large_22k_224_ema.pt'
-
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ConvNeXtV2',
-        arch='large',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.4,
-        with_cp=False,
-        adapter=dict(type='FLoRA', rank=42, kernel_rank=2, scale=4.0),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
+    backbone={{_base_.convnextv2_large_flora}},
+    neck=dict(in_channels={{_base_.convnextv2_large_channels}}))
 
 train_dataloader = dict(batch_size=4, num_workers=4)  # x 8 GPUs = 32
 

@@ -1,21 +1,11 @@
 # FLoRA on ConvNeXt-V2-L + Oriented R-CNN (le90), DOTA-v1.0 single-scale 1024x1024 split, 12 epochs
 # (paper Table 9): SGD lr 5e-3, momentum 0.9, wd 1e-4, total batch 16 (8 GPUs x 2).
-_base_ = 'mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py'
+_base_ = ['mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py', './_base_/convnextv2_large_flora.py']
 custom_imports = dict(imports=['flora_mm'], allow_failed_imports=False)
 
-pretrained = 'checkpoints/convnextv2_large_22k_224_ema.pt'
-
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ConvNeXtV2',
-        arch='large',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.4,
-        with_cp=False,
-        adapter=dict(type='FLoRA', rank=42, kernel_rank=2, scale=4.0),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
+    backbone={{_base_.convnextv2_large_flora}},
+    neck=dict(in_channels={{_base_.convnextv2_large_channels}}))
 
 train_dataloader = dict(batch_size=2, num_workers=4)  # x 8 GPUs = 16
 

@@ -13,7 +13,8 @@ import flora_mm  # noqa: F401
 from flora_mm.adapters import adapter_state_dict, count_parameters
 from tests.test_configs.smoke import ROOT, TASK_CONFIGS, smoke_config
 
-CONFIGS = sorted(str(Path(p).relative_to(ROOT)) for p in glob.glob(str(ROOT / 'configs/**/*.py'), recursive=True))
+CONFIGS = sorted(str(Path(p).relative_to(ROOT)) for p in glob.glob(str(ROOT / 'configs/**/*.py'), recursive=True)
+                 if '/_base_/' not in p)  # _base_ fragments are pieces of configs, not configs
 
 
 @pytest.mark.parametrize('path', CONFIGS)
