@@ -40,9 +40,11 @@ def register_mm_layers() -> None:
 
 
 def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
-    """Inject ``adapter`` into an already built module, leaving layers it froze itself (``frozen_stages``)
-    without adapters, and log the resulting budget."""
-    inject_adapters(module, adapter, respect_frozen=True)
+    """The one way adapters get into an OpenMMLab backbone -- flora_mm's own (their ``adapter=`` argument) and any
+    other (the build hook below): inject ``adapter`` into the built module, leaving layers it froze itself
+    (``frozen_stages``) without adapters and the submodules it declares new (``new_layer_names``: not part of the
+    pretrained network, e.g. output norms or a feature pyramid) trainable and unadapted, then log the budget."""
+    inject_adapters(module, adapter, respect_frozen=True, keep_trainable=getattr(module, 'new_layer_names', ()))
     counts = count_parameters(module)
     state = module.adapter_state
     print_log(f'{type(module).__name__}: {state.config.type} on {len(state.layers)} layers, '

@@ -23,7 +23,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
-from ..adapters import inject_adapters
+from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
@@ -170,7 +170,7 @@ class ConvNeXtV2(PretrainedMixin, BaseModule):
                 self.new_layer_names.append(f'norm{i}')
         self._freeze_stages()
         if adapter is not None:
-            inject_adapters(self, adapter, respect_frozen=True, keep_trainable=self.new_layer_names)
+            attach_adapter(self, adapter)
 
     @property
     def out_channels(self) -> list[int]:

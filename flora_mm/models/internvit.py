@@ -29,7 +29,7 @@ from mmengine.registry import MODELS
 from timm.layers import DropPath, LayerNorm2d
 from torch import Tensor, nn
 
-from ..adapters import inject_adapters
+from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
@@ -202,7 +202,11 @@ class InternViT(PretrainedMixin, BaseModule):
         drop_path_rate: Stochastic depth rate, increasing linearly over the blocks.
         with_cp: Non-reentrant activation checkpointing per block.
         with_fpn: Return four scales (x4, x2, x1, x0.5 of the stride-14 map) instead of four stride-14 maps.
-        frozen: Freeze every pretrained parameter without adding adapters (the "Base" baseline).
+        frozen_stages: Freeze (and keep in eval mode) the embeddings -- patch embedding, class token, position
+            embeddings -- and blocks ``0 .. frozen_stages - 1``, as mmpretrain's ViTs: -1 (default) nothing, 0 the
+            embeddings only, ``>= depth`` the whole transformer (the "Base" baseline). Frozen blocks get no
+            adapter. The pyramid layers are new and stay trainable.
+        frozen: Deprecated spelling of ``frozen_stages=depth``.
         adapter: Adapter config; injected into the transformer (patch embedding and blocks), freezing it. The
             pyramid layers are new and stay trainable.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` (``.pth`` or ``.safetensors``) or another mmengine
@@ -221,6 +225,7 @@ class InternViT(PretrainedMixin, BaseModule):
                  drop_path_rate: float = 0.0,
                  with_cp: bool = False,
                  with_fpn: bool = True,
+                 frozen_stages: int = -1,
                  frozen: bool = False,
                  adapter: dict | None = None,
                  init_cfg: dict | list[dict] | None = None) -> None:
@@ -258,12 +263,30 @@ class InternViT(PretrainedMixin, BaseModule):
             new_layers = ['up1', 'up2']
         self.with_fpn = with_fpn
         self.new_layer_names = new_layers
+        self.frozen_stages = depth if frozen else frozen_stages
         self._default_init()
+        self._freeze_stages()
         if adapter is not None:
-            inject_adapters(self, adapter, keep_trainable=new_layers)
-        elif frozen:
-            for name, param in self.named_parameters():
-                param.requires_grad_(name.split('.', 1)[0] in new_layers)
+            attach_adapter(self, adapter)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.patch_embed, *self.blocks[:self.frozen_stages]]
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self.cls_token.requires_grad_(False)
+            self.pos_embed.requires_grad_(False)
+        for module in self._frozen_modules():
+            module.eval()
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> 'InternViT':
+        super().train(mode)
+        for module in self._frozen_modules():  # frozen blocks stay in eval mode (drop path off)
+            module.eval()
+        return self
 
     @property
     def out_channels(self) -> list[int]:

@@ -44,6 +44,32 @@ def test_adapter_identity_freezing_and_new_layers_trainable():
     assert {n.split('.')[0] for n, p in base.named_parameters() if p.requires_grad} == {'up1', 'up2'}
 
 
+@pytest.mark.parametrize('frozen_stages, frozen_blocks', [(-1, 0), (0, 0), (2, 2), (4, 4), (99, 4)])
+def test_frozen_stages_freeze_embeddings_then_blocks_and_get_no_adapters(frozen_stages, frozen_blocks):
+    """mmpretrain's ViT convention: 0 freezes the embeddings, k the embeddings and the first k blocks."""
+    if frozen_blocks == 4:  # an adapter on a wholly frozen transformer has nothing to adapt: an error, not a no-op
+        with pytest.raises(ValueError, match='no trainable layer'):
+            make(adapter=ADAPTER, frozen_stages=frozen_stages)
+        return
+    model = make(adapter=ADAPTER, frozen_stages=frozen_stages)
+    embeddings = [model.cls_token, model.pos_embed, *model.patch_embed.parameters()]
+    assert all(not p.requires_grad for p in embeddings)  # pretrained, never trained (adapter or frozen)
+    adapted = {n.split('.')[1] for n, _ in adapted_layers(model) if n.startswith('blocks.')}
+    assert adapted == {str(i) for i in range(frozen_blocks, 4)}
+    model.train()
+    assert [b.training for b in model.blocks] == [False] * frozen_blocks + [True] * (4 - frozen_blocks)
+
+
+def test_frozen_stages_without_adapter_is_the_base_baseline():
+    for frozen_stages, frozen_blocks in ((-1, 0), (2, 2), (99, 4)):
+        base = make(frozen_stages=frozen_stages)
+        trainable_blocks = {n.split('.')[1] for n, p in base.named_parameters()
+                            if p.requires_grad and n.startswith('blocks.')}
+        assert trainable_blocks == {str(i) for i in range(frozen_blocks, 4)}
+        assert base.cls_token.requires_grad == (frozen_stages < 0)
+        assert all(p.requires_grad for n, p in base.named_parameters() if n.startswith(('up1.', 'up2.')))
+
+
 def test_with_cp_and_bf16():
     model = make(adapter=ADAPTER, with_cp=True)
     model.train()

@@ -124,3 +124,26 @@ def test_pretrained_init_cfg_loads_into_base_and_keeps_adapter_identity(tmp_path
     plain.eval(), adapted.eval()
     for a, b in zip(adapted(x), plain(x)):
         torch.testing.assert_close(a, b)
+
+
+def test_build_hook_keeps_a_backbones_new_layers_trainable_and_unadapted():
+    """Any registered backbone that declares ``new_layer_names`` gets the treatment flora_mm's own backbones get
+    through the same ``attach_adapter``: those submodules keep their ``requires_grad`` and no adapter."""
+    from mmengine.registry import MODELS
+    from torch import nn
+
+    from flora_mm.adapters import adapted_layers
+
+    @MODELS.register_module(force=True)
+    class _TinyWithNeckNorm(nn.Module):
+        new_layer_names = ['out_proj']
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 8))
+            self.out_proj = nn.Linear(8, 8)
+
+    model = MODELS.build(dict(type='_TinyWithNeckNorm', adapter=dict(type='LoRA', rank=2)))
+    assert {n for n, _ in adapted_layers(model)} == {'body.0', 'body.2'}
+    assert all(p.requires_grad for p in model.out_proj.parameters())
+    assert not model.body[0].weight.requires_grad
