@@ -136,7 +136,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *, respect_frozen: bool = False,
                     keep_trainable: Sequence[str] = ()) -> nn.Module:
-    """Adapt the matching layers of ``model`` in place and freeze every base parameter of ``model``.
+    """Adapt the matching layers of ``model`` in place and freeze every base parameter of ``model``: select the
+    layers (:func:`_select_layers`), freeze (:func:`_freeze`), replace them by their adapted twins
+    (:func:`_replace_layers`), and record what was done as ``model.adapter_state``.
 
     Args:
         model: Any ``nn.Module`` (typically a backbone). Must not already contain adapters.
@@ -163,7 +165,17 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
     kept = {f'{n}.{p}' if n else p for n in keep_trainable for p, _ in modules[n].named_parameters()}
     for n in keep_trainable:  # never adapt inside a kept module
         modules = {m: mod for m, mod in modules.items() if m != n and not m.startswith(f'{n}.')}
-    layer_types = ADAPTER_LAYERS[cfg.type]
+    selected = _select_layers(modules, cfg, respect_frozen)
+    extra, frozen = _freeze(model, modules, selected, cfg, respect_frozen, kept)
+    layers = tuple(selected) if ADAPTER_LAYERS[cfg.type] else ()
+    model = _replace_layers(model, modules, layers, cfg)
+    model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)), tuple(frozen))
+    return model
+
+
+def _select_layers(modules: dict[str, nn.Module], cfg: AdapterConfig, respect_frozen: bool) -> list[str]:
+    """Step 1 of injection: the qualified names of the layers the config targets (kind, bias for BitFit, not
+    frozen by the backbone if ``respect_frozen``, include / exclude)."""
     if 'all' in cfg.targets:
         candidates = list(modules)
     else:
@@ -180,7 +192,14 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
     if not selected:
         raise ValueError(f'{cfg.type} adapter: include={list(cfg.include)} / exclude={list(cfg.exclude)} '
                          f'leave no layer to adapt')
+    return selected
 
+
+def _freeze(model: nn.Module, modules: dict[str, nn.Module], selected: list[str], cfg: AdapterConfig,
+            respect_frozen: bool, kept: set[str]) -> tuple[list[str], list[str]]:
+    """Step 2: freeze every parameter of ``model`` except the ``kept`` ones and those the config trains (BitFit /
+    ``train_bias`` biases of the selected layers, ``train_norm`` norms); give norms with a frozen weight and a
+    trainable bias their exact split form (norms.py). Returns ``(unfrozen base parameters, frozen ones)``."""
     extra = []
     if cfg.type == 'BitFit' or cfg.train_bias:
         extra += [f'{n}.bias' if n else 'bias' for n in selected
@@ -195,15 +214,19 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
             param.requires_grad_(name in extra_set)
             if name not in extra_set:
                 frozen.append(name)
-
     for module in modules.values():
-        # a frozen weight beside a trainable bias (BitFit, train_bias): norms take the exact split form (norms.py)
         weight, bias = module._parameters.get('weight'), module._parameters.get('bias')
         if (layer_base_type(type(module), strict=False) is None and weight is not None and bias is not None
                 and bias.requires_grad and not weight.requires_grad):
             split_norm_bias(module)
+    return extra, frozen
 
-    layers = tuple(selected) if layer_types else ()
+
+def _replace_layers(model: nn.Module, modules: dict[str, nn.Module], layers: Sequence[str],
+                    cfg: AdapterConfig) -> nn.Module:
+    """Step 3: swap each layer for its adapted twin (same parameters, same keys). Returns ``model``, or the
+    adapted layer if ``model`` itself is the one layer."""
+    layer_types = ADAPTER_LAYERS[cfg.type]
     for name in layers:
         module = modules[name]
         new = layer_types[layer_base_type(type(module))].from_base(module, cfg)
@@ -211,7 +234,6 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
             _replace(model, name, new)
         else:
             model = new
-    model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)), tuple(frozen))
     return model
 
 

@@ -93,8 +93,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> 
     FCMAE pre-training checkpoints (``encoder.*`` with sparse kernels), wrapped or not in ``model`` /
     ``state_dict`` / ``module`` and with ``module.`` / ``backbone.`` prefixes (a trained mm detector or segmentor:
     its neck and head keys are dropped, see :func:`~flora_mm.models.checkpoint.unwrap_state_dict`). The
-    classifier (``head.*``, final ``norm.*``) is dropped. Tensors are reshaped to the model's shapes where only singleton dimensions
-    differ (GRN ``[1, 1, 1, C]`` vs ``[C]``, 1x1-conv vs Linear MLP weights).
+    classifier (``head.*``, final ``norm.*``) is dropped. Tensors are reshaped to the model's shapes where only
+    singleton dimensions differ (GRN ``[1, 1, 1, C]`` vs ``[C]``, 1x1-conv vs Linear MLP weights).
     """
     state = unwrap_state_dict(state_dict)
     if any(k.startswith('encoder.') for k in state):
