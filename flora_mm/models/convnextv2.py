@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
+from .stages import FrozenStagesMixin
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
@@ -113,7 +114,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> 
 
 
 @MODELS.register_module()
-class ConvNeXtV2(PretrainedMixin, BaseModule):
+class ConvNeXtV2(PretrainedMixin, FrozenStagesMixin, BaseModule):
     """ConvNeXt-V2 backbone returning multi-scale NCHW features, with optional adapters.
 
     Args:
@@ -183,17 +184,6 @@ class ConvNeXtV2(PretrainedMixin, BaseModule):
         if self.frozen_stages <= 0:
             return []
         return [self.stem, *self.stages[:self.frozen_stages]]
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'ConvNeXtV2':
-        super().train(mode)
-        for module in self._frozen_modules():  # keep frozen stages in eval mode (drop path off)
-            module.eval()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.stem(x)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
+from .stages import FrozenStagesMixin
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
 
@@ -185,7 +186,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: 'InternViT') -
 
 
 @MODELS.register_module()
-class InternViT(PretrainedMixin, BaseModule):
+class InternViT(PretrainedMixin, FrozenStagesMixin, BaseModule):
     """InternViT with a simple feature pyramid, for mmseg / mmdet heads, with optional adapters.
 
     Args:
@@ -274,19 +275,8 @@ class InternViT(PretrainedMixin, BaseModule):
             return []
         return [self.patch_embed, *self.blocks[:self.frozen_stages]]
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages >= 0:
-            self.cls_token.requires_grad_(False)
-            self.pos_embed.requires_grad_(False)
-        for module in self._frozen_modules():
-            module.eval()
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'InternViT':
-        super().train(mode)
-        for module in self._frozen_modules():  # frozen blocks stay in eval mode (drop path off)
-            module.eval()
-        return self
+    def _frozen_parameters(self) -> list[nn.Parameter]:
+        return [self.cls_token, self.pos_embed] if self.frozen_stages >= 0 else []
 
     @property
     def out_channels(self) -> list[int]:
