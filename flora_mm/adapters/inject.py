@@ -23,6 +23,7 @@ from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, L
 from .norms import remove_split_norm_bias, split_norm_bias
 
 __all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
+           'adapter_states',
            'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type',
            'load_adapter_state_dict', 'merge_adapters',
            'register_compatible_layer', 'state_dict_mismatches', 'NORM_TYPES']
@@ -244,17 +245,24 @@ def adapted_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield clean_name(name), module
 
 
+def adapter_states(model: nn.Module) -> Iterator[tuple[str, nn.Module, AdapterState]]:
+    """``(clean qualified name, module, its AdapterState)`` for every module of ``model`` that
+    :func:`inject_adapters` adapted: the one way to find them (also inside FSDP-wrapped models)."""
+    for name, module in model.named_modules():
+        state = getattr(module, 'adapter_state', None)
+        if isinstance(state, AdapterState):
+            yield clean_name(name), module, state
+
+
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Every parameter the adapter trains, by qualified name: the adapter layers' own parameters and the base
     parameters the config unfroze (BitFit biases, ``train_bias``, ``train_norm``)."""
     out: dict[str, nn.Parameter] = {}
     for name, layer in adapted_layers(model):
         out.update({f'{name}.{k}' if name else k: p for k, p in layer.adapter_parameters().items()})
-    for prefix, module in model.named_modules():
-        state = getattr(module, 'adapter_state', None)
-        if isinstance(state, AdapterState):
-            params, prefix = named_parameters(module), clean_name(prefix)
-            out.update({f'{prefix}.{k}' if prefix else k: params[k] for k in state.extra_trainable})
+    for prefix, module, state in adapter_states(model):
+        params = named_parameters(module)
+        out.update({f'{prefix}.{k}' if prefix else k: params[k] for k in state.extra_trainable})
     return out
 
 
@@ -314,8 +322,8 @@ def merge_adapters(model: nn.Module) -> nn.Module:
             model = plain
     for module in model.modules():
         remove_split_norm_bias(module)
-        if isinstance(getattr(module, 'adapter_state', None), AdapterState):
-            del module.adapter_state
+    for _, module, _ in list(adapter_states(model)):
+        del module.adapter_state
     return model
 
 

@@ -27,7 +27,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
-from ..adapters import state_dict_mismatches
+from ..adapters import adapter_states, state_dict_mismatches
 
 __all__ = ['AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
            'pretrained_sources']
@@ -84,8 +84,7 @@ def adapter_checkpoint(model: nn.Module, checkpoint: dict, base: list[dict] | No
     full_bytes = _nbytes(state.values())
     for key in frozen:
         del state[key]
-    adapters = {name: m.adapter_state.config.to_dict() for name, m in model.named_modules()
-                if getattr(m, 'adapter_state', None) is not None}
+    adapters = {name: state.config.to_dict() for name, _, state in adapter_states(model)}
     meta = dict(adapter_only=True, adapters=adapters,
                 base=base if base is not None else pretrained_sources(model), frozen_keys=frozen,
                 state_bytes=_nbytes(state.values()), full_state_bytes=full_bytes)

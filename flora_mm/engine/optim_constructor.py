@@ -9,8 +9,8 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-from ..adapters import AdapterState, adapter_parameters
-from ..adapters.inject import clean_name, named_parameters
+from ..adapters import adapter_parameters
+from ..adapters.inject import adapter_states, named_parameters
 
 __all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary']
 
@@ -18,11 +18,9 @@ __all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary'
 def check_frozen(model: nn.Module) -> None:
     """Raise ``RuntimeError`` if a base parameter that adapter injection froze has become trainable again."""
     bad = []
-    for prefix, module in model.named_modules():
-        state = getattr(module, 'adapter_state', None)
-        if isinstance(state, AdapterState):
-            params, prefix = named_parameters(module), clean_name(prefix)  # FSDP units rename their parameters
-            bad += [f'{prefix}.{n}' if prefix else n for n in state.frozen if params[n].requires_grad]
+    for prefix, module, state in adapter_states(model):
+        params = named_parameters(module)  # clean names: FSDP units rename their parameters
+        bad += [f'{prefix}.{n}' if prefix else n for n in state.frozen if params[n].requires_grad]
     if bad:
         raise RuntimeError(f'{len(bad)} base parameters of an adapted module are trainable again although an '
                            f'adapter is configured (something called requires_grad_(True) after injection): '

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from flora_mm.adapters import (AdapterConfig, AdapterLayer, adapted_layers, adapter_parameters, adapter_state_dict,
-                               count_parameters, inject_adapters, load_adapter_state_dict, merge_adapters,
-                               register_compatible_layer)
+                               adapter_states, count_parameters, inject_adapters, load_adapter_state_dict,
+                               merge_adapters, register_compatible_layer)
 
 
 class TinyNet(nn.Module):
@@ -251,3 +251,13 @@ def test_keep_trainable_modules_are_neither_adapted_nor_frozen():
     assert 'head.weight' not in model.adapter_state.frozen and 'stem.weight' in model.adapter_state.frozen
     with pytest.raises(ValueError, match='keep_trainable names no submodule'):
         inject_adapters(tiny()[0], dict(type='FLoRA', rank=2), keep_trainable=['nope'])
+
+
+def test_adapter_states_finds_every_adapted_module_by_clean_name():
+    model = nn.ModuleDict(dict(a=nn.Sequential(nn.Linear(4, 4)), b=nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))))
+    inject_adapters(model['a'], dict(type='LoRA', rank=2))
+    inject_adapters(model['b'], dict(type='BitFit'))
+    states = {name: (module, state.config.type, state.layers) for name, module, state in adapter_states(model)}
+    assert states == {'a': (model['a'], 'LoRA', ('0', )), 'b': (model['b'], 'BitFit', ())}
+    merge_adapters(model)
+    assert not list(adapter_states(model))
