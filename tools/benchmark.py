@@ -66,6 +66,7 @@ CONTROLS = FLOORS + ('flora_at_lora_rank', 'flora_cp')
 INPUT_GRAD = ('input_grad_bound', 'dw_weights')
 
 
+DTYPES = dict(fp32='float32', bf16='bfloat16', fp16='float16')
 #: InternViT sizes by ``--arch`` name (``internvit-tiny``: for tests).
 INTERNVIT = {'internvit-6b': '6b', 'internvit-300m': '300m',
              'internvit-tiny': dict(embed_dim=64, depth=4, num_heads=4, mlp_dim=128, out_indices=(0, 1, 2, 3))}
@@ -137,9 +138,6 @@ def build(method: str, args, base_dtype: str | None = None) -> tuple[torch.nn.Mo
                 p.data = p.data.to(dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     return model, params
-
-
-DTYPES = dict(fp32='float32', bf16='bfloat16', fp16='float16')
 
 
 class Step:
@@ -220,9 +218,10 @@ def flop_count(step) -> int:
     return counter.get_total_flops()
 
 
-def gemm_gflops(device: str, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
-    """Measured throughput of one large square matmul in ``dtype``: the fastest this device does arithmetic."""
-    n = n if device == 'cpu' else 8192
+def gemm_gflops(device: str, dtype: torch.dtype = torch.float32, n: int | None = None, reps: int = 5) -> float:
+    """Measured throughput of one large square matmul in ``dtype``: the fastest this device does arithmetic
+    (``n`` defaults to 2048 on the CPU, 8192 on a GPU, where a smaller product does not fill the device)."""
+    n = n or (2048 if device == 'cpu' else 8192)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     times = []
     for _ in range(reps + 1):

@@ -22,8 +22,8 @@ from torch import nn
 
 from flora_mm.adapters import inject_adapters
 
-#: (norm, channels, input shape of one case by rows): layer norms over C = 192 (ConvNeXt-V2-L's first stage),
-#: group norms as mm's heads use them (32 groups of 256 channels).
+#: kind: (norm factory, input shape for a number of normalised rows): layer norms over C = 192 (ConvNeXt-V2-L's
+#: first stage), group norms as mm's heads use them (32 groups of 256 channels).
 CASES = {
     'layer_norm': (lambda: nn.LayerNorm(192), lambda rows: (rows, 192)),
     'group_norm': (lambda: nn.GroupNorm(32, 256), lambda rows: (max(rows // 4096, 1), 256, 64, 64)),

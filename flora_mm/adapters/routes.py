@@ -70,12 +70,12 @@ def _sync(device_type: str) -> None:
         torch.cuda.synchronize()
 
 
-def _disk_file() -> str | None:
+def _disk_file(device_type: str) -> str | None:
+    """The disk cache of the device the layer runs on (not whichever device the machine has)."""
     folder = os.environ.get('FLORA_MM_ROUTE_CACHE')
     if not folder:
         return None
-    device = device_name(torch.device('cuda')) if torch.cuda.is_available() else device_name(torch.device('cpu'))
-    name = re.sub(r'[^A-Za-z0-9._-]+', '_', f'{device}_torch-{torch.__version__}')
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', f'{device_name(torch.device(device_type))}_torch-{torch.__version__}')
     return osp.join(folder, f'routes_{name}.json')
 
 
@@ -136,7 +136,7 @@ def choose(key: tuple, candidates: tuple[str, ...], make_step: Callable[[str], C
     text = repr(key)
     route = _cache.get(text)
     if route is None:
-        path = _disk_file()
+        path = _disk_file(device_type)
         route = _read_disk(path).get(text)
         if route not in candidates:
             timed = measure(candidates, make_step, device_type)
