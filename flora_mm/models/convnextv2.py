@@ -198,4 +198,6 @@ class ConvNeXtV2(PretrainedMixin, FrozenStagesMixin, BaseModule):
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}', None)
                 outs.append(norm(x) if norm is not None else x)
-        return tuple(outs)
+        # timm's LayerNorm2d permutes, so the features come out channels-last in memory; mmcv's RoIAlign (CPU and
+        # CUDA) indexes its input as contiguous NCHW and reads such tensors wrongly. Return plain NCHW.
+        return tuple(out.contiguous() for out in outs)

@@ -309,6 +309,7 @@ class InternViT(PretrainedMixin, FrozenStagesMixin, BaseModule):
                 x = block(x)
             if i in self.out_indices:
                 maps.append(x[:, 1:].transpose(1, 2).reshape(b, c, h, w))
-        if not self.with_fpn:
-            return tuple(maps)
-        return self.up1(maps[0]), self.up2(maps[1]), maps[2], self.up4(maps[3])
+        if self.with_fpn:
+            maps = [self.up1(maps[0]), self.up2(maps[1]), maps[2], self.up4(maps[3])]
+        # the token-to-map reshape is a channels-last view; mmcv's ops index inputs as contiguous NCHW
+        return tuple(m.contiguous() for m in maps)
