@@ -193,6 +193,11 @@ class AdapterLayer:
         """``W - W0``: the scaled update this adapter applies to the base weight (shape of ``weight``)."""
         raise NotImplementedError
 
+    @property
+    def output_rank(self) -> int:
+        """The rank of the update along the output mode (LoRA: ``r``; FLoRA: ``r1``)."""
+        raise NotImplementedError
+
     def merged_weight(self) -> Tensor:
         """The effective weight ``W = W0 + delta_weight()``."""
         return self.weight + self.delta_weight()

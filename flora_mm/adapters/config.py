@@ -19,6 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .methods import METHODS
+
 __all__ = ['AdapterConfig', 'LAYER_KINDS', 'IMPLS']
 
 #: Layer kinds accepted in ``targets``. ``'conv'`` means every ``ConvNd``; ``'all'`` (BitFit only) every module.
@@ -26,19 +28,7 @@ LAYER_KINDS = ('linear', 'conv', 'conv1d', 'conv2d', 'conv3d', 'all')
 #: Forward implementations. ``auto`` picks the cheapest exact route per layer (see ``AdapterLayer``).
 IMPLS = ('auto', 'merged', 'branch', 'two_pass')
 
-# Options each method understands (besides ``type``); anything else is an error, not a silent no-op.
-_COMMON = {'targets', 'include', 'exclude', 'train_bias', 'train_norm'}
-_LOW_RANK = _COMMON | {'rank', 'scale', 'alpha', 'dropout', 'impl', 'init'}
-_METHOD_OPTIONS: dict[str, set[str]] = {
-    'FLoRA': _LOW_RANK | {'kernel_rank'},
-    'LoRA': _LOW_RANK,
-    'DoRA': _LOW_RANK,
-    'BitFit': {'targets', 'include', 'exclude', 'train_norm'},
-}
-_DEFAULT_TARGETS = {'BitFit': ('all',)}
 _logger = logging.getLogger(__name__)
-_INITS = {'FLoRA': ('kaiming', 'gaussian', 'orthogonal'), 'LoRA': ('kaiming', 'gaussian'),
-          'DoRA': ('kaiming', 'gaussian')}
 
 
 def _as_tuple(value: Any, key: str) -> tuple[str, ...]:
@@ -94,12 +84,12 @@ class AdapterConfig:
             raise TypeError(f'adapter config must be a dict, got {type(cfg).__name__}')
         cfg = dict(cfg)
         if 'type' not in cfg:
-            raise ValueError(f'adapter config needs a "type" (one of {sorted(_METHOD_OPTIONS)}), got {cfg}')
+            raise ValueError(f'adapter config needs a "type" (one of {sorted(METHODS)}), got {cfg}')
         kind = cfg.pop('type')
-        if kind not in _METHOD_OPTIONS:
-            raise ValueError(f'unknown adapter type {kind!r}; known types: {sorted(_METHOD_OPTIONS)}')
-        allowed = _METHOD_OPTIONS[kind]
-        unknown = sorted(set(cfg) - set().union(*_METHOD_OPTIONS.values()))
+        if kind not in METHODS:
+            raise ValueError(f'unknown adapter type {kind!r}; known types: {sorted(METHODS)}')
+        allowed = METHODS[kind].options
+        unknown = sorted(set(cfg) - set().union(*(m.options for m in METHODS.values())))
         if unknown:
             raise ValueError(f'{kind} adapter got unknown option(s) {unknown}; it accepts {sorted(allowed)}')
         foreign = sorted(set(cfg) - allowed)
@@ -110,7 +100,7 @@ class AdapterConfig:
             raise ValueError(f'{kind} adapter: give either scale or alpha (scale = alpha / rank), not both')
         alpha = cfg.pop('alpha', None)
         kwargs: dict[str, Any] = dict(type=kind)
-        kwargs['targets'] = _as_tuple(cfg.pop('targets', _DEFAULT_TARGETS.get(kind, cls.targets)), 'targets')
+        kwargs['targets'] = _as_tuple(cfg.pop('targets', METHODS[kind].default_targets), 'targets')
         for key in ('include', 'exclude'):
             kwargs[key] = _as_tuple(cfg.pop(key, ()), key)
         kwargs.update(cfg)
@@ -133,11 +123,12 @@ class AdapterConfig:
         if bad or not self.targets:
             raise ValueError(f'{self.type} adapter: unknown target kind(s) {bad or self.targets}; '
                              f'choose from {LAYER_KINDS}')
-        if 'all' in self.targets and self.type != 'BitFit':
-            raise ValueError(f"target kind 'all' is only meaningful for BitFit, not {self.type}")
+        if 'all' in self.targets and not self.method.trains_bias:
+            bias_methods = '/'.join(name for name, method in METHODS.items() if method.trains_bias)
+            raise ValueError(f"target kind 'all' is only meaningful for {bias_methods}, not {self.type}")
         if self.impl not in IMPLS:
             raise ValueError(f'{self.type} adapter: unknown impl {self.impl!r}; choose from {IMPLS}')
-        inits = _INITS.get(self.type, ('kaiming', ))
+        inits = self.method.inits
         if self.init not in inits:
             raise ValueError(f'{self.type} adapter: unknown init {self.init!r}; choose from {inits}')
         for key in ('include', 'exclude'):
@@ -148,9 +139,14 @@ class AdapterConfig:
                     raise ValueError(f'{self.type} adapter: {key} pattern {pattern!r} is not a regex: {err}') \
                         from err
 
+    @property
+    def method(self):
+        """The :class:`~flora_mm.adapters.methods.Method` this config selects."""
+        return METHODS[self.type]
+
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict that :meth:`from_dict` accepts (e.g. for checkpoint metadata)."""
         out = dataclasses.asdict(self)
-        allowed = _METHOD_OPTIONS[self.type] | {'type'}
+        allowed = self.method.options | {'type'}
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if k in allowed}
         return out

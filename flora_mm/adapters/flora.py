@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .base import AdapterLayer, conv_nd
 from .config import AdapterConfig
 from .functional import low_rank_linear
+from .methods import LOW_RANK_OPTIONS, Method, register_method
 
 __all__ = ['tucker_product', 'tucker_merged', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
 
@@ -109,6 +110,10 @@ class FLoRALayer(AdapterLayer):
     def factors(self) -> list[Tensor]:
         return [getattr(self, f'flora_factor_{n}') for n in range(len(self.ranks))]  # FSDP: views, see base
 
+    @property
+    def output_rank(self) -> int:
+        return self.ranks[0]
+
     def delta_weight(self) -> Tensor:
         return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW
 
@@ -158,3 +163,8 @@ class FLoRAConv2d(FLoRALayer, nn.Conv2d):
 class FLoRAConv3d(FLoRALayer, nn.Conv3d):
     """``nn.Conv3d`` with a 5th-order FLoRA update."""
     _op = nn.Conv3d._conv_forward
+
+
+FLORA = register_method(Method(
+    'FLoRA', options=LOW_RANK_OPTIONS | {'kernel_rank'}, inits=('kaiming', 'gaussian', 'orthogonal'),
+    layers={nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d}))

@@ -17,24 +17,18 @@ from torch import Tensor, nn
 
 from .base import AdapterLayer
 from .config import AdapterConfig
-from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALinear
-from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d,
-                   LoRALinear)
+from . import flora, lora  # noqa: F401  (their modules declare FLoRA, LoRA and DoRA)
+from .methods import METHODS
 from .norms import remove_split_norm_bias, split_norm_bias
 
-__all__ = ['ADAPTER_LAYERS', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
+__all__ = ['BASE_LAYER_TYPES', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
            'adapter_states',
            'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type',
            'load_adapter_state_dict', 'merge_adapters',
            'register_compatible_layer', 'state_dict_mismatches', 'NORM_TYPES']
 
-#: Adapted class for each (method, base layer class). BitFit adapts no layer, it only unfreezes biases.
-ADAPTER_LAYERS: dict[str, dict[type, type]] = {
-    'FLoRA': {nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d},
-    'LoRA': {nn.Linear: LoRALinear, nn.Conv1d: LoRAConv1d, nn.Conv2d: LoRAConv2d, nn.Conv3d: LoRAConv3d},
-    'DoRA': {nn.Linear: DoRALinear, nn.Conv1d: DoRAConv1d, nn.Conv2d: DoRAConv2d, nn.Conv3d: DoRAConv3d},
-    'BitFit': {},
-}
+#: The standard layer classes an adapter can replace (subclasses count if they compute the same operator).
+BASE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _KIND_TYPES: dict[str, tuple[type, ...]] = {
     'linear': (nn.Linear, ), 'conv': (nn.Conv1d, nn.Conv2d, nn.Conv3d), 'conv1d': (nn.Conv1d, ),
     'conv2d': (nn.Conv2d, ), 'conv3d': (nn.Conv3d, )
@@ -64,7 +58,7 @@ def layer_base_type(cls: type, strict: bool = True) -> type | None:
     With ``strict``, a subclass that overrides ``forward`` counts only if registered as compatible.
     """
     for base in cls.__mro__:
-        if base in ADAPTER_LAYERS['FLoRA']:
+        if base in BASE_LAYER_TYPES:
             if not strict or cls is base or cls.forward is base.forward or cls in _COMPATIBLE:
                 return base
             return None
@@ -168,7 +162,7 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
         modules = {m: mod for m, mod in modules.items() if m != n and not m.startswith(f'{n}.')}
     selected = _select_layers(modules, cfg, respect_frozen)
     extra, frozen = _freeze(model, modules, selected, cfg, respect_frozen, kept)
-    layers = tuple(selected) if ADAPTER_LAYERS[cfg.type] else ()
+    layers = tuple(selected) if cfg.method.layers else ()
     model = _replace_layers(model, modules, layers, cfg)
     model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)), tuple(frozen))
     return model
@@ -182,12 +176,12 @@ def _select_layers(modules: dict[str, nn.Module], cfg: AdapterConfig, respect_fr
     else:
         kinds = tuple(t for k in cfg.targets for t in _KIND_TYPES[k])
         candidates = [n for n, m in modules.items() if layer_base_type(type(m)) in kinds]
-    if cfg.type == 'BitFit':
+    if cfg.method.trains_bias:
         candidates = [n for n in candidates if isinstance(getattr(modules[n], 'bias', None), nn.Parameter)]
     if respect_frozen:
         candidates = [n for n in candidates if not _is_frozen(modules[n])]
     if not candidates:
-        what = 'with a bias ' if cfg.type == 'BitFit' else ''
+        what = 'with a bias ' if cfg.method.trains_bias else ''
         raise ValueError(f'{cfg.type} adapter: the model has no trainable layer {what}of kind {list(cfg.targets)}')
     selected = _select(candidates, cfg, f'{"/".join(cfg.targets)} layers')
     if not selected:
@@ -202,7 +196,7 @@ def _freeze(model: nn.Module, modules: dict[str, nn.Module], selected: list[str]
     ``train_bias`` biases of the selected layers, ``train_norm`` norms); give norms with a frozen weight and a
     trainable bias their exact split form (norms.py). Returns ``(unfrozen base parameters, frozen ones)``."""
     extra = []
-    if cfg.type == 'BitFit' or cfg.train_bias:
+    if cfg.method.trains_bias or cfg.train_bias:
         extra += [f'{n}.bias' if n else 'bias' for n in selected
                   if isinstance(getattr(modules[n], 'bias', None), nn.Parameter)]
     if cfg.train_norm:
@@ -227,7 +221,7 @@ def _replace_layers(model: nn.Module, modules: dict[str, nn.Module], layers: Seq
                     cfg: AdapterConfig) -> nn.Module:
     """Step 3: swap each layer for its adapted twin (same parameters, same keys). Returns ``model``, or the
     adapted layer if ``model`` itself is the one layer."""
-    layer_types = ADAPTER_LAYERS[cfg.type]
+    layer_types = cfg.method.layers
     for name in layers:
         module = modules[name]
         new = layer_types[layer_base_type(type(module))].from_base(module, cfg)

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from .base import AdapterLayer
 from .config import AdapterConfig
 from .functional import low_rank_linear
+from .methods import LOW_RANK_OPTIONS, Method, register_method
 
 __all__ = ['LoRALayer', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'DoRALayer', 'DoRALinear',
            'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d', 'lora_matrix_shape']
@@ -59,6 +60,10 @@ class LoRALayer(AdapterLayer):
         self.register_parameter('lora_B', self._new_param(rows, self.rank))
         self.adapter_names = ('lora_A', 'lora_B')
         self.reset_adapter_parameters(cfg.init)
+
+    @property
+    def output_rank(self) -> int:
+        return self.rank
 
     @torch.no_grad()
     def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
@@ -202,3 +207,11 @@ class DoRAConv2d(DoRALayer, nn.Conv2d):
 class DoRAConv3d(DoRALayer, nn.Conv3d):
     """``nn.Conv3d`` with a DoRA update."""
     _op = nn.Conv3d._conv_forward
+
+
+LORA = register_method(Method(
+    'LoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'),
+    layers={nn.Linear: LoRALinear, nn.Conv1d: LoRAConv1d, nn.Conv2d: LoRAConv2d, nn.Conv3d: LoRAConv3d}))
+DORA = register_method(Method(
+    'DoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'),
+    layers={nn.Linear: DoRALinear, nn.Conv1d: DoRAConv1d, nn.Conv2d: DoRAConv2d, nn.Conv3d: DoRAConv3d}))

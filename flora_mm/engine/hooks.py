@@ -89,7 +89,7 @@ def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
         delta = layer.delta_weight().detach().float().flatten(1)
         weight = layer.weight.detach().float().flatten(1)
         if rank is None:
-            rank = layer.ranks[0] if hasattr(layer, 'ranks') else layer.rank
+            rank = layer.output_rank
         rank = min(rank, *delta.shape)
         u, _, vh = torch.linalg.svd(delta, full_matrices=False)
         projected = u[:, :rank].T @ weight @ vh[:rank].T

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from mmengine.registry import MODELS
 
-from ..adapters import count_parameters
+from ..adapters import METHODS, count_parameters
 
 __all__ = ['match_budget', 'adapter_budget', 'solve_rank']
 
@@ -25,7 +25,7 @@ def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] |
     with torch.device('meta'):
         model = MODELS.build(cfg)
     counts = count_parameters(model)
-    bias_only = adapter is not None and adapter.get('type') == 'BitFit'
+    bias_only = adapter is not None and METHODS[adapter['type']].trains_bias
     return counts['adapter'], counts['total'] - (0 if bias_only else counts['adapter'])
 
 
