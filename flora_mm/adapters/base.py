@@ -193,6 +193,9 @@ class AdapterLayer:
         """``W - W0``: the scaled update this adapter applies to the base weight (shape of ``weight``)."""
         raise NotImplementedError
 
+    #: role -> state-dict key of the adapter's tensors (``factor_out`` U, ``factor_in`` V, ``core`` G, ``kernel``)
+    ROLE_KEYS: dict[str, str] = {}
+
     @property
     def output_rank(self) -> int:
         """The rank of the update along the output mode (LoRA: ``r``; FLoRA: ``r1``)."""

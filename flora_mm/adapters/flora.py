@@ -3,20 +3,23 @@
 For a frozen weight ``W0`` of order N (``nn.Linear``: ``[d_out, d_in]``; ``nn.ConvNd``:
 ``[d_out, d_in/groups, k_1, ..., k_n]``) the update is
 
-    dW = s * G x_1 A_1 x_2 A_2 ... x_N A_N
+    dW = s * G x_1 U x_2 V x_3 K_1 ... x_N K_n
 
-with a core ``G`` of the same order as ``W0`` and shape ``[r_1, ..., r_N]`` and one factor
-``A_n`` of shape ``[I_n, r_n]`` per mode (``x_n`` is the mode-n product). Ranks: ``r_1 = min(rank, d_out)``,
-``r_2 = min(rank, d_in/groups)``, spatial modes ``r = min(kernel_rank, k_i)``. For a Linear layer this is
-``dW = s * A G B^T`` (LoRA is the special case ``G = I``). Initialisation: ``G = 0`` and random factors, so the
-adapted layer equals the base layer at step 0. Parameter count: ``prod(r_n) + sum(I_n * r_n)``.
+with a ``core`` ``G`` of the same order as ``W0`` and shape ``[r_1, ..., r_N]`` and one factor per mode, named by
+role (the package's one notation, shared with LoRA and :mod:`~flora_mm.adapters.functional`): ``factor_out``
+``U [d_out, r_1]``, ``factor_in`` ``V [d_in/groups, r_2]`` and the ``kernel`` factors ``K_i [k_i, r]`` (``x_n`` is
+the mode-n product). Ranks: ``r_1 = min(rank, d_out)``, ``r_2 = min(rank, d_in/groups)``, kernel modes
+``r = min(kernel_rank, k_i)``. For a Linear layer this is ``dW = s * U G V^T`` (LoRA is the special case
+``G = I``). Initialisation: ``G = 0`` and random factors, so the adapted layer equals the base layer at step 0.
+Parameter count: ``prod(r_n) + sum(I_n * r_n)``.
 
-State-dict keys: ``flora_core`` (G) and ``flora_factor_{n}`` (A_n, n = 0 output mode, 1 input mode, 2.. kernel).
+State-dict keys (:attr:`FLoRALayer.ROLE_KEYS`): ``flora_core`` (G), ``flora_factor_0`` (U), ``flora_factor_1``
+(V), ``flora_factor_{2..}`` (K_1, K_2...).
 
-Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + s x (B G^T) A^T`` (two thin
+Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + s x (V G^T) U^T`` (two thin
 matmuls accumulated into the base GEMM by :func:`~flora_mm.adapters.functional.low_rank_linear`); for
-a dense convolution (``groups == 1``) it is ``1x1 conv (B^T) -> core conv (G x_3 C x_4 D, with the layer's
-stride / padding / dilation / padding_mode) -> 1x1 conv (A)``, which equals ``conv(x, dW)`` because a per-pixel
+a dense convolution (``groups == 1``) it is ``1x1 conv (V^T) -> core conv (G x_3 K_1 x_4 K_2, with the layer's
+stride / padding / dilation / padding_mode) -> 1x1 conv (s U)``, which equals ``conv(x, dW)`` because a per-pixel
 channel map commutes with every padding mode. Grouped / depthwise convolutions use ``merged``.
 """
 from __future__ import annotations
@@ -59,11 +62,11 @@ def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int]
 def tucker_merged(weight: Tensor, core: Tensor, factors: Sequence[Tensor], scale: float = 1.0) -> Tensor:
     """``weight + scale * tucker_product(core, factors)`` in a few small kernels, for the ``merged`` route.
 
-    With ``S = A_3 kron ... kron A_N`` (the spatial factors; ``[prod k_n, prod r_n]``, tiny), the core's spatial
-    modes are contracted at once, ``T = G_(12) S^T`` (``[r_1 r_2, prod k_n]``), then the input mode,
-    ``U[a] = A_2 T[a]`` (``[r_1, I_2, prod k_n]``), and the output mode is one ``addmm`` on the mode-0 unfolding:
-    ``W_(0) = W0_(0) + s A_1 U_(0)``. Linear: ``W0 + s A_1 (G A_2^T)``. Every intermediate is at most
-    ``r_1 x`` the size of one output channel's kernel.
+    ``factors = [U, V, K_1, ...]`` (factor_out, factor_in, kernel factors). With ``S = K_1 kron ... kron K_n``
+    (``[prod k_i, prod r_i]``, tiny), the core's kernel modes are contracted at once, ``T = G_(12) S^T``
+    (``[r_1 r_2, prod k_i]``), then the input mode, ``M[a] = V T[a]`` (``[r_1, I_2, prod k_i]``), and the output
+    mode is one ``addmm`` on the mode-0 unfolding: ``W_(0) = W0_(0) + s U M_(0)``. Linear: ``W0 + s U (G V^T)``.
+    Every intermediate is at most ``r_1 x`` the size of one output channel's kernel.
     """
     r1, r2 = core.shape[:2]
     if len(factors) == 2:
@@ -82,6 +85,9 @@ class FLoRALayer(AdapterLayer):
     """Mixin with the FLoRA maths, shared by :class:`FLoRALinear` and :class:`FLoRAConv1d/2d/3d`."""
 
     ranks: tuple[int, ...]
+    #: role -> state-dict key (the keys never change; the roles are how code and docs name the tensors)
+    ROLE_KEYS = {'core': 'flora_core', 'factor_out': 'flora_factor_0', 'factor_in': 'flora_factor_1',
+                 'kernel': 'flora_factor_{n} (n >= 2)'}
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         shape = tuple(self.weight.shape)
@@ -108,7 +114,24 @@ class FLoRALayer(AdapterLayer):
 
     @property
     def factors(self) -> list[Tensor]:
+        """All factors in mode order: ``[factor_out, factor_in, *kernel_factors]``."""
         return [getattr(self, f'flora_factor_{n}') for n in range(len(self.ranks))]  # FSDP: views, see base
+
+    @property
+    def core(self) -> Tensor:
+        return self.flora_core
+
+    @property
+    def factor_out(self) -> Tensor:
+        return self.flora_factor_0
+
+    @property
+    def factor_in(self) -> Tensor:
+        return self.flora_factor_1
+
+    @property
+    def kernel_factors(self) -> list[Tensor]:
+        return self.factors[2:]
 
     @property
     def output_rank(self) -> int:
@@ -130,23 +153,23 @@ class FLoRALayer(AdapterLayer):
 
     def _branch_forward(self, x: Tensor) -> Tensor:
         factors = self.factors
-        if len(self.ranks) == 2:  # Linear: x W0^T + b + x D U^T with D = B G^T, U = s A
+        u, v, core = factors[0], factors[1], self.flora_core
+        if len(self.ranks) == 2:  # Linear: x W0^T + b + s x (V G^T) U^T
             if not self.dropout:
-                return low_rank_linear(x, self.weight, self.bias, factors[1], factors[0], self.flora_core, self.scale)
-            down, up = factors[1] @ self.flora_core.t(), factors[0] * self.scale
-            return self._op(x, self.weight, self.bias) + (self._drop(x) @ down) @ up.t()
+                return low_rank_linear(x, self.weight, self.bias, v, u, core, self.scale)
+            return self._op(x, self.weight, self.bias) + (self._drop(x) @ (v @ core.t())) @ (u * self.scale).t()
         out = self._op(x, self.weight, self.bias)
         x = self._drop(x)
         ones = (1, ) * (len(self.ranks) - 2)
         conv = conv_nd(len(ones))
-        kernel = tucker_product(self.flora_core, factors, modes=range(2, len(self.ranks)))
-        h = conv(x, factors[1].t().reshape(self.ranks[1], -1, *ones))
+        kernel = tucker_product(core, factors, modes=range(2, len(self.ranks)))  # G x_3 K_1 x_4 K_2 ...
+        h = conv(x, v.t().reshape(self.ranks[1], -1, *ones))
         h = self._op(h, kernel, None)
-        return out + conv(h, (factors[0] * self.scale).reshape(*factors[0].shape, *ones))
+        return out + conv(h, (u * self.scale).reshape(*u.shape, *ones))
 
 
 class FLoRALinear(FLoRALayer, nn.Linear):
-    """``nn.Linear`` with a FLoRA update ``dW = s * A G B^T``."""
+    """``nn.Linear`` with a FLoRA update ``dW = s * U G V^T``."""
     _op = staticmethod(nn.functional.linear)
 
 

@@ -1,7 +1,10 @@
 """LoRA and DoRA baselines, in the forms the FLoRA paper compared against.
 
 LoRA (Hu et al. 2021), ``nn.Linear`` ``[d_out, d_in]``: ``dW = s * B A`` with ``A: [r, d_in]`` (Kaiming-uniform,
-``a = sqrt(5)``) and ``B: [d_out, r]`` (zeros). Parameters: ``r * (d_in + d_out)``.
+``a = sqrt(5)``) and ``B: [d_out, r]`` (zeros). Parameters: ``r * (d_in + d_out)``. In the package's role
+notation (shared with FLoRA's ``dW = s U G V^T``) ``B`` is ``factor_out`` ``U`` and ``A`` is ``factor_in`` ``V``
+stored transposed (``A = V^T``), with no core (``G = I``): :attr:`LoRALayer.ROLE_KEYS`. The keys keep loralib's
+and PEFT's names.
 
 LoRA on ``nn.ConvNd`` follows loralib's ``ConvLoRA`` (the paper's baseline): the weight
 ``[d_out, d_in/g, k_1, ..., k_n]`` is viewed (row-major) as a ``(d_out/g * k_1) x (d_in * k_2 ... k_n)`` matrix and
@@ -52,6 +55,8 @@ class LoRALayer(AdapterLayer):
     """Mixin with the LoRA maths, shared by :class:`LoRALinear` and :class:`LoRAConv1d/2d/3d`."""
 
     rank: int
+    #: role -> state-dict key (loralib / PEFT names; ``lora_A`` holds ``factor_in`` transposed)
+    ROLE_KEYS = {'factor_out': 'lora_B', 'factor_in': 'lora_A (transposed)'}
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         rows, cols, mult = lora_matrix_shape(tuple(self.weight.shape), getattr(self, 'groups', 1))
@@ -64,6 +69,21 @@ class LoRALayer(AdapterLayer):
     @property
     def output_rank(self) -> int:
         return self.rank
+
+    @property
+    def factor_out(self) -> Tensor:
+        """``U = B``, ``[rows, r]`` of the (reshaped, for convolutions) weight matrix."""
+        return self.lora_B
+
+    @property
+    def factor_in(self) -> Tensor:
+        """``V = A^T``, ``[cols, r]`` (a view)."""
+        return self.lora_A.t()
+
+    @property
+    def core(self) -> None:
+        """No core: ``G = I``."""
+        return None
 
     @torch.no_grad()
     def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
@@ -99,7 +119,7 @@ class LoRALayer(AdapterLayer):
         """``x W0^T + bias + s (x A^T) B^T``, fused into the base GEMM unless adapter dropout applies to ``x``."""
         if self.dropout:
             return self._op(x, self.weight, bias) + self._lora_branch(x)
-        return low_rank_linear(x, self.weight, bias, self.lora_A.t(), self.lora_B, scale=self.scale)
+        return low_rank_linear(x, self.weight, bias, self.factor_in, self.factor_out, scale=self.scale)
 
     def _branch_forward(self, x: Tensor) -> Tensor:
         return self._base_plus_branch(x, self.bias)
