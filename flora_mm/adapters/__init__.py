@@ -22,6 +22,7 @@ __all__ = [
     'FLoRAConv3d', 'FLoRALayer', 'FLoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'LoRALayer',
     'LoRALinear', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict', 'adapter_states', 'count_parameters',
     'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'lora_matrix_shape', 'merge_adapters',
-    'register_compatible_layer', 'register_method', 'routes', 'split_norm_bias', 'state_dict_mismatches', 'tucker_merged',
+    'register_compatible_layer', 'register_method', 'routes', 'split_norm_bias', 'state_dict_mismatches',
+    'tucker_merged',
     'tucker_product'
 ]

@@ -39,7 +39,7 @@ from . import routes
 from .config import AdapterConfig
 from .routes import ROUTES, device_name
 
-__all__ = ['AdapterLayer', 'BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'conv_nd']
+__all__ = ['AdapterLayer', 'BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'adapted_classes', 'conv_nd']
 
 #: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
 #: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
@@ -52,6 +52,22 @@ BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
 def conv_nd(ndim: int) -> Callable[..., Tensor]:
     """The functional convolution of a given number of spatial dimensions."""
     return (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
+
+
+#: The operator each base layer class computes with an explicit weight: ``_op(x, weight, bias)``.
+_BASE_OPS: dict[type, Callable] = {nn.Linear: staticmethod(F.linear), nn.Conv1d: nn.Conv1d._conv_forward,
+                                   nn.Conv2d: nn.Conv2d._conv_forward, nn.Conv3d: nn.Conv3d._conv_forward}
+
+
+def adapted_classes(mixin: type, prefix: str, module: str, update: str) -> dict[type, type]:
+    """``{base: class}``: for each base layer class (``nn.Linear``, ``nn.Conv1d/2d/3d``) the class
+    ``{prefix}{base}`` that is ``mixin`` on top of it (``LoRAConv2d = LoRALayer + nn.Conv2d``), documented as
+    "``nn.{base}`` with {update}". ``module`` is the defining module's ``__name__``, where the caller binds the
+    names (pickling and ``repr`` find them there)."""
+    return {base: type(f'{prefix}{base.__name__}', (mixin, base),
+                       dict(_op=op, __doc__=f'``nn.{base.__name__}`` with {update}.', __module__=module,
+                            __qualname__=f'{prefix}{base.__name__}'))
+            for base, op in _BASE_OPS.items()}
 
 
 def _copy_module_state(state: dict) -> dict:
@@ -193,8 +209,32 @@ class AdapterLayer:
         """``W - W0``: the scaled update this adapter applies to the base weight (shape of ``weight``)."""
         raise NotImplementedError
 
-    #: role -> state-dict key of the adapter's tensors (``factor_out`` U, ``factor_in`` V, ``core`` G, ``kernel``)
+    #: role -> name (state-dict key) of the parameter holding it: ``factor_out`` U, ``factor_in`` V, ``core`` G
     ROLE_KEYS: dict[str, str] = {}
+    #: roles whose parameter holds the factor transposed (LoRA's ``lora_A = V^T``)
+    TRANSPOSED_ROLES: frozenset[str] = frozenset()
+
+    def _role(self, role: str) -> Tensor | None:
+        key = self.ROLE_KEYS.get(role)
+        if key is None:
+            return None
+        tensor = getattr(self, key)
+        return tensor.t() if role in self.TRANSPOSED_ROLES else tensor
+
+    @property
+    def factor_out(self) -> Tensor:
+        """``U``: the output-mode factor, ``[d_out (x k for loralib's conv LoRA), r]``."""
+        return self._role('factor_out')
+
+    @property
+    def factor_in(self) -> Tensor:
+        """``V``: the input-mode factor, ``[d_in / groups (x k...), r]`` (a view where stored transposed)."""
+        return self._role('factor_in')
+
+    @property
+    def core(self) -> Tensor | None:
+        """``G``: the core, or None where the method has none (LoRA: ``G = I``)."""
+        return self._role('core')
 
     @property
     def output_rank(self) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import AdapterLayer, conv_nd
+from .base import AdapterLayer, adapted_classes, conv_nd
 from .config import AdapterConfig
 from .functional import low_rank_linear
 from .methods import LOW_RANK_OPTIONS, Method, register_method
@@ -86,8 +86,8 @@ class FLoRALayer(AdapterLayer):
 
     ranks: tuple[int, ...]
     #: role -> state-dict key (the keys never change; the roles are how code and docs name the tensors)
-    ROLE_KEYS = {'core': 'flora_core', 'factor_out': 'flora_factor_0', 'factor_in': 'flora_factor_1',
-                 'kernel': 'flora_factor_{n} (n >= 2)'}
+    # (the kernel factors are flora_factor_2, flora_factor_3...: kernel_factors)
+    ROLE_KEYS = {'core': 'flora_core', 'factor_out': 'flora_factor_0', 'factor_in': 'flora_factor_1'}
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         shape = tuple(self.weight.shape)
@@ -116,18 +116,6 @@ class FLoRALayer(AdapterLayer):
     def factors(self) -> list[Tensor]:
         """All factors in mode order: ``[factor_out, factor_in, *kernel_factors]``."""
         return [getattr(self, f'flora_factor_{n}') for n in range(len(self.ranks))]  # FSDP: views, see base
-
-    @property
-    def core(self) -> Tensor:
-        return self.flora_core
-
-    @property
-    def factor_out(self) -> Tensor:
-        return self.flora_factor_0
-
-    @property
-    def factor_in(self) -> Tensor:
-        return self.flora_factor_1
 
     @property
     def kernel_factors(self) -> list[Tensor]:
@@ -168,26 +156,9 @@ class FLoRALayer(AdapterLayer):
         return out + conv(h, (u * self.scale).reshape(*u.shape, *ones))
 
 
-class FLoRALinear(FLoRALayer, nn.Linear):
-    """``nn.Linear`` with a FLoRA update ``dW = s * U G V^T``."""
-    _op = staticmethod(nn.functional.linear)
+# FLoRALinear (dW = s U G V^T), FLoRAConv1d / 2d (core [r, r, r3, r3]) / 3d: the Tucker update of the weight's order
+FLORA_LAYERS = adapted_classes(FLoRALayer, 'FLoRA', __name__, 'a FLoRA (Tucker) update of its weight\'s order')
+FLoRALinear, FLoRAConv1d, FLoRAConv2d, FLoRAConv3d = FLORA_LAYERS.values()
 
-
-class FLoRAConv1d(FLoRALayer, nn.Conv1d):
-    """``nn.Conv1d`` with a 3rd-order FLoRA update."""
-    _op = nn.Conv1d._conv_forward
-
-
-class FLoRAConv2d(FLoRALayer, nn.Conv2d):
-    """``nn.Conv2d`` with a 4th-order FLoRA update (core ``[r, r, r3, r3]``)."""
-    _op = nn.Conv2d._conv_forward
-
-
-class FLoRAConv3d(FLoRALayer, nn.Conv3d):
-    """``nn.Conv3d`` with a 5th-order FLoRA update."""
-    _op = nn.Conv3d._conv_forward
-
-
-FLORA = register_method(Method(
-    'FLoRA', options=LOW_RANK_OPTIONS | {'kernel_rank'}, inits=('kaiming', 'gaussian', 'orthogonal'),
-    layers={nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d}))
+FLORA = register_method(Method('FLoRA', options=LOW_RANK_OPTIONS | {'kernel_rank'},
+                               inits=('kaiming', 'gaussian', 'orthogonal'), layers=FLORA_LAYERS))

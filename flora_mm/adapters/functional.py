@@ -7,8 +7,9 @@
 -- the ``branch`` route of every Linear adapter, whose update is written by role (the package's one notation)
 ``dW = s U G V^T`` with ``U = factor_out [d_out, r1]``, ``G = core [r1, r2]`` and ``V = factor_in [d_in, r2]``
 (LoRA: ``U = lora_B``, ``V = lora_A^T``, no core; FLoRA: ``U = flora_factor_0``, ``V = flora_factor_1``,
-``G = flora_core``) -- with the frozen ``W0`` / ``b`` and without materialising ``dW``. Compared with the same maths left to autograd it saves full passes over memory per step, which dominate
-on CPU because the skinny low-rank products are memory-bound, and it keeps no weight-sized temporaries:
+``G = flora_core``) -- with the frozen ``W0`` / ``b`` and without materialising ``dW``. Compared with the same
+maths left to autograd it saves full passes over memory per step, which dominate on CPU because the skinny
+low-rank products are memory-bound, and it keeps no weight-sized temporaries:
 
 * forward: ``D = V G^T`` (``[d_in, r1]``, tiny) is formed once, ``h = x D``, and ``s h U^T`` is accumulated into
   the base GEMM's output in place (``addmm_`` with ``alpha = s``) instead of being written to a new tensor and

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .base import AdapterLayer
+from .base import AdapterLayer, adapted_classes
 from .config import AdapterConfig
 from .functional import low_rank_linear
 from .methods import LOW_RANK_OPTIONS, Method, register_method
@@ -56,7 +56,8 @@ class LoRALayer(AdapterLayer):
 
     rank: int
     #: role -> state-dict key (loralib / PEFT names; ``lora_A`` holds ``factor_in`` transposed)
-    ROLE_KEYS = {'factor_out': 'lora_B', 'factor_in': 'lora_A (transposed)'}
+    ROLE_KEYS = {'factor_out': 'lora_B', 'factor_in': 'lora_A'}
+    TRANSPOSED_ROLES = frozenset({'factor_in'})
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         rows, cols, mult = lora_matrix_shape(tuple(self.weight.shape), getattr(self, 'groups', 1))
@@ -69,21 +70,6 @@ class LoRALayer(AdapterLayer):
     @property
     def output_rank(self) -> int:
         return self.rank
-
-    @property
-    def factor_out(self) -> Tensor:
-        """``U = B``, ``[rows, r]`` of the (reshaped, for convolutions) weight matrix."""
-        return self.lora_B
-
-    @property
-    def factor_in(self) -> Tensor:
-        """``V = A^T``, ``[cols, r]`` (a view)."""
-        return self.lora_A.t()
-
-    @property
-    def core(self) -> None:
-        """No core: ``G = I``."""
-        return None
 
     @torch.no_grad()
     def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
@@ -189,49 +175,11 @@ class DoRALayer(LoRALayer):
         return out + (bias if self.weight.dim() == 2 else bias.view(-1, *(1, ) * (out.dim() - 2)))
 
 
-class LoRALinear(LoRALayer, nn.Linear):
-    """``nn.Linear`` with a LoRA update."""
-    _op = staticmethod(F.linear)
+# convolutions take loralib's ConvLoRA form (Conv2d: rank r * k), see the module docstring
+LORA_LAYERS = adapted_classes(LoRALayer, 'LoRA', __name__, 'a LoRA update (loralib\'s ConvLoRA form for convolutions)')
+LoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d = LORA_LAYERS.values()
+DORA_LAYERS = adapted_classes(DoRALayer, 'DoRA', __name__, 'a DoRA update')
+DoRALinear, DoRAConv1d, DoRAConv2d, DoRAConv3d = DORA_LAYERS.values()
 
-
-class LoRAConv1d(LoRALayer, nn.Conv1d):
-    """``nn.Conv1d`` with a loralib-style LoRA update."""
-    _op = nn.Conv1d._conv_forward
-
-
-class LoRAConv2d(LoRALayer, nn.Conv2d):
-    """``nn.Conv2d`` with loralib's ConvLoRA update (rank ``r * k``)."""
-    _op = nn.Conv2d._conv_forward
-
-
-class LoRAConv3d(LoRALayer, nn.Conv3d):
-    """``nn.Conv3d`` with a loralib-style LoRA update."""
-    _op = nn.Conv3d._conv_forward
-
-
-class DoRALinear(DoRALayer, nn.Linear):
-    """``nn.Linear`` with a DoRA update."""
-    _op = staticmethod(F.linear)
-
-
-class DoRAConv1d(DoRALayer, nn.Conv1d):
-    """``nn.Conv1d`` with a DoRA update."""
-    _op = nn.Conv1d._conv_forward
-
-
-class DoRAConv2d(DoRALayer, nn.Conv2d):
-    """``nn.Conv2d`` with a DoRA update."""
-    _op = nn.Conv2d._conv_forward
-
-
-class DoRAConv3d(DoRALayer, nn.Conv3d):
-    """``nn.Conv3d`` with a DoRA update."""
-    _op = nn.Conv3d._conv_forward
-
-
-LORA = register_method(Method(
-    'LoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'),
-    layers={nn.Linear: LoRALinear, nn.Conv1d: LoRAConv1d, nn.Conv2d: LoRAConv2d, nn.Conv3d: LoRAConv3d}))
-DORA = register_method(Method(
-    'DoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'),
-    layers={nn.Linear: DoRALinear, nn.Conv1d: DoRAConv1d, nn.Conv2d: DoRAConv2d, nn.Conv3d: DoRAConv3d}))
+LORA = register_method(Method('LoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'), layers=LORA_LAYERS))
+DORA = register_method(Method('DoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'), layers=DORA_LAYERS))

@@ -81,8 +81,9 @@ class FrozenParamsCheckHook(Hook):
 
 
 def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
-    """``(||dW||_F, ||dW||_F / ||U^T W0 V||_F)`` of an adapted layer (the paper's Sec. 5.2 / LoRA's feature
-    amplification factor), with ``dW = layer.delta_weight()``, the applied update (``s`` included). ``U``, ``V``: the top-``rank`` left / right singular vectors of ``dW``. Convolution
+    """``(||dW||_F, ||dW||_F / ||P^T W0 Q||_F)`` of an adapted layer (the paper's Sec. 5.2 / LoRA's feature
+    amplification factor), with ``dW = layer.delta_weight()``, the applied update (``s`` included), and ``P``,
+    ``Q`` the top-``rank`` left / right singular vectors of ``dW`` (``P^T W0 Q``). Convolution
     weights are unfolded along the output mode (``[d_out, d_in/groups * k * k]``), for ``dW`` and ``W0`` alike.
     ``rank`` defaults to the layer's adapter rank (FLoRA: its output-mode rank)."""
     with torch.no_grad():

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
-from .stages import FrozenStagesMixin
+from .stages import FrozenStagesMixin, arch_settings, check_out_indices
 
 __all__ = ['ConvNeXtV2', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
@@ -147,17 +147,11 @@ class ConvNeXtV2(PretrainedMixin, FrozenStagesMixin, BaseModule):
                  adapter: dict | None = None,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in ARCH_SETTINGS:
-                raise ValueError(f'unknown ConvNeXtV2 arch {arch!r}; choose from {list(ARCH_SETTINGS)} or a dict')
-            depths, dims = ARCH_SETTINGS[arch]
-        else:
-            depths, dims = tuple(arch['depths']), tuple(arch['dims'])
-        bad = [i for i in out_indices if not 0 <= i < len(depths)]
-        if bad:
-            raise ValueError(f'out_indices {bad} out of range for {len(depths)} stages')
+        settings = arch_settings('ConvNeXtV2', arch, ARCH_SETTINGS)
+        depths, dims = (settings if isinstance(arch, str) else
+                        (tuple(settings['depths']), tuple(settings['dims'])))
+        self.out_indices = check_out_indices(out_indices, len(depths), f'{len(depths)} stages')
         self.depths, self.dims = depths, dims
-        self.out_indices = tuple(out_indices)
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
         net = ConvNeXt(in_chans=in_channels, num_classes=0, depths=depths, dims=dims, use_grn=True,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .builder import attach_adapter
 from .checkpoint import PretrainedMixin, unwrap_state_dict
-from .stages import FrozenStagesMixin
+from .stages import FrozenStagesMixin, arch_settings, check_out_indices
 
 __all__ = ['InternViT', 'checkpoint_filter_fn', 'ARCH_SETTINGS', 'RMSNorm']
 
@@ -231,18 +231,13 @@ class InternViT(PretrainedMixin, FrozenStagesMixin, BaseModule):
                  adapter: dict | None = None,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in ARCH_SETTINGS:
-                raise ValueError(f'unknown InternViT arch {arch!r}; choose from {list(ARCH_SETTINGS)} or a dict')
-            arch = ARCH_SETTINGS[arch]
+        arch = arch_settings('InternViT', arch, ARCH_SETTINGS)
         settings = dict(norm='rms', qkv_bias=False, qk_norm=True, out_indices=None)
         settings.update(arch)
         dim, depth = settings['embed_dim'], settings['depth']
         if out_indices is None:
             out_indices = settings['out_indices'] or tuple(depth * (i + 1) // 4 - 1 for i in range(4))
-        bad = [i for i in out_indices if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f'out_indices {bad} out of range for depth {depth}')
+        out_indices = check_out_indices(out_indices, depth, f'depth {depth}')
         self.embed_dim, self.depth = dim, depth
         self.patch_size = patch_size
         self.grid_size = (img_size // patch_size, img_size // patch_size)

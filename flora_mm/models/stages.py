@@ -3,7 +3,24 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ['FrozenStagesMixin']
+__all__ = ['FrozenStagesMixin', 'arch_settings', 'check_out_indices']
+
+
+def arch_settings(model: str, arch, table: dict):
+    """``table[arch]`` for a named architecture, or ``arch`` itself when it is a dict of settings."""
+    if not isinstance(arch, str):
+        return arch
+    if arch not in table:
+        raise ValueError(f'unknown {model} arch {arch!r}; choose from {list(table)} or a dict')
+    return table[arch]
+
+
+def check_out_indices(out_indices, count: int, what: str) -> tuple[int, ...]:
+    """``out_indices`` as a tuple, after checking each lies in ``[0, count)``."""
+    bad = [i for i in out_indices if not 0 <= i < count]
+    if bad:
+        raise ValueError(f'out_indices {bad} out of range for {what}')
+    return tuple(out_indices)
 
 
 class FrozenStagesMixin:

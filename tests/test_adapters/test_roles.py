@@ -42,4 +42,4 @@ def test_lora_keys_hold_the_roles():
     layer = _randomised(LoRALinear.from_base(nn.Linear(6, 5), AdapterConfig.from_dict(dict(type='LoRA', rank=2))))
     state = layer.state_dict()
     assert torch.equal(state['lora_B'], layer.factor_out) and torch.equal(state['lora_A'].t(), layer.factor_in)
-    assert layer.ROLE_KEYS == {'factor_out': 'lora_B', 'factor_in': 'lora_A (transposed)'}
+    assert layer.ROLE_KEYS == {'factor_out': 'lora_B', 'factor_in': 'lora_A'} and layer.core is None
