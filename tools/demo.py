@@ -1,65 +1,232 @@
 #!/usr/bin/env python
-"""The demo: FLoRA-adapted ConvNeXt-V2 Mask R-CNN on the synthetic COCO-format data, on CPU.
+"""The demo: adapting a detector to a new domain on CPU, FLoRA against the frozen backbone and full fine-tuning.
 
-The base model is our pretrained ConvNeXt-V2-atto shipped with the package (``flora_mm://convnextv2_atto_source``,
-see ``flora_mm/weights``). Generates ``data/demo_coco`` if absent, then trains and validates two detectors through
-``tools/train.py`` (mmdet's runner, with its progress log): the frozen base (only neck and heads train) and FLoRA,
-and prints both runs' COCO bbox and segm mAP.
+The shipped source Mask R-CNN (``flora_mm://mask_rcnn_atto_source_coco``: our ConvNeXt-V2-atto with light heads,
+trained on the clean synthetic source domain) meets a shifted target domain with the same classes (textures,
+sensor noise, clutter, no colour cue; ``flora_mm.data.make_coco(shift=True)``, generated into data/target_coco).
+The demo evaluates it there zero-shot (``tools/test.py``), then fine-tunes it on the target through
+``tools/train.py`` (mmdet's runner and progress log) three ways -- frozen backbone (Base), FLoRA at LoRA r=2's
+parameter budget, full fine-tuning -- prints one table, writes ``WORK_DIR/summary.json`` and draws predictions on
+four target images (zero-shot / Base / FLoRA / Full / ground truth) with mmdet's visualizer into
+``WORK_DIR/predictions.png``.
+
+    tools/demo.py                                   # the demo (make demo)
+    tools/demo.py --seed 1 --work-dir work_dirs/demo_seed1
+    tools/demo.py --spread results/demo/seed*.json  # mean / spread of several seeds' summaries (markdown)
 """
+from __future__ import annotations
+
 import argparse
-import subprocess
-import sys
+import json
+import statistics
 import time
 from pathlib import Path
 
+from flora_mm.engine.runs import last_checkpoint, test_config, train_config
+
 ROOT = Path(__file__).resolve().parents[1]
-
+TOOLS = ROOT / 'tools'
 CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
+SOURCE = 'flora_mm://mask_rcnn_atto_source_coco'
+DATA = dict(root='data/target_coco', num_train=256, num_val=64, img_size=128, seed=0, shift=True)
+#: The fine-tuning runs: name -> config overrides (the config itself is FLoRA).
+RUNS = {
+    'Base': {'model.backbone.adapter': None, 'model.backbone.frozen_stages': 4},
+    'FLoRA': {},
+    'Full': {'model.backbone.adapter': None},
+}
+ZERO_SHOT = 'Zero-shot'
+#: --quick (the tests): tiny data, one epoch per run
+QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
+QUICK = {'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1, 'default_hooks.checkpoint.interval': 1}
+METRICS = ('bbox_mAP', 'segm_mAP')
+#: differences reported per seed by --spread
+PAIRS = (('FLoRA', 'Base'), ('Full', 'FLoRA'), ('Full', 'Base'), ('Base', ZERO_SHOT))
 
 
-def last_metrics(work_dir: Path) -> dict:
-    """The last validation record of the newest run in ``work_dir``."""
-    from flora_mm.engine.logs import read_scalars
-    val = [r for r in read_scalars(work_dir, latest_only=True) if 'coco/bbox_mAP' in r]
-    if not val:
-        raise RuntimeError(f'the newest run in {work_dir} has no validation result')
-    return val[-1]
+def ensure_data(root: Path, quick: bool = False) -> Path:
+    spec = dict(DATA, **(QUICK_DATA if quick else {}))
+    out = root / spec.pop('root')
+    marker = out / '.complete'
+    if not marker.exists():
+        from flora_mm.data import make_coco
+        make_coco(out, **spec)
+        marker.write_text(json.dumps(spec))
+        print(f'generated the target domain in {out}')
+    return out
 
 
-def train(work_dir: str, epochs: int, options: list[str]) -> dict:
-    cmd = [sys.executable, str(ROOT / 'tools' / 'train.py'), CONFIG, '--work-dir', work_dir, '--cfg-options',
-           f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-           f'default_hooks.checkpoint.interval={epochs}', *options]
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    return last_metrics(ROOT / work_dir)
+def _coco(metrics: dict) -> dict:
+    return {k: round(100 * metrics[f'coco/{k}'], 1) for k in METRICS}
+
+
+def zero_shot(work_dir: Path, root: Path) -> dict:
+    """The source model on the target validation set, no training."""
+    return _coco(test_config(TOOLS, ROOT / CONFIG, SOURCE, work_dir, RUNS['Base'], cwd=root))
+
+
+def finetune(work_dir: Path, overrides: dict, root: Path) -> dict:
+    return _coco(train_config(TOOLS, ROOT / CONFIG, work_dir, overrides, 'coco/bbox_mAP', cwd=root))
+
+
+def _cfg(overrides: dict):
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / CONFIG))
+    cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def trainable_backbone_params(overrides: dict) -> int:
+    """Trainable parameters of the run's backbone (adapters, unfrozen weights, the detector's new output norms)."""
+    from mmengine.registry import init_default_scope
+    from flora_mm.models.budget import trainable_parameters
+    cfg = _cfg(overrides)
+    init_default_scope(cfg.default_scope)
+    return trainable_parameters(cfg.model.backbone)[0]
+
+
+def _detector(overrides: dict, checkpoint: str):
+    """The run's detector with its weights: the config's pretrained base, then the (adapter-only or full)
+    checkpoint on top."""
+    from mmdet.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    from flora_mm.engine import is_adapter_only, load_adapter_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader
+    cfg = _cfg(overrides)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    if is_adapter_only(state):
+        load_adapter_checkpoint(model, state)
+    else:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.eval(), cfg
+
+
+def draw(work_dir: Path, checkpoints: dict[str, tuple[dict, str]], root: Path, num_images: int = 4,
+         score_thr: float = 0.5) -> Path:
+    """Predictions of each model on the first target validation images, one column per model, ground truth last
+    (mmdet's DetLocalVisualizer)."""
+    import mmcv
+    import numpy as np
+    import torch
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    from mmdet.visualization import DetLocalVisualizer
+    from mmengine.registry import init_default_scope
+    from PIL import Image, ImageDraw
+    register_all_modules()
+    init_default_scope('mmdet')
+    columns: dict[str, list[np.ndarray]] = {}
+    dataset = None
+    for name, (overrides, checkpoint) in checkpoints.items():
+        model, cfg = _detector(overrides, checkpoint)
+        if dataset is None:
+            cfg.test_dataloader.dataset.data_root = str(root / cfg.test_dataloader.dataset.data_root)
+            dataset = DATASETS.build(cfg.test_dataloader.dataset)
+            visualizer = DetLocalVisualizer.get_instance('flora_mm_demo')
+            visualizer.dataset_meta = dataset.metainfo
+            columns['Ground truth'] = []
+        columns[name] = []
+        for i in range(min(num_images, len(dataset))):
+            data = dataset[i]
+            with torch.no_grad():
+                pred = model.test_step(dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))[0]
+            image = mmcv.imread(pred.img_path, channel_order='rgb')
+            visualizer.add_datasample(name, image, pred, draw_gt=False, pred_score_thr=score_thr)
+            columns[name].append(visualizer.get_image())
+            if len(columns['Ground truth']) <= i:
+                gt = data['data_samples'].clone()
+                gt.gt_instances.bboxes = gt.gt_instances.bboxes.tensor  # the visualizer wants a plain tensor
+                visualizer.add_datasample('gt', image, gt, draw_pred=False)
+                columns['Ground truth'].append(visualizer.get_image())
+    order = [*checkpoints, 'Ground truth']
+    scale, title = 2, 18
+    h, w = columns[order[0]][0].shape[:2]
+    rows = len(columns[order[0]])
+    canvas = Image.new('RGB', (len(order) * w * scale, title + rows * h * scale), 'white')
+    pen = ImageDraw.Draw(canvas)
+    for c, name in enumerate(order):
+        pen.text((c * w * scale + 4, 3), name, fill='black')
+        for r, panel in enumerate(columns[name]):
+            tile = Image.fromarray(panel).resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(tile, (c * w * scale, title + r * h * scale))
+    out = work_dir / 'predictions.png'
+    canvas.save(out)
+    return out
+
+
+def table(summary: dict) -> str:
+    lines = [f'{"method":<12}{"trainable backbone params":>27}{"bbox mAP":>10}{"segm mAP":>10}{"minutes":>9}']
+    for name, run in summary['runs'].items():
+        lines.append(f'{name:<12}{run["trainable_backbone_params"]:>27,}{run["bbox_mAP"]:>10.1f}'
+                     f'{run["segm_mAP"]:>10.1f}{run["minutes"]:>9.1f}')
+    return '\n'.join(lines)
+
+
+def spread(paths: list[Path]) -> str:
+    """Markdown: per method, mean and (min, max) of each metric over several runs' summaries (``summary.json``
+    files, or the demo work dirs holding them)."""
+    summaries = [json.loads((p / 'summary.json' if p.is_dir() else p).read_text()) for p in paths]
+    seeds = [s['seed'] for s in summaries]
+    lines = [f'| method | trainable backbone params | bbox mAP mean (min - max) | segm mAP mean (min - max) |',
+             '|---|---:|---:|---:|']
+    for name in summaries[0]['runs']:
+        runs = [s['runs'][name] for s in summaries]
+        cells = [f'{statistics.mean(v):.1f} ({min(v):.1f} - {max(v):.1f})'
+                 for v in ([r[k] for r in runs] for k in METRICS)]
+        lines.append(f'| {name} | {runs[0]["trainable_backbone_params"]:,} | {cells[0]} | {cells[1]} |')
+    lines += ['', '| paired difference (same seed) | bbox mAP mean (min - max) | segm mAP mean (min - max) |',
+              '|---|---:|---:|']
+    for a, b in PAIRS:
+        if a in summaries[0]['runs'] and b in summaries[0]['runs']:
+            cells = [f'{statistics.mean(d):+.1f} ({min(d):+.1f} - {max(d):+.1f})' for d in
+                     ([s['runs'][a][k] - s['runs'][b][k] for s in summaries] for k in METRICS)]
+            lines.append(f'| {a} - {b} | {cells[0]} | {cells[1]} |')
+    return f'{len(summaries)} seeds ({", ".join(map(str, seeds))}), mAP in %:\n\n' + '\n'.join(lines)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--epochs', type=int, default=8)
-    parser.add_argument('--num-train', type=int, default=256)
-    parser.add_argument('--num-val', type=int, default=32)
-    parser.add_argument('--skip-base', action='store_true', help='train only FLoRA, not the frozen-backbone baseline')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-dir', type=Path, default=ROOT / 'work_dirs' / 'demo')
+    parser.add_argument('--seed', type=int, default=0, help='data order and any new-layer initialisation')
+    parser.add_argument('--no-picture', action='store_true')
+    parser.add_argument('--root', type=Path, default=ROOT, help='where data/target_coco goes (default: the repo)')
+    parser.add_argument('--quick', action='store_true', help='tiny data, one epoch per run (smoke test)')
+    parser.add_argument('--spread', type=Path, nargs='+', help='summarise these summary.json (or work dirs) instead')
     args = parser.parse_args()
+    if args.spread:
+        print(spread(args.spread))
+        return
     start = time.time()
-    data_root = ROOT / 'data' / 'demo_coco'
-    if not (data_root / 'annotations' / 'instances_val2017.json').exists():
-        from flora_mm.data import make_coco
-        make_coco(data_root, num_train=args.num_train, num_val=args.num_val, seed=0)
-        print(f'generated demo data in {data_root}')
+    work_dir, root = args.work_dir.resolve(), args.root.resolve()
+    ensure_data(root, args.quick)
     runs = {}
-    if not args.skip_base:  # the paper's "Base": backbone frozen, no adapter; neck and heads train
-        runs['Base (frozen backbone)'] = train(f'{args.work_dir}/base', args.epochs,
-                                               ['model.backbone.adapter=None', 'model.backbone.frozen_stages=4'])
-    runs['FLoRA'] = train(f'{args.work_dir}/flora', args.epochs, [])
-    minutes = (time.time() - start) / 60
+    t0 = time.time()
+    runs[ZERO_SHOT] = dict(zero_shot(work_dir / 'zero_shot', root), trainable_backbone_params=0,
+                           minutes=round((time.time() - t0) / 60, 2))
+    for name, overrides in RUNS.items():
+        t0 = time.time()
+        metrics = finetune(work_dir / name.lower(),
+                           {**overrides, 'randomness.seed': args.seed, **(QUICK if args.quick else {})}, root)
+        runs[name] = dict(metrics, trainable_backbone_params=trainable_backbone_params(overrides),
+                          minutes=round((time.time() - t0) / 60, 2))
+    summary = dict(runs=runs, seed=args.seed, config=CONFIG, source=SOURCE,
+                   data=dict(DATA, **(QUICK_DATA if args.quick else {})), quick=args.quick)
+    if not args.no_picture:
+        checkpoints = {ZERO_SHOT: (RUNS['Base'], SOURCE)}
+        for name in RUNS:
+            checkpoints[name] = (RUNS[name], last_checkpoint(work_dir / name.lower()))
+        summary['picture'] = draw(work_dir, checkpoints, root).name  # beside summary.json
+    summary['minutes'] = round((time.time() - start) / 60, 2)
+    (work_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     print('\n' + '=' * 78)
-    print(f'Mask R-CNN on our pretrained ConvNeXt-V2-atto (shipped), demo COCO data, {args.epochs} epochs per run, '
-          f'{minutes:.1f} min in all')
-    for name, metrics in runs.items():
-        print(f'  {name:24s}' + '  '.join(f'{kind} mAP {metrics[f"coco/{kind}_mAP"]:.3f} '
-                                          f'(@50 {metrics[f"coco/{kind}_mAP_50"]:.3f})' for kind in ('bbox', 'segm')))
+    print(f'Domain adaptation of the shipped source Mask R-CNN (ConvNeXt-V2-atto) to the shifted target domain, '
+          f'seed {args.seed}, {summary["minutes"]:.1f} min in all; COCO mAP (%) on {DATA["num_val"]} target images')
+    print(table(summary))
+    shown = work_dir.relative_to(ROOT) if work_dir.is_relative_to(ROOT) else work_dir
+    print(f'summary: {shown / "summary.json"}' + (f'; predictions: {shown / summary["picture"]}'
+                                                  if 'picture' in summary else ''))
     print('=' * 78)
 
 

@@ -21,9 +21,6 @@ from ``numpy.random``.
 import argparse
 import json
 import math
-import os.path as osp
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +33,6 @@ from torch import nn
 from flora_mm.data import SOURCE_SHAPES, source_scene
 from flora_mm.models import ConvNeXtV2
 
-#: Where the demo and the reproduction expect the base model (relative to the repository root).
-DEFAULT_CHECKPOINT = 'checkpoints/convnextv2_atto_synthetic_source.pth'
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 STRIDE = 4
@@ -130,25 +125,9 @@ def save_body(state: dict, out: Path, dtype: str = 'fp32') -> None:
     torch.save({k: v.detach().to(cast).contiguous() for k, v in state.items()}, out)
 
 
-def ensure_base(checkpoint: Path, log: Path | None = None) -> None:
-    """Run this script with its defaults if ``checkpoint`` does not exist yet (a subprocess, exactly as from the
-    command line); its output goes to ``log`` if given, else to the console."""
-    if checkpoint.exists():
-        return
-    print(f'pretraining the base model once ({checkpoint}; about 12 min on 2 idle cores)'
-          + (f', see {log}' if log else '') + ' ...', flush=True)
-    cmd = [sys.executable, osp.abspath(__file__), '--out', str(checkpoint)]
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    if log is None:
-        subprocess.run(cmd, cwd=root, check=True)
-        return
-    with open(log, 'w') as f:
-        subprocess.run(cmd, cwd=root, check=True, stdout=f, stderr=subprocess.STDOUT)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default=DEFAULT_CHECKPOINT)
+    parser.add_argument('--out', default='work_dirs/convnextv2_atto_source.pth')
     parser.add_argument('--arch', default='atto')
     parser.add_argument('--steps', type=int, default=1500)
     parser.add_argument('--batch', type=int, default=64)

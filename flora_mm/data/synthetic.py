@@ -54,6 +54,13 @@ def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: tuple[in
             draw.polygon([tuple(p) for p in pts], fill=colour)
 
 
+#: The target shift's strength (calibrated on the bracket, docs/adaptation.md): amplitude range of each of the two
+#: stripe textures, sensor-noise sigma, and the probability that an object keeps its class colour.
+TEXTURE_AMPLITUDE = (0.2, 0.45)
+NOISE_SIGMA = 20.0
+KEEP_CLASS_COLOUR = 0.5
+
+
 def _texture(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Overlay a random sinusoidal texture (stripes of random frequency and orientation) and sensor noise."""
     h, w = img.shape[:2]
@@ -62,8 +69,8 @@ def _texture(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     for _ in range(2):
         theta, period = rng.uniform(0, math.pi), rng.uniform(3, 12)
         wave = np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period + rng.uniform(0, 6.3))
-        out *= 1 + rng.uniform(0.1, 0.3) * wave[..., None]
-    return np.clip(out + rng.normal(0, 12, out.shape), 0, 255).astype(np.uint8)
+        out *= 1 + rng.uniform(*TEXTURE_AMPLITUDE) * wave[..., None]
+    return np.clip(out + rng.normal(0, NOISE_SIGMA, out.shape), 0, 255).astype(np.uint8)
 
 
 def _colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
@@ -72,15 +79,18 @@ def _colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
 
 
 def _object_colour(rng: np.random.Generator, label: int, shift: bool) -> tuple[int, int, int]:
-    """The class's colour tendency, or (``shift``) any colour: shape is then the only class cue."""
-    return tuple(int(v) for v in rng.uniform(0, 255, 3)) if shift else _colour(rng, label)
+    """The class's colour tendency; with ``shift``, only for a share :data:`KEEP_CLASS_COLOUR` of the objects,
+    the others in any colour (shape is then the only class cue)."""
+    if shift and rng.random() >= KEEP_CLASS_COLOUR:
+        return tuple(int(v) for v in rng.uniform(0, 255, 3))
+    return _colour(rng, label)
 
 
-#: What ``shift=True`` changes, relative to the pretraining source (:func:`source_scene`: clean shapes in flat
-#: contrasting colours on plain or smooth backgrounds) -- the way aerial images differ from ImageNet:
-SHIFT_DOC = """new textures (two random sinusoidal stripe patterns multiply the whole image, plus sensor noise),
-clutter (unlabelled random lines and blobs), no colour cue for the class (objects in random colours), new object
-categories, and (detection) arbitrary rotation with smaller objects in more crowded scenes."""
+#: What ``shift=True`` changes relative to ``shift=False`` (the source domain of the shipped task models), with the
+#: same classes -- the way aerial or surveillance images differ from clean photographs:
+SHIFT_DOC = """textures (two random sinusoidal stripe patterns multiply the whole image, amplitude
+TEXTURE_AMPLITUDE each), sensor noise (NOISE_SIGMA), clutter (unlabelled random lines and blobs) and a weaker colour cue
+(only a share KEEP_CLASS_COLOUR of the objects / regions keep their class colour)."""
 
 
 def _rotate(points: np.ndarray, angle: float, centre: tuple[float, float]) -> np.ndarray:
@@ -285,7 +295,10 @@ def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_siz
             colours = {1: (150, 150, 140), 2: (170, 90, 60), 3: (110, 170, 235), 4: (120, 100, 80), 5: (40, 140, 50)}
             lab = Image.fromarray(label)
             draw_i, draw_l = ImageDraw.Draw(img), ImageDraw.Draw(lab)
-            jitter = lambda c: tuple(int(v) for v in np.clip(np.array(c) + rng.normal(0, 20, 3), 0, 255))  # noqa
+            def jitter(c):  # the class colour, jittered; with ``shift`` only for a share KEEP_CLASS_COLOUR
+                if shift and rng.random() >= KEEP_CLASS_COLOUR:
+                    return tuple(int(v) for v in rng.uniform(0, 255, 3))
+                return tuple(int(v) for v in np.clip(np.array(c) + rng.normal(0, 20, 3), 0, 255))
             draw_i.rectangle([0, 0, w, horizon], fill=jitter(colours[3]))
             draw_i.rectangle([0, horizon, w, h], fill=jitter(colours[4]))
             shapes = [(2, 'rect')] * int(rng.integers(1, 4)) + [(5, 'disc')] * int(rng.integers(1, 4))

@@ -30,12 +30,13 @@ from torch import Tensor, nn
 from ..adapters import adapter_states, state_dict_mismatches
 
 __all__ = ['AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
-           'pretrained_sources']
+           'pretrained_sources', 'unwrap_model']
 
 META_KEY = 'flora_mm'
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside an mmengine model wrapper (DDP, FSDP...), or ``model`` itself: the one place that unwraps."""
     return model.module if is_model_wrapper(model) else model
 
 
@@ -59,7 +60,7 @@ def pretrained_sources(model: nn.Module) -> list[dict[str, Any]]:
     """The pretrained checkpoints the model's ``init_cfg`` loads: ``[{module, checkpoint, sha256}]``
     (``sha256`` is ``None`` for a non-local path such as a URL)."""
     out = []
-    for name, cfg in _init_cfgs(_unwrap(model)):
+    for name, cfg in _init_cfgs(unwrap_model(model)):
         path = Path(str(cfg['checkpoint']))
         out.append(dict(module=name, checkpoint=str(cfg['checkpoint']),
                         sha256=_sha256(path) if path.is_file() else None))
@@ -78,7 +79,7 @@ def adapter_checkpoint(model: nn.Module, checkpoint: dict, base: list[dict] | No
     """Turn a full mmengine checkpoint dict of ``model`` into an adapter-only one, in place: frozen parameters
     are dropped from ``state_dict`` and ``meta['flora_mm']`` records the adapter config, the pretrained ``base``
     (see :func:`pretrained_sources`) and the dropped keys. Returns the metadata (with the sizes in bytes)."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     state = checkpoint['state_dict']
     frozen = [k for k in _frozen_parameters(model) if k in state]
     full_bytes = _nbytes(state.values())
@@ -133,7 +134,7 @@ def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, 
 
     Raises ``KeyError`` listing every mismatch before anything is modified. Returns the checkpoint's metadata.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     if not isinstance(checkpoint, Mapping):
         checkpoint = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
     if not is_adapter_only(checkpoint):
@@ -203,7 +204,7 @@ class AdapterCheckpointHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not is_adapter_only(checkpoint):
             return
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         _check_fits(model, checkpoint, self.check_base)
         if not getattr(model, 'is_init', True):
             model.init_weights()

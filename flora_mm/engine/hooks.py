@@ -6,9 +6,10 @@ import logging
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import Tensor
+
+from .adapter_checkpoint import unwrap_model
 
 __all__ = ['DeltaWeightStatsHook', 'FrozenParamsCheckHook', 'delta_stats']
 
@@ -43,7 +44,7 @@ class FrozenParamsCheckHook(Hook):
         self._done = False
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         self._frozen, self._trainable = {}, []
         for name, param in model.named_parameters():
             if param.requires_grad:
@@ -125,7 +126,7 @@ class DeltaWeightStatsHook(Hook):
         if not self.every_n_train_iters(runner, self.interval) and runner.iter != 0:
             return
         from ..adapters import adapted_layers
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         stats = {name: delta_stats(layer) for name, layer in adapted_layers(model)}
         if not stats:
             return

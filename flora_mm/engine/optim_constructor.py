@@ -11,6 +11,7 @@ from torch import nn
 
 from ..adapters import adapter_parameters
 from ..adapters.inject import adapter_states, named_parameters
+from .adapter_checkpoint import unwrap_model
 
 __all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary']
 
@@ -71,7 +72,7 @@ class AdapterOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        module = model.module if hasattr(model, 'module') else model
+        module = unwrap_model(model)
         check_frozen(module)
         trainable = [p for p in module.parameters() if p.requires_grad]
         if not trainable:

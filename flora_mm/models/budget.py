@@ -14,7 +14,17 @@ from mmengine.registry import MODELS
 
 from ..adapters import METHODS, count_parameters
 
-__all__ = ['match_budget', 'adapter_budget', 'solve_rank']
+__all__ = ['match_budget', 'adapter_budget', 'solve_rank', 'trainable_parameters']
+
+
+def trainable_parameters(backbone_cfg: Mapping[str, Any]) -> tuple[int, int]:
+    """``(trainable, total)`` parameters of the backbone built from ``backbone_cfg`` (on the meta device, without
+    loading its ``init_cfg``): what a run trains of its backbone -- adapters, unfrozen weights, new layers."""
+    cfg = copy.deepcopy(dict(backbone_cfg))
+    cfg.pop('init_cfg', None)
+    with torch.device('meta'):
+        model = MODELS.build(cfg)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
 def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> tuple[int, int]:

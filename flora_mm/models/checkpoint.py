@@ -39,9 +39,9 @@ _INDEX_NAMES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
 
 @CheckpointLoader.register_scheme(prefixes=weights.SCHEME)
 def load_from_flora_mm(filename: str, map_location=None) -> dict:
-    """mmengine loader for ``flora_mm://NAME``: the shipped file, after its SHA-256 check."""
-    import torch
-    return torch.load(weights.resolve(filename), map_location=map_location, weights_only=True)
+    """mmengine loader for ``flora_mm://NAME``: the shipped state dict, after its SHA-256 check (a task model with
+    its base backbone's tensors under ``backbone.``)."""
+    return weights.load(filename, map_location)
 
 
 def _read_file(path: str) -> Mapping[str, Tensor]:

@@ -39,18 +39,3 @@ def test_pretrain_quick_run_loads_through_init_cfg(tmp_path):
     backbone.init_weights()
     assert torch.equal(backbone.state_dict()['stages.2.blocks.0.conv_dw.weight'],
                        state['stages.2.blocks.0.conv_dw.weight'])
-
-
-def test_ensure_base_runs_the_script_only_when_the_checkpoint_is_missing(tmp_path, monkeypatch):
-    from tests.test_tools import load_tool
-    pretrain_base = load_tool('pretrain_base')
-    calls = []
-    monkeypatch.setattr(pretrain_base.subprocess, 'run', lambda cmd, **kw: calls.append((cmd, kw)))
-    missing, log = tmp_path / 'base.pth', tmp_path / 'pretrain.log'
-    pretrain_base.ensure_base(missing, log)
-    (cmd, kwargs), = calls
-    assert cmd[1].endswith('tools/pretrain_base.py') and cmd[2:] == ['--out', str(missing)]
-    assert kwargs['check'] and log.exists()
-    missing.write_bytes(b'')  # present: nothing runs
-    pretrain_base.ensure_base(missing, log)
-    assert len(calls) == 1

@@ -1,19 +1,21 @@
-# Reproduction (docs/reproduction.md), semantic segmentation: FLoRA on our pretrained ConvNeXt-V2-atto + a light
-# UperNet on the shifted synthetic ADE20K-style data (tools/reproduce.py generates data/repro_ade20k), 128 px.
-# tools/reproduce.py switches the method with --cfg-options.
+# Source model for semantic segmentation: a light UperNet on our shipped ConvNeXt-V2-atto
+# (flora_mm://convnextv2_atto_source, frozen: decode and auxiliary heads train on top of it), trained on the
+# synthetic *source* domain in ADE20K layout (flora_mm.data.make_ade20k, shift=False: sky, floor, buildings, trees
+# and walls in class colours, 1024 training images of 128 px). tools/make_source_models.py generates the data,
+# runs this config through tools/train.py and exports the heads as flora_mm://upernet_convnextv2-atto_source-ade20k.
 _base_ = '../flora_convnext_ade20k.py'
 
-pretrained = 'checkpoints/convnextv2_atto_synthetic_source.pth'
-data_root = 'data/repro_ade20k/'
+pretrained = 'flora_mm://convnextv2_atto_source'
+data_root = 'data/source_ade20k/'
 classes = ('wall', 'building', 'sky', 'floor', 'tree')
 crop_size = (128, 128)
-max_iters = 400
+max_iters = 1600
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(arch='atto', drop_path_rate=0.0, init_cfg=dict(type='Pretrained', checkpoint=pretrained),
-                  adapter=dict(type='FLoRA', rank=8, kernel_rank=2, scale=4.0)),
+                  adapter=None, frozen_stages=4),
     decode_head=dict(in_channels=[40, 80, 160, 320], channels=64, num_classes=len(classes), norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=160, channels=32, num_classes=len(classes), norm_cfg=norm_cfg),
     test_cfg=dict(_delete_=True, mode='whole'))
@@ -40,13 +42,13 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=dict(classes=classes), pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=2e-4))
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
-    dict(_delete_=True, type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min_ratio=0.01)
 ]
 default_hooks = dict(logger=dict(interval=50), checkpoint=dict(by_epoch=False, interval=max_iters))
-custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook'),
-                dict(type='DeltaWeightStatsHook', interval=50, per_layer=False)]
+custom_hooks = [dict(type='FrozenParamsCheckHook')]
+randomness = dict(seed=0, deterministic=True)
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))

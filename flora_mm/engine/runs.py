@@ -1,0 +1,72 @@
+"""Running a config as a subprocess of the repository's ``tools/train.py`` / ``tools/test.py`` (so every run uses
+the same entry point a user types) and reading back its final metrics: the one way the demo, the source-model
+export and the adaptation runs launch training."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .logs import read_scalars
+
+__all__ = ['cli_options', 'last_checkpoint', 'last_validation', 'test_config', 'train_config']
+
+
+def cli_options(overrides: Mapping[str, Any]) -> list[str]:
+    """``--cfg-options`` words for dotted-key overrides (``{'model.backbone.adapter': None}`` ->
+    ``['model.backbone.adapter=None']``)."""
+    return [f'{k}={v}' for k, v in overrides.items()]
+
+
+def _run(cmd: list[str], cwd: Path, log: Path | None) -> None:
+    if log is None:
+        subprocess.run(cmd, cwd=cwd, check=True)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open('w') as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f'{" ".join(cmd[1:3])} failed (exit {proc.returncode}); see {log}')
+
+
+def train_config(tools: Path, config: str | Path, work_dir: Path, overrides: Mapping[str, Any] | None = None,
+                 metric: str | None = None, cwd: Path | None = None, log: Path | None = None) -> dict:
+    """Train ``config`` with ``tools/train.py`` into ``work_dir``; the last validation record of the run (or ``{}``
+    if ``metric`` is None). ``cwd`` resolves the config's relative data paths (default: the repository, the parent
+    of ``tools``); ``log`` captures the output instead of showing it."""
+    cmd = [sys.executable, str(tools / 'train.py'), str(config), '--work-dir', str(work_dir)]
+    if overrides:
+        cmd += ['--cfg-options', *cli_options(overrides)]
+    _run(cmd, cwd or tools.parent, log)
+    return {} if metric is None else last_validation(work_dir, metric)
+
+
+def last_validation(work_dir: Path, metric: str) -> dict:
+    """The last validation record (holding ``metric``) of the newest run in ``work_dir``."""
+    val = [r for r in read_scalars(work_dir, latest_only=True) if metric in r]
+    if not val:
+        raise RuntimeError(f'the newest run in {work_dir} has no validation result with {metric!r}')
+    return val[-1]
+
+
+def test_config(tools: Path, config: str | Path, checkpoint: str, work_dir: Path,
+                overrides: Mapping[str, Any] | None = None, cwd: Path | None = None,
+                log: Path | None = None) -> dict:
+    """Evaluate ``checkpoint`` with ``tools/test.py``; the metrics it dumped (``WORK_DIR/<time>/<time>.json``)."""
+    cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir)]
+    if overrides:
+        cmd += ['--cfg-options', *cli_options(overrides)]
+    before = set(work_dir.glob('*/*.json'))
+    _run(cmd, cwd or tools.parent, log)
+    new = sorted(set(work_dir.glob('*/*.json')) - before)
+    if not new:
+        raise RuntimeError(f'tools/test.py wrote no metrics under {work_dir}')
+    return json.loads(new[-1].read_text())
+
+
+def last_checkpoint(work_dir: Path) -> str:
+    """The checkpoint a finished run in ``work_dir`` saved last (mmengine's ``last_checkpoint`` file)."""
+    return (work_dir / 'last_checkpoint').read_text().strip()

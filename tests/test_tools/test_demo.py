@@ -1,0 +1,42 @@
+"""tools/demo.py --quick: zero-shot, Base, FLoRA and Full through tools/test.py / tools/train.py from the shipped
+source detector, one summary.json in the documented shape, the picture of predictions; --spread over seeds."""
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from tests.test_configs.smoke import ROOT
+from tests.test_tools import load_tool
+
+demo = load_tool('demo')
+
+
+def test_quick_demo_writes_summary_and_picture(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/demo.py'), '--quick', '--root', str(tmp_path),
+                           '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / 'work' / 'summary.json').read_text())
+    assert list(summary['runs']) == ['Zero-shot', 'Base', 'FLoRA', 'Full']
+    for run in summary['runs'].values():
+        assert set(run) >= {'bbox_mAP', 'segm_mAP', 'trainable_backbone_params', 'minutes'}
+    params = {name: run['trainable_backbone_params'] for name, run in summary['runs'].items()}
+    assert params['Zero-shot'] == 0 < params['Base'] < params['FLoRA'] < params['Full']
+    assert summary['minutes'] >= sum(run['minutes'] for run in summary['runs'].values())
+    picture = Image.open(tmp_path / 'work' / summary['picture'])
+    assert picture.width == 2 * 64 * 5  # zero-shot, Base, FLoRA, Full, ground truth at twice the size
+    assert 'Zero-shot' in proc.stdout and 'trainable backbone params' in proc.stdout
+
+
+def test_spread_summarises_seeds(tmp_path):
+    for seed, (base, flora) in enumerate([(30.0, 40.0), (32.0, 44.0)]):
+        run = tmp_path / f'seed{seed}'
+        run.mkdir()
+        runs = {name: dict(bbox_mAP=v, segm_mAP=v + 1, trainable_backbone_params=p, minutes=1.0)
+                for name, v, p in (('Base', base, 1200), ('FLoRA', flora, 217000))}
+        (run / 'summary.json').write_text(json.dumps(dict(runs=runs, seed=seed)))
+    table = demo.spread([tmp_path / 'seed0', tmp_path / 'seed1'])
+    assert '2 seeds (0, 1)' in table
+    assert '| Base | 1,200 | 31.0 (30.0 - 32.0) | 32.0 (31.0 - 33.0) |' in table
+    assert '| FLoRA | 217,000 | 42.0 (40.0 - 44.0) | 43.0 (41.0 - 45.0) |' in table
+    assert '| FLoRA - Base | +11.0 (+10.0 - +12.0) | +11.0 (+10.0 - +12.0) |' in table  # paired by seed
