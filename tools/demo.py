@@ -45,15 +45,9 @@ PAIRS = (('FLoRA', 'Base'), ('Full', 'FLoRA'), ('Full', 'Base'), ('Base', ZERO_S
 
 
 def ensure_data(root: Path, quick: bool = False) -> Path:
+    from flora_mm.data import ensure_dataset
     spec = dict(DATA, **(QUICK_DATA if quick else {}))
-    out = root / spec.pop('root')
-    marker = out / '.complete'
-    if not marker.exists():
-        from flora_mm.data import make_coco
-        make_coco(out, **spec)
-        marker.write_text(json.dumps(spec))
-        print(f'generated the target domain in {out}')
-    return out
+    return ensure_dataset('make_coco', root / spec.pop('root'), **spec)
 
 
 def _coco(metrics: dict) -> dict:

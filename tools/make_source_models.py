@@ -48,13 +48,9 @@ PREFIX = 'backbone.'
 
 def ensure_data(task: str, root: Path, **overrides) -> Path:
     """Generate the task's source data under ``root/data/source_<task>`` unless it is complete already."""
-    import flora_mm.data as data
-    out = root / 'data' / f'source_{task}'
-    marker = out / '.complete'
-    if not marker.exists():
-        getattr(data, TASKS[task]['maker'])(out, shift=False, **{**TASKS[task]['data'], **overrides})
-        marker.write_text(json.dumps({**TASKS[task]['data'], **overrides}))
-    return out
+    from flora_mm.data import ensure_dataset
+    return ensure_dataset(TASKS[task]['maker'], root / 'data' / f'source_{task}', shift=False,
+                          **{**TASKS[task]['data'], **overrides})
 
 
 def export(checkpoint: Path, out: Path, base: str = BASE, prefix: str = PREFIX) -> dict[str, torch.Tensor]:

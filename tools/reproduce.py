@@ -63,13 +63,9 @@ PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('lora', 'base
 
 
 def ensure_data(task: str, root: Path, quick: bool) -> None:
-    import flora_mm.data as data
+    from flora_mm.data import ensure_dataset
     spec = dict(TASKS[task]['data'], **(QUICK_DATA if quick else {}))
-    out = root / spec.pop('root')
-    marker = out / '.complete'
-    if not marker.exists():
-        getattr(data, spec.pop('maker'))(out, seed=0, shift=True, **spec)
-        marker.write_text(json.dumps(spec))
+    ensure_dataset(spec.pop('maker'), root / spec.pop('root'), seed=0, shift=True, **spec)
 
 
 def trainable_backbone_params(task: str, method: str) -> dict:

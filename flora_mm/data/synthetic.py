@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['COCO_CLASSES', 'DOTA_CLASSES', 'ADE_CLASSES', 'SOURCE_SHAPES', 'make_coco', 'make_dota', 'make_ade20k',
-           'source_scene']
+__all__ = ['COCO_CLASSES', 'DOTA_CLASSES', 'ADE_CLASSES', 'SOURCE_SHAPES', 'ensure_dataset', 'make_coco',
+           'make_dota', 'make_ade20k', 'source_scene']
 
 COCO_CLASSES = ('square', 'disc', 'triangle')
 #: A subset of DOTA-v1.0's class names (mmrotate's DOTADataset knows them).
@@ -325,3 +325,14 @@ def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_siz
             Image.fromarray(noisy).save(root / 'images' / split / f'{prefix}_{idx:08d}.jpg', quality=95)
             lab.save(root / 'annotations' / split / f'{prefix}_{idx:08d}.png')
     return root
+
+
+def ensure_dataset(maker: str, out: str | Path, **kwargs) -> Path:
+    """``out`` holding the dataset ``make_<task>(out, **kwargs)`` writes (``maker`` names the function), generated
+    unless a previous call completed it (``out/.complete``, which records the arguments)."""
+    out = Path(out)
+    marker = out / '.complete'
+    if not marker.exists():
+        globals()[maker](out, **kwargs)
+        marker.write_text(json.dumps(kwargs))
+    return out
