@@ -2,25 +2,35 @@
 """Adaptation runs on the shifted target domains (docs/reproduction.md): every method, paired seeds, one JSON per run.
 
     tools/reproduce.py --tasks dota ade20k --methods zero_shot base full --seeds 0   # the bracket (calibration)
-    tools/reproduce.py --seeds 0 1 2 3 4                       # the grid: 3 tasks x all methods x 5 seeds
+    tools/reproduce.py --seeds 0 1 2 3 4 --jobs 2              # the grid: 3 tasks x 9 methods x 5 seeds
+    tools/reproduce.py --methods flora --mechanisms depthwise optimizer lora_scale flora_scale   # the mechanisms
     tools/reproduce.py --tasks coco --methods flora --seeds 0 --repeat 1   # the same run again (noise)
-    tools/reproduce.py --aggregate-only                        # summary.json / summary.md from the run files
+    tools/reproduce.py --aggregate-only --plots docs/img --doc docs/reproduction.md   # tables, plots, report
 
 Each task starts from its shipped *source* model (``flora_mm://..._source_...``, see tools/make_source_models.py)
 and fine-tunes it on the shifted target data (``flora_mm.data``, ``shift=True``, generated on first use) through
-``tools/train.py``, the method switched with ``--cfg-options`` on the task's target config; ``zero_shot`` evaluates
-the source model with ``tools/test.py``. The seed fixes data order and new-layer initialisation, so runs pair across
-methods. Finished runs (``runs/<task>/<method>_s<seed>[_r<k>].json``) are skipped: the grid spans sittings.
+``tools/train.py``, the method switched with ``--cfg-options`` on the task's target config (or a variant's own
+config); ``zero_shot`` evaluates the source model with ``tools/test.py``. The seed fixes data order and new-layer
+initialisation, so runs pair across methods. Finished runs (``runs/<task>/<method>_s<seed>[_r<k>].json``) are
+skipped: the grid spans sittings. ``--jobs N`` runs N at a time with cores / N threads each (on 2 cores, two
+single-thread runs finish ~1.6x sooner than one after the other with two threads; the thread count changes float
+summation order, so it is recorded in every run file and a seed's runs should share it).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
 import json
 import math
+import os
 import statistics
 import subprocess
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from flora_mm.engine.runs import test_config, train_config
 
@@ -49,17 +59,75 @@ TASKS = {  # target config, shipped source model, primary metric (+ others), fac
 }
 QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
 ADAPTER = 'model.backbone.adapter'
-#: method -> overrides of the target config (which is FLoRA at LoRA r=2's budget)
-METHODS = {
-    'zero_shot': {ADAPTER: None, 'model.backbone.frozen_stages': 4},
-    'base': {ADAPTER: None, 'model.backbone.frozen_stages': 4},
-    'full': {ADAPTER: None},
-    'bitfit': {f'{ADAPTER}.type': 'BitFit'},
-    'lora': {f'{ADAPTER}.type': 'LoRA', f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 1.0},
-    'dora': {f'{ADAPTER}.type': 'DoRA', f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 1.0},
-    'flora': {},
+LORA = {f'{ADAPTER}.type': 'LoRA', f'{ADAPTER}.scale': 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One column of the comparison.
+
+    Args:
+        overrides: ``--cfg-options`` applied to the task's target config (which is FLoRA at LoRA r=2's budget).
+        tasks: The tasks it runs on (``None``: all).
+        configs: Per task, a config to train instead of the task's target config (e.g. another optimizer).
+    """
+    overrides: Mapping[str, Any]
+    tasks: tuple[str, ...] | None = None
+    configs: Mapping[str, str] | None = None
+
+    def runs_on(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
+
+    def config(self, task: str) -> str:
+        return (self.configs or {}).get(task, TASKS[task]['config'])
+
+
+#: The grid: every method on every task. Ranks at matched budgets come from ``flora_mm.models.budget.match_budget``
+#: (FLoRA rank 10 ~ LoRA r=2: 215,797 vs 226,392 adapter parameters; rank 40 ~ LoRA r=8: 905,197 vs 905,568).
+GRID = {
+    'zero_shot': Variant({ADAPTER: None, 'model.backbone.frozen_stages': 4}),
+    'base': Variant({ADAPTER: None, 'model.backbone.frozen_stages': 4}),
+    'full': Variant({ADAPTER: None}),
+    'bitfit': Variant({f'{ADAPTER}.type': 'BitFit'}),
+    'lora': Variant({**LORA, f'{ADAPTER}.rank': 2}),
+    'dora': Variant({f'{ADAPTER}.type': 'DoRA', f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 1.0}),
+    'flora': Variant({}),
+    'lora_4x': Variant({**LORA, f'{ADAPTER}.rank': 8}),
+    'flora_4x': Variant({f'{ADAPTER}.rank': 40}),
 }
-PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('lora', 'base'), ('full', 'base'))
+GRID_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('lora', 'base'), ('dora', 'lora'),
+              ('bitfit', 'base'), ('full', 'base'), ('full', 'flora'), ('flora_4x', 'lora_4x'),
+              ('flora_4x', 'flora'), ('lora_4x', 'lora'))
+DOTA_SGD = 'configs/adaptation/oriented-rcnn_convnextv2-atto_target-dota_sgd.py'
+#: The paper's mechanisms, each a controlled comparison on one task: its variants and the pairs that test it.
+MECHANISMS = {
+    # loralib's ConvLoRA spends 181,496 of LoRA r=2's 226,392 parameters on the 7x7 depthwise convs (rank r*k = 14
+    # on a [C*7, 7] reshape: any update of those kernels); FLoRA with r3 = 2 confines them to a 2x2 kernel core.
+    # Without the depthwise convs LoRA r=2 has 44,896 parameters; FLoRA's closest rank is 2 (38,766).
+    'depthwise': dict(variants={
+        'lora_no_dw': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.exclude': ['conv_dw']}, tasks=('coco', )),
+        'flora_no_dw': Variant({f'{ADAPTER}.rank': 2, f'{ADAPTER}.exclude': ['conv_dw']}, tasks=('coco', )),
+        'flora_k7': Variant({f'{ADAPTER}.kernel_rank': 7}, tasks=('coco', )),  # 222,413 parameters
+    }, pairs=(('flora_no_dw', 'lora_no_dw'), ('flora_k7', 'flora'), ('flora_k7', 'lora'))),
+    # the paper's DOTA recipe: SGD lr 5e-3, momentum 0.9, weight decay 1e-4 (heads included), instead of AdamW 2e-4
+    'optimizer': dict(variants={
+        'lora_sgd': Variant({**LORA, f'{ADAPTER}.rank': 2}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
+        'flora_sgd': Variant({}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
+    }, pairs=(('flora_sgd', 'lora_sgd'), ('flora_sgd', 'flora'), ('lora_sgd', 'lora'))),
+    # loralib's default alpha = 1, i.e. scale = alpha / r = 0.5 at r = 2, against our scale 1
+    'lora_scale': dict(variants={
+        'lora_alpha1': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 0.5}, tasks=('coco', )),
+    }, pairs=(('lora', 'lora_alpha1'), )),
+    # FLoRA's s: the paper's 4 (our default) against 1 and 0.25
+    'flora_scale': dict(variants={
+        'flora_scale1': Variant({f'{ADAPTER}.scale': 1.0}, tasks=('coco', )),
+        'flora_scale0.25': Variant({f'{ADAPTER}.scale': 0.25}, tasks=('coco', )),
+    }, pairs=(('flora', 'flora_scale1'), ('flora', 'flora_scale0.25'), ('flora_scale1', 'flora_scale0.25'))),
+}
+METHODS = {**GRID, **{name: v for m in MECHANISMS.values() for name, v in m['variants'].items()}}
+PAIRS = GRID_PAIRS + tuple(pair for m in MECHANISMS.values() for pair in m['pairs'])
+PAIR_GROUP = {**{pair: 'grid' for pair in GRID_PAIRS},
+              **{pair: name for name, m in MECHANISMS.items() for pair in m['pairs']}}
 
 
 def ensure_data(task: str, root: Path, quick: bool) -> None:
@@ -68,44 +136,56 @@ def ensure_data(task: str, root: Path, quick: bool) -> None:
     ensure_dataset(spec.pop('maker'), root / spec.pop('root'), seed=0, shift=True, **spec)
 
 
-def trainable_backbone_params(task: str, method: str) -> dict:
-    """Trainable and total parameters of the method's backbone, counted on the built module."""
+_BUILD_LOCK = threading.Lock()  # the registries' default scope is global: one budget count at a time
+
+
+def trainable_backbone_params(config: Path, zero_shot: bool = False) -> dict:
+    """Trainable and total parameters of the backbone of ``config`` (the config a run dumped into its work dir, so
+    the count is of what ran), counted on the built module."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from flora_mm.models.budget import trainable_parameters
-    cfg = Config.fromfile(str(ROOT / TASKS[task]['config']))
-    cfg.merge_from_dict(METHODS[method])
-    init_default_scope(cfg.default_scope)
-    trainable, total = trainable_parameters(cfg.model.backbone)
-    return dict(backbone_trainable=0 if method == 'zero_shot' else trainable, backbone_params=total)
+    with _BUILD_LOCK:
+        cfg = Config.fromfile(str(config))
+        init_default_scope(cfg.default_scope)
+        trainable, total = trainable_parameters(cfg.model.backbone)
+    return dict(backbone_trainable=0 if zero_shot else trainable, backbone_params=total)
 
 
 def _commit() -> str:
-    proc = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
-    return proc.stdout.strip() or 'unknown'
+    """The code commit, ``+dirty`` when the package, tools or configs differ from it."""
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'flora_mm', 'tools', 'configs')
+    return (git('rev-parse', '--short', 'HEAD') or 'unknown') + ('+dirty' if dirty else '')
 
 
-def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bool, root: Path) -> dict:
+def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bool, root: Path,
+            threads: int) -> dict:
+    """Train (or, for ``zero_shot``, evaluate) one (task, method, seed) with ``threads`` CPU threads; its JSON."""
     name = f'{method}_s{seed}' + (f'_r{repeat}' if repeat else '')
     path = out / 'runs' / task / f'{name}.json'
     if path.exists():
         return json.loads(path.read_text())
-    spec = TASKS[task]
-    ensure_data(task, root, quick)
+    spec, variant = TASKS[task], METHODS[method]
     work_dir = root / 'work_dirs' / 'adaptation' / out.name / task / name  # logs and checkpoints stay out of out/
-    overrides = dict(METHODS[method], **{'randomness.seed': seed}, **(spec['quick'] if quick else {}))
+    overrides = dict(variant.overrides, **{'randomness.seed': seed}, **(spec['quick'] if quick else {}))
+    config = ROOT / variant.config(task)
+    env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f'[{task}] {name} ...', flush=True)
     start = time.time()
     if method == 'zero_shot':
-        metrics = test_config(TOOLS, ROOT / spec['config'], spec['source'], work_dir, overrides, cwd=root,
-                              log=work_dir / 'test.log')
+        metrics = test_config(TOOLS, config, spec['source'], work_dir, overrides, cwd=root,
+                              log=work_dir / 'test.log', env=env)
     else:
-        metrics = train_config(TOOLS, ROOT / spec['config'], work_dir, overrides, spec['metric'], cwd=root,
-                               log=work_dir / 'train.log')
-    result = dict(task=task, method=method, seed=seed, repeat=repeat, overrides=METHODS[method],
-                  budget=trainable_backbone_params(task, method),
+        metrics = train_config(TOOLS, config, work_dir, overrides, spec['metric'], cwd=root,
+                               log=work_dir / 'train.log', env=env)
+    minutes = round((time.time() - start) / 60, 2)
+    result = dict(task=task, method=method, seed=seed, repeat=repeat, config=variant.config(task),
+                  overrides=variant.overrides,
+                  budget=trainable_backbone_params(work_dir / config.name, method == 'zero_shot'),
                   metrics={k: metrics[k] for k in (spec['metric'], *spec['extra']) if k in metrics},
-                  minutes=round((time.time() - start) / 60, 2), commit=_commit(), quick=quick)
+                  minutes=minutes, threads=threads, commit=_commit(), quick=quick)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + '\n')
     print(f'[{task}] {name}: {spec["metric"]} {result["metrics"].get(spec["metric"], float("nan")):.4f} '
@@ -124,10 +204,19 @@ def _t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]
     return mean - half, mean + half
 
 
-def aggregate(out: Path) -> str:
-    """``summary.json`` (every per-seed value, paired differences with 95% t intervals) and ``summary.md``."""
+def _verdict(a: str, b: str, low: float, high: float) -> str:
+    if low > 0:
+        return f'resolved: {a} > {b}'
+    if high < 0:
+        return f'resolved: {a} < {b}'
+    return 'not resolved'
+
+
+def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None) -> str:
+    """``summary.json`` (every per-seed value, paired differences with 95% t intervals, same-seed repeats, cost) and
+    ``summary.md`` from the run files; optionally per-seed plots and the generated block of a Markdown page."""
     runs = [json.loads(p.read_text()) for p in sorted((out / 'runs').glob('*/*.json'))]
-    summary: dict = dict(methods=[], pairs=[], repeats=[])
+    summary: dict = dict(methods=[], pairs=[], repeats=[], cost={})
     lines = []
     for task, spec in TASKS.items():
         mine = [r for r in runs if r['task'] == task]
@@ -147,56 +236,149 @@ def aggregate(out: Path) -> str:
             summary['methods'].append(dict(task=task, method=method, seeds=seeds, values=vals, budget=budget,
                                            mean=statistics.mean(vals), std=std))
             lines.append(f'| {method} | {budget["backbone_trainable"]:,} | {len(seeds)} | '
-                         f'{statistics.mean(vals):.2f} ± {std:.2f} | {", ".join(f"{v:.1f}" for v in vals)} |')
-        pair_lines = []
+                         f'{statistics.mean(vals):.2f} ± {std:.2f} | '
+                         f'{", ".join(f"{s}: {v:.1f}" for s, v in zip(seeds, vals))} |')
+        groups: dict[str, list[str]] = {}
         for a, b in PAIRS:
             seeds = sorted(s for m, s in value if m == a and (b, s) in value)
             if len(seeds) < 2:
                 continue
             diffs = [value[(a, s)] - value[(b, s)] for s in seeds]
             low, high = _t_interval(diffs)
-            verdict = 'resolved' if low > 0 or high < 0 else 'not resolved'
-            summary['pairs'].append(dict(task=task, a=a, b=b, seeds=seeds, diffs=diffs, mean=statistics.mean(diffs),
-                                         ci95=[low, high], verdict=verdict))
-            pair_lines.append(f'| {a} - {b} | {len(seeds)} | {statistics.mean(diffs):+.2f} | '
-                              f'[{low:+.2f}, {high:+.2f}] | {verdict} |')
-        if pair_lines:
-            lines += ['', '| paired difference | seeds | mean | 95% CI (t) | verdict |', '|---|---:|---:|---:|---|',
-                      *pair_lines]
-        for r in (r for r in mine if r['repeat']):
+            group = PAIR_GROUP[(a, b)]
+            summary['pairs'].append(dict(task=task, group=group, a=a, b=b, seeds=seeds, diffs=diffs,
+                                         mean=statistics.mean(diffs), ci95=[low, high],
+                                         verdict=_verdict(a, b, low, high)))
+            groups.setdefault(group, []).append(f'| {a} - {b} | {len(seeds)} | {statistics.mean(diffs):+.2f} | '
+                                                f'[{low:+.2f}, {high:+.2f}] | {_verdict(a, b, low, high)} |')
+        for group, rows in groups.items():
+            title = 'paired difference' if group == 'grid' else f'mechanism: {group}'
+            lines += ['', f'| {title} | seeds | mean | 95% CI (t) | verdict |', '|---|---:|---:|---:|---|', *rows]
+        threads = {(r['method'], r['seed']): r.get('threads') for r in mine if not r['repeat']}
+        for r in sorted((r for r in mine if r['repeat']), key=lambda r: (r['method'], r['seed'], r['repeat'])):
             first = value.get((r['method'], r['seed']))
-            if first is not None:
-                again = scale * r['metrics'][metric]
-                summary['repeats'].append(dict(task=task, method=r['method'], seed=r['seed'], first=first,
-                                               again=again, difference=again - first))
-                lines.append(f'\nSame run repeated ({r["method"]}, seed {r["seed"]}): {first:.2f} then {again:.2f} '
-                             f'(difference {again - first:+.2f})')
+            if first is None:
+                continue
+            again = scale * r['metrics'][metric]
+            summary['repeats'].append(dict(task=task, method=r['method'], seed=r['seed'], repeat=r['repeat'],
+                                           first=first, again=again, difference=again - first,
+                                           threads=[threads[(r['method'], r['seed'])], r.get('threads')]))
+            lines.append(f'\nSame run repeated ({r["method"]}, seed {r["seed"]}, repeat {r["repeat"]}, threads '
+                         f'{threads[(r["method"], r["seed"])]} then {r.get("threads")}): {first:.2f} then '
+                         f'{again:.2f} (difference {again - first:+.2f})')
+        minutes = sum(r['minutes'] for r in mine)
+        cpu = sum(r['minutes'] * r.get('threads', 2) for r in mine)
+        summary['cost'][task] = dict(runs=len(mine), minutes=round(minutes, 1), cpu_minutes=round(cpu, 1))
+        lines.append(f'\n{len(mine)} runs, {minutes:.0f} run-minutes ({cpu:.0f} CPU-core-minutes).')
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     table = '\n'.join(lines).strip() + '\n'
     (out / 'summary.md').write_text(table)
+    if plots is not None:
+        plot(summary, plots)
+    if doc is not None:
+        replace_block(doc, table)
     return table
+
+
+BEGIN, END = '<!-- generated by tools/reproduce.py: begin -->', '<!-- generated by tools/reproduce.py: end -->'
+
+
+def replace_block(doc: Path, text: str) -> None:
+    """Replace what lies between the ``BEGIN`` and ``END`` markers of ``doc`` with ``text``."""
+    page = doc.read_text()
+    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+        raise ValueError(f'{doc} needs exactly one {BEGIN!r} ... {END!r} block')
+    head, rest = page.split(BEGIN)
+    doc.write_text(f'{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}')
+
+
+def plot(summary: dict, folder: Path) -> list[Path]:
+    """Per task: every run as a point (method x seed, a line per seed) and every paired difference per seed with
+    its 95% interval. One PNG per task."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task in dict.fromkeys(m['task'] for m in summary['methods']):
+        rows = [m for m in summary['methods'] if m['task'] == task]
+        pairs = [p for p in summary['pairs'] if p['task'] == task]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.9 + 0.38 * max(len(rows), len(pairs), 4)),
+                                          gridspec_kw=dict(width_ratios=[1, 1.15]))
+        seeds = sorted({s for m in rows for s in m['seeds']})
+        colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(seeds)}
+        for y, m in enumerate(rows):
+            for s, v in zip(m['seeds'], m['values']):
+                left.plot(v, y + 0.08 * (seeds.index(s) - (len(seeds) - 1) / 2), 'o', ms=4, color=colours[s])
+            left.plot([m['mean']] * 2, [y - 0.3, y + 0.3], '-', color='k', lw=1.5)
+        left.set_yticks(range(len(rows)), [f'{m["method"]} ({m["budget"]["backbone_trainable"]:,})' for m in rows])
+        left.invert_yaxis()
+        left.set_xlabel(f'{TASKS[task]["metric"]} (%): points = seeds, bar = mean')
+        left.grid(axis='x', alpha=0.3)
+        for s in seeds:
+            left.plot([], [], 'o', color=colours[s], label=f'seed {s}')
+        left.legend(fontsize=7, loc='lower right')
+        for y, p in enumerate(pairs):
+            low, high = p['ci95']
+            colour = 'tab:green' if p['verdict'].startswith('resolved') else 'tab:grey'
+            right.plot([low, high], [y, y], '-', color=colour, lw=3, alpha=0.6)
+            for s, d in zip(p['seeds'], p['diffs']):
+                right.plot(d, y, 'o', ms=4, color=colours.get(s, 'k'))
+            right.plot(p['mean'], y, '|', color='k', ms=12)
+        right.axvline(0, color='k', lw=0.8)
+        right.set_yticks(range(len(pairs)), [f'{p["a"]} - {p["b"]}' for p in pairs])
+        right.invert_yaxis()
+        right.set_xlabel('paired difference (points), 95% t interval (green: excludes 0)')
+        right.grid(axis='x', alpha=0.3)
+        fig.suptitle(f'{task}: adaptation of the shipped source model to the shifted target')
+        fig.tight_layout()
+        path = folder / f'adaptation_{task}.png'
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def planned_runs(tasks, methods, seeds) -> list[tuple[str, str, int]]:
+    """(task, method, seed) in running order: task by task, seed by seed, so that a partial grid holds whole seeds.
+    ``zero_shot`` trains nothing and runs once (first seed); variants restricted to other tasks are left out."""
+    return [(task, method, seed) for task in tasks for seed in seeds for method in methods
+            if METHODS[method].runs_on(task) and not (method == 'zero_shot' and seed != seeds[0])]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--methods', nargs='+', default=list(GRID), choices=list(METHODS),
+                        help='default: the grid (mechanism variants with --mechanisms)')
+    parser.add_argument('--mechanisms', nargs='+', default=[], choices=list(MECHANISMS),
+                        help='add the variants of these mechanism comparisons (each runs on its own task)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--repeat', type=int, default=0, help='k > 0: run again as repeat k (noise measurement)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs at a time, each with cores / jobs CPU threads (OMP_NUM_THREADS overrides)')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'adaptation')
     parser.add_argument('--root', type=Path, default=ROOT, help='where the target data goes (default: the repo)')
     parser.add_argument('--quick', action='store_true', help='tiny data, 1-2 iterations per run (smoke test)')
     parser.add_argument('--aggregate-only', action='store_true')
+    parser.add_argument('--plots', type=Path, help='also draw per-seed plots into this folder')
+    parser.add_argument('--doc', type=Path, help='also replace the generated block of this Markdown file')
     args = parser.parse_args()
-    out = args.out.resolve()
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
+    out, root = args.out.resolve(), args.root.resolve()
     if not args.aggregate_only:
-        for task in args.tasks:
-            for seed in args.seeds:
-                for method in args.methods:
-                    if method == 'zero_shot' and seed != args.seeds[0]:
-                        continue  # no training: the same for every seed
-                    run_one(out, task, method, seed, args.repeat, args.quick, args.root.resolve())
-    print(aggregate(out))
+        methods = list(dict.fromkeys([*args.methods, *(v for m in args.mechanisms for v in MECHANISMS[m]['variants'])]))
+        plan = planned_runs(args.tasks, methods, args.seeds)
+        for task in dict.fromkeys(task for task, _, _ in plan):
+            ensure_data(task, root, args.quick)  # before the runs: parallel runs must not generate it twice
+        threads = int(os.environ.get('OMP_NUM_THREADS') or max(1, (os.cpu_count() or 1) // args.jobs))
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_one, out, task, method, seed, args.repeat, args.quick, root, threads)
+                       for task, method, seed in plan]
+            for future in futures:
+                future.result()  # re-raises the first failure (the others finish)
+    print(aggregate(out, plots=args.plots, doc=args.doc))
 
 
 if __name__ == '__main__':

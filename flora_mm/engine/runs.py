@@ -4,6 +4,7 @@ export and the adaptation runs launch training."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,26 +22,29 @@ def cli_options(overrides: Mapping[str, Any]) -> list[str]:
     return [f'{k}={v}' for k, v in overrides.items()]
 
 
-def _run(cmd: list[str], cwd: Path, log: Path | None) -> None:
+def _run(cmd: list[str], cwd: Path, log: Path | None, env: Mapping[str, str] | None = None) -> None:
+    env = None if env is None else {**os.environ, **env}
     if log is None:
-        subprocess.run(cmd, cwd=cwd, check=True)
+        subprocess.run(cmd, cwd=cwd, check=True, env=env)
         return
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open('w') as f:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         raise RuntimeError(f'{" ".join(cmd[1:3])} failed (exit {proc.returncode}); see {log}')
 
 
 def train_config(tools: Path, config: str | Path, work_dir: Path, overrides: Mapping[str, Any] | None = None,
-                 metric: str | None = None, cwd: Path | None = None, log: Path | None = None) -> dict:
+                 metric: str | None = None, cwd: Path | None = None, log: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> dict:
     """Train ``config`` with ``tools/train.py`` into ``work_dir``; the last validation record of the run (or ``{}``
     if ``metric`` is None). ``cwd`` resolves the config's relative data paths (default: the repository, the parent
-    of ``tools``); ``log`` captures the output instead of showing it."""
+    of ``tools``); ``log`` captures the output instead of showing it; ``env`` adds environment variables (e.g.
+    ``OMP_NUM_THREADS``)."""
     cmd = [sys.executable, str(tools / 'train.py'), str(config), '--work-dir', str(work_dir)]
     if overrides:
         cmd += ['--cfg-options', *cli_options(overrides)]
-    _run(cmd, cwd or tools.parent, log)
+    _run(cmd, cwd or tools.parent, log, env)
     return {} if metric is None else last_validation(work_dir, metric)
 
 
@@ -54,13 +58,13 @@ def last_validation(work_dir: Path, metric: str) -> dict:
 
 def test_config(tools: Path, config: str | Path, checkpoint: str, work_dir: Path,
                 overrides: Mapping[str, Any] | None = None, cwd: Path | None = None,
-                log: Path | None = None) -> dict:
+                log: Path | None = None, env: Mapping[str, str] | None = None) -> dict:
     """Evaluate ``checkpoint`` with ``tools/test.py``; the metrics it dumped (``WORK_DIR/<time>/<time>.json``)."""
     cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir)]
     if overrides:
         cmd += ['--cfg-options', *cli_options(overrides)]
     before = set(work_dir.glob('*/*.json'))
-    _run(cmd, cwd or tools.parent, log)
+    _run(cmd, cwd or tools.parent, log, env)
     new = sorted(set(work_dir.glob('*/*.json')) - before)
     if not new:
         raise RuntimeError(f'tools/test.py wrote no metrics under {work_dir}')

@@ -20,11 +20,11 @@ def _reproduce(out, *args):
 def test_quick_runs_resume_and_aggregate(tmp_path):
     # the cheapest task keeps this test short; the detection pipelines are covered by the smoke tests
     proc = _reproduce(tmp_path, '--tasks', 'ade20k', '--methods', 'zero_shot', 'base', 'lora', 'flora',
-                      '--seeds', '0', '1')
+                      '--seeds', '0', '1', '--jobs', '2')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / 'runs' / 'ade20k').glob('*.json')}
     assert set(results) == {'zero_shot_s0', 'base_s0', 'lora_s0', 'flora_s0', 'base_s1', 'lora_s1', 'flora_s1'}
-    assert all('mIoU' in r['metrics'] and r['commit'] and r['quick'] for r in results.values())
+    assert all('mIoU' in r['metrics'] and r['commit'] and r['quick'] and r['threads'] == 1 for r in results.values())
     lora, flora = results['lora_s0']['budget'], results['flora_s0']['budget']
     assert results['zero_shot_s0']['budget']['backbone_trainable'] == 0
     # Base trains only the detector's new output norms of the backbone (2 x channels per returned stage)
@@ -34,6 +34,7 @@ def test_quick_runs_resume_and_aggregate(tmp_path):
     assert {(m['task'], m['method']) for m in summary['methods']} == {
         ('ade20k', m) for m in ('zero_shot', 'base', 'lora', 'flora')}
     assert {(p['a'], p['b']) for p in summary['pairs']} == {('flora', 'lora'), ('flora', 'base'), ('lora', 'base')}
+    assert summary['cost']['ade20k']['runs'] == 7
 
     again = _reproduce(tmp_path, '--tasks', 'ade20k', '--methods', 'flora', '--seeds', '0')
     assert again.returncode == 0 and '[ade20k] flora_s0 ...' not in again.stdout  # finished runs are skipped
@@ -69,3 +70,90 @@ def test_paired_differences_and_intervals_against_the_t_formula(tmp_path):
     assert rep['difference'] == pytest.approx(1.0)
     flora_row = next(m for m in summary['methods'] if m['method'] == 'flora')
     assert flora_row['values'] == pytest.approx([11.0, 22.0, 33.0])  # the repeat is not a seed
+
+
+@pytest.mark.parametrize('diffs, verdict', [
+    ([1.0, 1.2, 0.8], 'resolved: flora > lora'),
+    ([-1.0, -1.2, -0.8], 'resolved: flora < lora'),
+    ([1.0, -1.0, 0.5], 'not resolved'),
+])
+def test_verdict_names_the_direction(tmp_path, diffs, verdict):
+    for seed, diff in enumerate(diffs):
+        _write(tmp_path, 'dota', 'lora', seed, 0.5)
+        _write(tmp_path, 'dota', 'flora', seed, 0.5 + diff / 100)
+    reproduce.aggregate(tmp_path)
+    (pair, ) = json.loads((tmp_path / 'summary.json').read_text())['pairs']
+    assert pair['verdict'] == verdict
+
+
+def test_plots_and_generated_block(tmp_path):
+    for seed in range(3):
+        _write(tmp_path, 'dota', 'lora', seed, 0.5)
+        _write(tmp_path, 'dota', 'flora', seed, 0.51 + seed / 100)
+    doc = tmp_path / 'page.md'
+    doc.write_text(f'# Title\n\nprose\n{reproduce.BEGIN}\nstale table\n{reproduce.END}\nmore prose\n')
+    table = reproduce.aggregate(tmp_path, plots=tmp_path / 'img', doc=doc)
+    page = doc.read_text()
+    assert 'stale table' not in page and table in page
+    assert page.startswith('# Title\n\nprose\n') and page.endswith('more prose\n')
+    assert (tmp_path / 'img' / 'adaptation_dota.png').read_bytes()[:4] == b'\x89PNG'
+    doc.write_text('no markers')
+    with pytest.raises(ValueError, match='needs exactly one'):
+        reproduce.replace_block(doc, table)
+
+
+def test_plan_runs_zero_shot_once_and_variants_on_their_tasks():
+    plan = reproduce.planned_runs(['coco', 'dota'], ['zero_shot', 'flora', 'flora_sgd', 'flora_k7'], [3, 4])
+    assert plan == [('coco', 'zero_shot', 3), ('coco', 'flora', 3), ('coco', 'flora_k7', 3),
+                    ('coco', 'flora', 4), ('coco', 'flora_k7', 4),
+                    ('dota', 'zero_shot', 3), ('dota', 'flora', 3), ('dota', 'flora_sgd', 3),
+                    ('dota', 'flora', 4), ('dota', 'flora_sgd', 4)]
+
+
+def _merged(config, overrides, via_cli):
+    import argparse
+    from mmengine.config import Config, DictAction
+    from flora_mm.engine.runs import cli_options
+    cfg = Config.fromfile(str(ROOT / config))
+    if via_cli and overrides:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+        overrides = parser.parse_args(['--cfg-options', *cli_options(overrides)]).cfg_options
+    cfg.merge_from_dict(dict(overrides))
+    return cfg
+
+
+@pytest.mark.parametrize('method', sorted(reproduce.METHODS))
+def test_variant_overrides_survive_the_command_line(method):
+    # runs pass the overrides as --cfg-options words: lists (exclude) and None must parse back to the same config
+    variant = reproduce.METHODS[method]
+    task = next(t for t in reproduce.TASKS if variant.runs_on(t))
+    config = variant.config(task)
+    cli, direct = _merged(config, variant.overrides, True), _merged(config, variant.overrides, False)
+    assert cli.model.backbone.get('adapter') == direct.model.backbone.get('adapter')
+    assert cli.optim_wrapper == direct.optim_wrapper
+
+
+@pytest.mark.parametrize('variant, reference, exclude', [
+    ('flora', 'lora', ()), ('flora_4x', 'lora_4x', ()), ('flora_no_dw', 'lora_no_dw', ('conv_dw', )),
+])
+def test_flora_ranks_are_the_budget_matches(variant, reference, exclude):
+    from mmengine.registry import init_default_scope
+    from flora_mm.models.budget import match_budget
+    cfg = _merged(reproduce.TASKS['coco']['config'], {}, False)
+    init_default_scope(cfg.default_scope)
+    adapter = lambda name: _merged(reproduce.TASKS['coco']['config'], reproduce.METHODS[name].overrides,
+                                   False).model.backbone.adapter.to_dict()
+    flora, lora = adapter(variant), adapter(reference)
+    assert tuple(flora.get('exclude', ())) == tuple(lora.get('exclude', ())) == exclude
+    rank, _, _ = match_budget(cfg.model.backbone, {**flora, 'rank': 1}, lora)
+    assert rank == flora['rank']
+
+
+def test_sgd_variant_changes_only_the_optimizer():
+    sgd, adamw = (_merged(reproduce.METHODS['flora_sgd'].config('dota'), {}, False),
+                  _merged(reproduce.TASKS['dota']['config'], {}, False))
+    assert sgd.optim_wrapper.optimizer == dict(type='SGD', lr=5e-3, momentum=0.9, weight_decay=1e-4)
+    assert adamw.optim_wrapper.optimizer.type == 'AdamW'
+    for key in ('model', 'train_dataloader', 'param_scheduler', 'train_cfg', 'load_from'):
+        assert sgd[key] == adamw[key], key
