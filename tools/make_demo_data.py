@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write the synthetic demo datasets (COCO instances, DOTA-v1.0, ADE20K layout) under data/demo_* (with
-``--shift``: the textured, cluttered target domains of docs/reproduction.md, under data/shift_*)."""
+``--shift``: the textured, cluttered target domains of docs/reproduction_first_protocol.md, under data/shift_*)."""
 import argparse
 import os.path as osp
 

@@ -5,7 +5,7 @@
     tools/reproduce.py --seeds 0 1 2 3 4 --jobs 2              # the grid: 3 tasks x 9 methods x 5 seeds
     tools/reproduce.py --methods flora --mechanisms depthwise optimizer lora_scale flora_scale   # the mechanisms
     tools/reproduce.py --tasks coco --methods flora --seeds 0 --repeat 1   # the same run again (noise)
-    tools/reproduce.py --aggregate-only --plots docs/img --doc docs/reproduction.md   # tables, plots, report
+    tools/reproduce.py --aggregate-only --plots docs/img --doc docs/reproduction.md --readme README.md   # report
 
 Each task starts from its shipped *source* model (``flora_mm://..._source_...``, see tools/make_source_models.py)
 and fine-tunes it on the shifted target data (``flora_mm.data``, ``shift=True``, generated on first use) through
@@ -57,6 +57,7 @@ TASKS = {  # target config, shipped source model, primary metric (+ others), fac
                    quick={'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
                           'default_hooks.checkpoint.interval': 2}),
 }
+MIN_SEEDS = 5  # paired seeds a comparison needs (issue #16)
 QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
 ADAPTER = 'model.backbone.adapter'
 LORA = {f'{ADAPTER}.type': 'LoRA', f'{ADAPTER}.scale': 1.0}
@@ -204,19 +205,19 @@ def _t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]
     return mean - half, mean + half
 
 
-def _verdict(a: str, b: str, low: float, high: float) -> str:
-    if low > 0:
-        return f'resolved: {a} > {b}'
-    if high < 0:
-        return f'resolved: {a} < {b}'
-    return 'not resolved'
+def _verdict(a: str, b: str, low: float, high: float, seeds: int) -> str:
+    """``resolved: a > b`` / ``resolved: a < b`` when the interval excludes 0, else ``not resolved``; marked
+    provisional below ``MIN_SEEDS`` paired seeds."""
+    verdict = f'resolved: {a} > {b}' if low > 0 else f'resolved: {a} < {b}' if high < 0 else 'not resolved'
+    return verdict if seeds >= MIN_SEEDS else f'{verdict} (provisional: {seeds} seeds)'
 
 
-def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None) -> str:
+def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None, readme: Path | None = None) -> str:
     """``summary.json`` (every per-seed value, paired differences with 95% t intervals, same-seed repeats, cost) and
-    ``summary.md`` from the run files; optionally per-seed plots and the generated block of a Markdown page."""
+    ``summary.md`` from the run files; optionally per-seed plots, the report's block (``doc``) and the headline
+    table (``readme``) of Markdown pages."""
     runs = [json.loads(p.read_text()) for p in sorted((out / 'runs').glob('*/*.json'))]
-    summary: dict = dict(methods=[], pairs=[], repeats=[], cost={})
+    summary: dict = dict(methods=[], pairs=[], repeats=[], cost={}, short={})
     lines = []
     for task, spec in TASKS.items():
         mine = [r for r in runs if r['task'] == task]
@@ -238,6 +239,12 @@ def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None) -> 
             lines.append(f'| {method} | {budget["backbone_trainable"]:,} | {len(seeds)} | '
                          f'{statistics.mean(vals):.2f} ± {std:.2f} | '
                          f'{", ".join(f"{s}: {v:.1f}" for s, v in zip(seeds, vals))} |')
+        short = {m['method']: len(m['seeds']) for m in summary['methods'] if m['task'] == task
+                 and m['method'] != 'zero_shot' and len(m['seeds']) < MIN_SEEDS}
+        summary['short'][task] = short
+        if short:
+            lines.append(f'\nFewer than {MIN_SEEDS} seeds so far: '
+                         + ', '.join(f'{m} ({n})' for m, n in short.items()) + '.')
         groups: dict[str, list[str]] = {}
         for a, b in PAIRS:
             seeds = sorted(s for m, s in value if m == a and (b, s) in value)
@@ -245,12 +252,11 @@ def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None) -> 
                 continue
             diffs = [value[(a, s)] - value[(b, s)] for s in seeds]
             low, high = _t_interval(diffs)
-            group = PAIR_GROUP[(a, b)]
+            group, verdict = PAIR_GROUP[(a, b)], _verdict(a, b, low, high, len(seeds))
             summary['pairs'].append(dict(task=task, group=group, a=a, b=b, seeds=seeds, diffs=diffs,
-                                         mean=statistics.mean(diffs), ci95=[low, high],
-                                         verdict=_verdict(a, b, low, high)))
+                                         mean=statistics.mean(diffs), ci95=[low, high], verdict=verdict))
             groups.setdefault(group, []).append(f'| {a} - {b} | {len(seeds)} | {statistics.mean(diffs):+.2f} | '
-                                                f'[{low:+.2f}, {high:+.2f}] | {_verdict(a, b, low, high)} |')
+                                                f'[{low:+.2f}, {high:+.2f}] | {verdict} |')
         for group, rows in groups.items():
             title = 'paired difference' if group == 'grid' else f'mechanism: {group}'
             lines += ['', f'| {title} | seeds | mean | 95% CI (t) | verdict |', '|---|---:|---:|---:|---|', *rows]
@@ -276,20 +282,52 @@ def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None) -> 
     if plots is not None:
         plot(summary, plots)
     if doc is not None:
-        replace_block(doc, table)
+        replace_block(doc, table, 'summary')
+    if readme is not None:
+        replace_block(readme, headline(summary), 'headline')
     return table
 
 
-BEGIN, END = '<!-- generated by tools/reproduce.py: begin -->', '<!-- generated by tools/reproduce.py: end -->'
+def markers(name: str) -> tuple[str, str]:
+    """The comment lines that delimit a generated block ``name`` of a Markdown page."""
+    return (f'<!-- generated by tools/reproduce.py ({name}): begin -->',
+            f'<!-- generated by tools/reproduce.py ({name}): end -->')
 
 
-def replace_block(doc: Path, text: str) -> None:
-    """Replace what lies between the ``BEGIN`` and ``END`` markers of ``doc`` with ``text``."""
+def replace_block(doc: Path, text: str, name: str) -> None:
+    """Replace what lies between the ``markers(name)`` of ``doc`` with ``text``."""
+    begin, end = markers(name)
     page = doc.read_text()
-    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
-        raise ValueError(f'{doc} needs exactly one {BEGIN!r} ... {END!r} block')
-    head, rest = page.split(BEGIN)
-    doc.write_text(f'{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}')
+    if page.count(begin) != 1 or page.count(end) != 1 or page.index(begin) > page.index(end):
+        raise ValueError(f'{doc} needs exactly one {begin!r} ... {end!r} block')
+    head, rest = page.split(begin)
+    doc.write_text(f'{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}')
+
+
+HEADLINE_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('full', 'flora'))
+
+
+def headline(summary: dict) -> str:
+    """The README's table: the grid's mean ± std per task and the main paired differences with their intervals."""
+    tasks = list(TASKS)  # every task, '-' where nothing ran yet
+    row = {(m['task'], m['method']): m for m in summary['methods']}
+    head = ' | '.join(f'{t} ({TASKS[t]["metric"]})' for t in tasks)
+    lines = [f'| method | trainable backbone params | {head} |', '|---|---:|' + '---:|' * len(tasks)]
+    for method in GRID:
+        cells = [row.get((t, method)) for t in tasks]
+        if not any(cells):
+            continue
+        budget = next(c for c in cells if c)['budget']['backbone_trainable']
+        lines.append(f'| {method} | {budget:,} | ' + ' | '.join(
+            f'{c["mean"]:.1f} ± {c["std"]:.1f} ({len(c["seeds"])})' if c else '-' for c in cells) + ' |')
+    pair = {(p['task'], p['a'], p['b']): p for p in summary['pairs']}
+    lines += ['', f'| paired difference, mean [95% CI] (seeds) | {head} |', '|---|' + '---:|' * len(tasks)]
+    for a, b in HEADLINE_PAIRS:
+        cells = [pair.get((t, a, b)) for t in tasks]
+        lines.append(f'| {a} - {b} | ' + ' | '.join(
+            f'{p["mean"]:+.1f} [{p["ci95"][0]:+.1f}, {p["ci95"][1]:+.1f}] ({len(p["seeds"])})'
+            + (' **resolved**' if p['verdict'].startswith('resolved') else '') if p else '-' for p in cells) + ' |')
+    return '\n'.join(lines) + '\n'
 
 
 def plot(summary: dict, folder: Path) -> list[Path]:
@@ -362,7 +400,8 @@ def main():
     parser.add_argument('--quick', action='store_true', help='tiny data, 1-2 iterations per run (smoke test)')
     parser.add_argument('--aggregate-only', action='store_true')
     parser.add_argument('--plots', type=Path, help='also draw per-seed plots into this folder')
-    parser.add_argument('--doc', type=Path, help='also replace the generated block of this Markdown file')
+    parser.add_argument('--doc', type=Path, help="also replace this page's generated summary block")
+    parser.add_argument('--readme', type=Path, help="also replace this page's generated headline table")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f'--jobs must be at least 1, got {args.jobs}')
@@ -378,7 +417,7 @@ def main():
                        for task, method, seed in plan]
             for future in futures:
                 future.result()  # re-raises the first failure (the others finish)
-    print(aggregate(out, plots=args.plots, doc=args.doc))
+    print(aggregate(out, plots=args.plots, doc=args.doc, readme=args.readme))
 
 
 if __name__ == '__main__':

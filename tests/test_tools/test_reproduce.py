@@ -35,6 +35,7 @@ def test_quick_runs_resume_and_aggregate(tmp_path):
         ('ade20k', m) for m in ('zero_shot', 'base', 'lora', 'flora')}
     assert {(p['a'], p['b']) for p in summary['pairs']} == {('flora', 'lora'), ('flora', 'base'), ('lora', 'base')}
     assert summary['cost']['ade20k']['runs'] == 7
+    assert summary['short']['ade20k'] == {'base': 2, 'lora': 2, 'flora': 2}  # zero-shot needs one
 
     again = _reproduce(tmp_path, '--tasks', 'ade20k', '--methods', 'flora', '--seeds', '0')
     assert again.returncode == 0 and '[ade20k] flora_s0 ...' not in again.stdout  # finished runs are skipped
@@ -65,7 +66,7 @@ def test_paired_differences_and_intervals_against_the_t_formula(tmp_path):
     assert (pair['a'], pair['b'], pair['seeds']) == ('flora', 'lora', [0, 1, 2])
     assert pair['mean'] == pytest.approx(2.0)
     assert pair['ci95'] == pytest.approx([2.0 - half, 2.0 + half])
-    assert pair['verdict'] == 'not resolved'  # the interval [-0.48, 4.48] holds 0
+    assert pair['verdict'] == 'not resolved (provisional: 3 seeds)'  # the interval [-0.48, 4.48] holds 0
     (rep, ) = summary['repeats']
     assert rep['difference'] == pytest.approx(1.0)
     flora_row = next(m for m in summary['methods'] if m['method'] == 'flora')
@@ -73,9 +74,10 @@ def test_paired_differences_and_intervals_against_the_t_formula(tmp_path):
 
 
 @pytest.mark.parametrize('diffs, verdict', [
-    ([1.0, 1.2, 0.8], 'resolved: flora > lora'),
-    ([-1.0, -1.2, -0.8], 'resolved: flora < lora'),
-    ([1.0, -1.0, 0.5], 'not resolved'),
+    ([1.0, 1.2, 0.8, 1.1, 0.9], 'resolved: flora > lora'),
+    ([-1.0, -1.2, -0.8, -1.1, -0.9], 'resolved: flora < lora'),
+    ([1.0, -1.0, 0.5, 0.2, -0.3], 'not resolved'),
+    ([1.0, 1.2, 0.8, 1.1], 'resolved: flora > lora (provisional: 4 seeds)'),
 ])
 def test_verdict_names_the_direction(tmp_path, diffs, verdict):
     for seed, diff in enumerate(diffs):
@@ -86,20 +88,26 @@ def test_verdict_names_the_direction(tmp_path, diffs, verdict):
     assert pair['verdict'] == verdict
 
 
-def test_plots_and_generated_block(tmp_path):
+def test_plots_and_generated_blocks(tmp_path):
     for seed in range(3):
         _write(tmp_path, 'dota', 'lora', seed, 0.5)
-        _write(tmp_path, 'dota', 'flora', seed, 0.51 + seed / 100)
-    doc = tmp_path / 'page.md'
-    doc.write_text(f'# Title\n\nprose\n{reproduce.BEGIN}\nstale table\n{reproduce.END}\nmore prose\n')
-    table = reproduce.aggregate(tmp_path, plots=tmp_path / 'img', doc=doc)
-    page = doc.read_text()
-    assert 'stale table' not in page and table in page
-    assert page.startswith('# Title\n\nprose\n') and page.endswith('more prose\n')
+        _write(tmp_path, 'dota', 'flora', seed, 0.51 + seed / 100)  # +1, +2, +3 points
+    doc, readme = tmp_path / 'page.md', tmp_path / 'README.md'
+    for page, name in ((doc, 'summary'), (readme, 'headline')):
+        begin, end = reproduce.markers(name)
+        page.write_text(f'# Title\n\nprose\n{begin}\nstale table\n{end}\nmore prose\n')
+    table = reproduce.aggregate(tmp_path, plots=tmp_path / 'img', doc=doc, readme=readme)
+    for page in (doc, readme):
+        text = page.read_text()
+        assert 'stale table' not in text
+        assert text.startswith('# Title\n\nprose\n') and text.endswith('more prose\n')
+    assert table in doc.read_text()
+    assert '| flora | 10 | - | 52.0 ± 1.0 (3) | - |' in readme.read_text()  # coco, dota, ade20k
+    assert '| flora - lora | - | +2.0 [-0.5, +4.5] (3) | - |' in readme.read_text()
     assert (tmp_path / 'img' / 'adaptation_dota.png').read_bytes()[:4] == b'\x89PNG'
     doc.write_text('no markers')
     with pytest.raises(ValueError, match='needs exactly one'):
-        reproduce.replace_block(doc, table)
+        reproduce.replace_block(doc, table, 'summary')
 
 
 def test_plan_runs_zero_shot_once_and_variants_on_their_tasks():
