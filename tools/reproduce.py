@@ -262,17 +262,19 @@ def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None, rea
             title = 'paired difference' if group == 'grid' else f'mechanism: {group}'
             lines += ['', f'| {title} | seeds | mean | 95% CI (t) | verdict |', '|---|---:|---:|---:|---|', *rows]
         threads = {(r['method'], r['seed']): r.get('threads') for r in mine if not r['repeat']}
+        repeat_rows = []
         for r in sorted((r for r in mine if r['repeat']), key=lambda r: (r['method'], r['seed'], r['repeat'])):
             first = value.get((r['method'], r['seed']))
             if first is None:
                 continue
-            again = scale * r['metrics'][metric]
+            again, used = scale * r['metrics'][metric], [threads[(r['method'], r['seed'])], r.get('threads')]
             summary['repeats'].append(dict(task=task, method=r['method'], seed=r['seed'], repeat=r['repeat'],
-                                           first=first, again=again, difference=again - first,
-                                           threads=[threads[(r['method'], r['seed'])], r.get('threads')]))
-            lines.append(f'\nSame run repeated ({r["method"]}, seed {r["seed"]}, repeat {r["repeat"]}, threads '
-                         f'{threads[(r["method"], r["seed"])]} then {r.get("threads")}): {first:.2f} then '
-                         f'{again:.2f} (difference {again - first:+.2f})')
+                                           first=first, again=again, difference=again - first, threads=used))
+            repeat_rows.append(f'| {r["method"]} | {r["seed"]} | {r["repeat"]} | {used[0]} / {used[1]} | '
+                               f'{first:.2f} | {again:.2f} | {again - first:+.2f} |')
+        if repeat_rows:
+            lines += ['', '| same run repeated: method | seed | repeat | threads (run / repeat) | run | repeat | '
+                      'difference |', '|---|---:|---:|---:|---:|---:|---:|', *repeat_rows]
         minutes = sum(r['minutes'] for r in mine)
         cpu = sum(r['minutes'] * r.get('threads', 2) for r in mine)
         summary['cost'][task] = dict(runs=len(mine), minutes=round(minutes, 1), cpu_minutes=round(cpu, 1))
