@@ -116,10 +116,12 @@ MECHANISMS = {
         'lora_sgd': Variant({**LORA, f'{ADAPTER}.rank': 2}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
         'flora_sgd': Variant({}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
     }, pairs=(('flora_sgd', 'lora_sgd'), ('flora_sgd', 'flora'), ('lora_sgd', 'lora'))),
-    # loralib's default alpha = 1, i.e. scale = alpha / r = 0.5 at r = 2, against our scale 1
+    # loralib's default alpha = 1, i.e. scale = alpha / r = 0.5 at r = 2, against our scale 1; and LoRA at FLoRA's
+    # s = 4, which tells whether FLoRA's edge or deficit is its scale (an effective learning rate) or its form
     'lora_scale': dict(variants={
         'lora_alpha1': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 0.5}, tasks=('coco', )),
-    }, pairs=(('lora', 'lora_alpha1'), )),
+        'lora_scale4': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 4.0}, tasks=('coco', )),
+    }, pairs=(('lora', 'lora_alpha1'), ('lora_scale4', 'lora'), ('flora', 'lora_scale4'))),
     # FLoRA's s: the paper's 4 (our default) against 1 and 0.25
     'flora_scale': dict(variants={
         'flora_scale1': Variant({f'{ADAPTER}.scale': 1.0}, tasks=('coco', )),
