@@ -354,16 +354,21 @@ def plot(summary: dict, folder: Path) -> list[Path]:
             for s, v in zip(m['seeds'], m['values']):
                 left.plot(v, y + 0.08 * (seeds.index(s) - (len(seeds) - 1) / 2), 'o', ms=4, color=colours[s])
             left.plot([m['mean']] * 2, [y - 0.3, y + 0.3], '-', color='k', lw=1.5)
+        for m, style in (('base', ':'), ('full', '--')):  # the bracket, for reading the adapters against it
+            ref = next((r for r in rows if r['method'] == m), None)
+            if ref:
+                left.axvline(ref['mean'], color='grey', ls=style, lw=0.8)
         left.set_yticks(range(len(rows)), [f'{m["method"]} ({m["budget"]["backbone_trainable"]:,})' for m in rows])
         left.invert_yaxis()
-        left.set_xlabel(f'{TASKS[task]["metric"]} (%): points = seeds, bar = mean')
+        left.set_xlabel(f'{TASKS[task]["metric"]} (%): points = seeds, bar = mean; dotted Base, dashed Full')
         left.grid(axis='x', alpha=0.3)
         for s in seeds:
             left.plot([], [], 'o', color=colours[s], label=f'seed {s}')
         left.legend(fontsize=7, loc='lower right')
         for y, p in enumerate(pairs):
             low, high = p['ci95']
-            colour = 'tab:green' if p['verdict'].startswith('resolved') else 'tab:grey'
+            colour = ('tab:grey' if not p['verdict'].startswith('resolved') else
+                      'yellowgreen' if 'provisional' in p['verdict'] else 'tab:green')
             right.plot([low, high], [y, y], '-', color=colour, lw=3, alpha=0.6)
             for s, d in zip(p['seeds'], p['diffs']):
                 right.plot(d, y, 'o', ms=4, color=colours.get(s, 'k'))
@@ -371,7 +376,7 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         right.axvline(0, color='k', lw=0.8)
         right.set_yticks(range(len(pairs)), [f'{p["a"]} - {p["b"]}' for p in pairs])
         right.invert_yaxis()
-        right.set_xlabel('paired difference (points), 95% t interval (green: excludes 0)')
+        right.set_xlabel('paired difference (points), 95% t interval (green: excludes 0; light: < 5 seeds)')
         right.grid(axis='x', alpha=0.3)
         fig.suptitle(f'{task}: adaptation of the shipped source model to the shifted target')
         fig.tight_layout()
