@@ -312,6 +312,12 @@ def replace_block(doc: Path, text: str, name: str) -> None:
 HEADLINE_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('full', 'flora'))
 
 
+def _headline_mark(verdict: str) -> str:
+    if not verdict.startswith('resolved'):
+        return ''
+    return ' resolved (provisional)' if 'provisional' in verdict else ' **resolved**'
+
+
 def headline(summary: dict) -> str:
     """The README's table: the grid's mean ± std per task and the main paired differences with their intervals."""
     tasks = list(TASKS)  # every task, '-' where nothing ran yet
@@ -331,7 +337,7 @@ def headline(summary: dict) -> str:
         cells = [pair.get((t, a, b)) for t in tasks]
         lines.append(f'| {a} - {b} | ' + ' | '.join(
             f'{p["mean"]:+.1f} [{p["ci95"][0]:+.1f}, {p["ci95"][1]:+.1f}] ({len(p["seeds"])})'
-            + (' **resolved**' if p['verdict'].startswith('resolved') else '') if p else '-' for p in cells) + ' |')
+            + _headline_mark(p['verdict']) if p else '-' for p in cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
@@ -376,7 +382,7 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         right.axvline(0, color='k', lw=0.8)
         right.set_yticks(range(len(pairs)), [f'{p["a"]} - {p["b"]}' for p in pairs])
         right.invert_yaxis()
-        right.set_xlabel('paired difference (points), 95% t interval (green: excludes 0; light: < 5 seeds)')
+        right.set_xlabel('paired difference, 95% t interval (green: excludes 0; light: < 5 seeds)')
         right.grid(axis='x', alpha=0.3)
         fig.suptitle(f'{task}: adaptation of the shipped source model to the shifted target')
         fig.tight_layout()

@@ -105,6 +105,8 @@ def test_plots_and_generated_blocks(tmp_path):
     assert '| flora | 10 | - | 52.0 ± 1.0 (3) | - |' in readme.read_text()  # coco, dota, ade20k
     assert '| flora - lora | - | +2.0 [-0.5, +4.5] (3) | - |' in readme.read_text()
     assert (tmp_path / 'img' / 'adaptation_dota.png').read_bytes()[:4] == b'\x89PNG'
+    assert reproduce._headline_mark('resolved: flora > lora (provisional: 3 seeds)') == ' resolved (provisional)'
+    assert reproduce._headline_mark('resolved: flora > lora') == ' **resolved**'
     doc.write_text('no markers')
     with pytest.raises(ValueError, match='needs exactly one'):
         reproduce.replace_block(doc, table, 'summary')
