@@ -61,7 +61,14 @@ TASKS = {  # target config, shipped source model, primary metric (+ others), fac
 MIN_SEEDS = 5  # paired seeds a comparison needs (issue #16)
 QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
 ADAPTER = 'model.backbone.adapter'
-LORA = {f'{ADAPTER}.type': 'LoRA', f'{ADAPTER}.scale': 1.0}
+
+
+def adapter(**options) -> dict:
+    """``--cfg-options`` that change these options of the target config's adapter (FLoRA rank 10, r3 = 2, s = 4)."""
+    return {f'{ADAPTER}.{key}': value for key, value in options.items()}
+
+
+LORA = adapter(type='LoRA', scale=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +97,12 @@ GRID = {
     'zero_shot': Variant({ADAPTER: None, 'model.backbone.frozen_stages': 4}),
     'base': Variant({ADAPTER: None, 'model.backbone.frozen_stages': 4}),
     'full': Variant({ADAPTER: None}),
-    'bitfit': Variant({f'{ADAPTER}.type': 'BitFit'}),
-    'lora': Variant({**LORA, f'{ADAPTER}.rank': 2}),
-    'dora': Variant({f'{ADAPTER}.type': 'DoRA', f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 1.0}),
+    'bitfit': Variant(adapter(type='BitFit')),
+    'lora': Variant({**LORA, **adapter(rank=2)}),
+    'dora': Variant(adapter(type='DoRA', rank=2, scale=1.0)),
     'flora': Variant({}),
-    'lora_4x': Variant({**LORA, f'{ADAPTER}.rank': 8}),
-    'flora_4x': Variant({f'{ADAPTER}.rank': 40}),
+    'lora_4x': Variant({**LORA, **adapter(rank=8)}),
+    'flora_4x': Variant(adapter(rank=40)),
 }
 GRID_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('lora', 'base'), ('dora', 'lora'),
               ('bitfit', 'base'), ('full', 'base'), ('full', 'flora'), ('flora_4x', 'lora_4x'),
@@ -107,25 +114,25 @@ MECHANISMS = {
     # on a [C*7, 7] reshape: any update of those kernels); FLoRA with r3 = 2 confines them to a 2x2 kernel core.
     # Without the depthwise convs LoRA r=2 has 44,896 parameters; FLoRA's closest rank is 2 (38,766).
     'depthwise': dict(variants={
-        'lora_no_dw': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.exclude': ['conv_dw']}, tasks=('coco', )),
-        'flora_no_dw': Variant({f'{ADAPTER}.rank': 2, f'{ADAPTER}.exclude': ['conv_dw']}, tasks=('coco', )),
-        'flora_k7': Variant({f'{ADAPTER}.kernel_rank': 7}, tasks=('coco', )),  # 222,413 parameters
+        'lora_no_dw': Variant({**LORA, **adapter(rank=2, exclude=['conv_dw'])}, tasks=('coco', )),
+        'flora_no_dw': Variant(adapter(rank=2, exclude=['conv_dw']), tasks=('coco', )),
+        'flora_k7': Variant(adapter(kernel_rank=7), tasks=('coco', )),  # 222,413 parameters
     }, pairs=(('flora_no_dw', 'lora_no_dw'), ('flora_k7', 'flora'), ('flora_k7', 'lora'))),
     # the paper's DOTA recipe: SGD lr 5e-3, momentum 0.9, weight decay 1e-4 (heads included), instead of AdamW 2e-4
     'optimizer': dict(variants={
-        'lora_sgd': Variant({**LORA, f'{ADAPTER}.rank': 2}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
+        'lora_sgd': Variant({**LORA, **adapter(rank=2)}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
         'flora_sgd': Variant({}, configs={'dota': DOTA_SGD}, tasks=('dota', )),
     }, pairs=(('flora_sgd', 'lora_sgd'), ('flora_sgd', 'flora'), ('lora_sgd', 'lora'))),
     # loralib's default alpha = 1, i.e. scale = alpha / r = 0.5 at r = 2, against our scale 1; and LoRA at FLoRA's
     # s = 4, which tells whether FLoRA's edge or deficit is its scale (an effective learning rate) or its form
     'lora_scale': dict(variants={
-        'lora_alpha1': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 0.5}, tasks=('coco', )),
-        'lora_scale4': Variant({**LORA, f'{ADAPTER}.rank': 2, f'{ADAPTER}.scale': 4.0}, tasks=('coco', )),
+        'lora_alpha1': Variant({**LORA, **adapter(rank=2, scale=0.5)}, tasks=('coco', )),
+        'lora_scale4': Variant({**LORA, **adapter(rank=2, scale=4.0)}, tasks=('coco', )),
     }, pairs=(('lora', 'lora_alpha1'), ('lora_scale4', 'lora'), ('flora', 'lora_scale4'))),
     # FLoRA's s: the paper's 4 (our default) against 1 and 0.25
     'flora_scale': dict(variants={
-        'flora_scale1': Variant({f'{ADAPTER}.scale': 1.0}, tasks=('coco', )),
-        'flora_scale0.25': Variant({f'{ADAPTER}.scale': 0.25}, tasks=('coco', )),
+        'flora_scale1': Variant(adapter(scale=1.0), tasks=('coco', )),
+        'flora_scale0.25': Variant(adapter(scale=0.25), tasks=('coco', )),
     }, pairs=(('flora', 'flora_scale1'), ('flora', 'flora_scale0.25'), ('flora_scale1', 'flora_scale0.25'))),
 }
 METHODS = {**GRID, **{name: v for m in MECHANISMS.values() for name, v in m['variants'].items()}}
@@ -174,7 +181,8 @@ def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bo
     spec, variant = TASKS[task], METHODS[method]
     work_dir = root / 'work_dirs' / 'adaptation' / out.name / task / name  # logs and checkpoints stay out of out/
     overrides = dict(variant.overrides, **{'randomness.seed': seed}, **(spec['quick'] if quick else {}))
-    config = ROOT / variant.config(task)
+    config_name = variant.config(task)
+    config = ROOT / config_name
     env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f'[{task}] {name} ...', flush=True)
     start = time.time()
@@ -185,7 +193,7 @@ def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bo
         metrics = train_config(TOOLS, config, work_dir, overrides, spec['metric'], cwd=root,
                                log=work_dir / 'train.log', env=env)
     minutes = round((time.time() - start) / 60, 2)
-    result = dict(task=task, method=method, seed=seed, repeat=repeat, config=variant.config(task),
+    result = dict(task=task, method=method, seed=seed, repeat=repeat, config=config_name,
                   overrides=variant.overrides,
                   budget=trainable_backbone_params(work_dir / config.name, method == 'zero_shot'),
                   metrics={k: metrics[k] for k in (spec['metric'], *spec['extra']) if k in metrics},
