@@ -10,7 +10,10 @@ Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`)
   file per device name and torch version, so later runs on the same machine make the same choices without
   measuring.
 * ``cost_model`` -- the rule of ``AdapterLayer._prefer_branch``, fixed at construction: deterministic, but its
-  constants were fitted on a 2-core CPU.
+  constants were fitted on a 2-core CPU. The default when torch's deterministic algorithms are on (mmengine's
+  ``randomness=dict(deterministic=True)``, which likewise turns ``cudnn.benchmark`` off): measured choices
+  depend on timing noise, so two runs of one config could take different routes and differ by float rounding,
+  which training amplifies to seed-to-seed size (measured: docs/reproduction.md, "Noise and determinism").
 
 Pinning ``impl='merged' | 'branch' | 'two_pass'`` in the adapter config bypasses both. Timing noise can make two
 runs choose differently; the routes compute the same function (to float rounding), so only bit-reproducibility is
@@ -39,8 +42,10 @@ _cache: dict[str, str] = {}
 
 
 def policy() -> str:
-    """The route policy in force: :func:`set_policy`'s, else ``$FLORA_MM_ROUTE_POLICY``, else ``measure``."""
-    value = _policy or os.environ.get('FLORA_MM_ROUTE_POLICY') or 'measure'
+    """The route policy in force: :func:`set_policy`'s, else ``$FLORA_MM_ROUTE_POLICY``, else ``cost_model`` in
+    torch's deterministic mode (mmengine ``randomness=dict(deterministic=True)``) and ``measure`` otherwise."""
+    value = _policy or os.environ.get('FLORA_MM_ROUTE_POLICY') or (
+        'cost_model' if torch.are_deterministic_algorithms_enabled() else 'measure')
     if value not in POLICIES:
         raise ValueError(f'unknown route policy {value!r} (FLORA_MM_ROUTE_POLICY); choose from {POLICIES}')
     return value
