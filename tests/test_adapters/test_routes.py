@@ -84,6 +84,32 @@ def test_cost_model_policy_decides_at_construction(monkeypatch):
         adapted()
 
 
+@pytest.fixture
+def deterministic_mode():
+    """torch's deterministic algorithms on, as mmengine's ``randomness=dict(deterministic=True)`` sets them."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize('env, measured', [(None, False), ('measure', True)])
+def test_deterministic_mode_decides_routes_by_cost_model_unless_told(monkeypatch, deterministic_mode, env, measured):
+    """Timing noise must not choose routes in a run asked to be deterministic: with no policy set, the layers take
+    the cost model's route at construction (what ``cost_model`` gives them) and nothing is timed; an explicit
+    ``FLORA_MM_ROUTE_POLICY=measure`` still measures."""
+    if env:
+        monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', env)
+    calls = fake_timer(monkeypatch, dict(merged=3.0, branch=2.0, two_pass=1.0))
+    model = adapted()
+    model(torch.randn(5, 16)).sum().backward()
+    assert bool(calls) == measured
+    with monkeypatch.context() as m:
+        m.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
+        expected = [layer.impl for layer in adapted()[0::2]]
+    assert [layer.impl for layer in model[0::2]] == (['two_pass'] * 3 if measured else expected)
+
+
 @pytest.mark.parametrize('dropout', [0.0, 0.3])
 def test_measuring_leaves_grads_and_random_streams_untouched(dropout):
     """The first (measuring) step equals a step of a twin pinned to the chosen routes: same dropout masks, same
