@@ -47,7 +47,10 @@ def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
     inject_adapters(module, adapter, respect_frozen=True, keep_trainable=getattr(module, 'new_layer_names', ()))
     counts = count_parameters(module)
     state = module.adapter_state
-    print_log(f'{type(module).__name__}: {state.config.type} on {len(state.layers)} layers, '
+    where = [f'{len(state.layers)} adapted layers'] if state.layers else []
+    if state.extra_trainable:  # BitFit adapts no layer, it unfreezes biases (and, with train_norm, norm weights)
+        where.append(f'{len(state.extra_trainable)} unfrozen base tensors')
+    print_log(f'{type(module).__name__}: {state.config.type} on {" + ".join(where)}, '
               f'{counts["adapter"]:,} adapter parameters ({100 * counts["adapter"] / max(counts["total"], 1):.2f}% '
               f'of {counts["total"]:,})', logger='current')
     return module

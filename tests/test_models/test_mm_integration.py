@@ -147,3 +147,19 @@ def test_build_hook_keeps_a_backbones_new_layers_trainable_and_unadapted():
     assert {n for n, _ in adapted_layers(model)} == {'body.0', 'body.2'}
     assert all(p.requires_grad for p in model.out_proj.parameters())
     assert not model.body[0].weight.requires_grad
+
+
+@pytest.mark.parametrize('adapter, expected', [
+    (dict(type='LoRA', rank=2), ': LoRA on 2 adapted layers, '),  # the two Linear layers, no base tensor unfrozen
+    (dict(type='BitFit'), ': BitFit on 3 unfrozen base tensors, '),  # adapts no layer: the three biases
+])
+def test_attach_adapter_logs_what_it_adapted_and_unfroze(adapter, expected):
+    """The build log names what the budget went into: adapted layers, and the base tensors BitFit unfroze."""
+    from torch import nn
+
+    from flora_mm.models.builder import attach_adapter
+    from tests.logcapture import logged
+
+    module = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 8))
+    _, messages = logged(lambda: attach_adapter(module, adapter))
+    assert [m for m in messages if expected in m], messages
