@@ -378,7 +378,7 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         left.grid(axis='x', alpha=0.3)
         for s in seeds:
             left.plot([], [], 'o', color=colours[s], label=f'seed {s}')
-        left.legend(fontsize=7, loc='lower right')
+        left.legend(fontsize=7, loc='lower left')
         for y, p in enumerate(pairs):
             low, high = p['ci95']
             colour = ('tab:grey' if not p['verdict'].startswith('resolved') else
