@@ -320,10 +320,17 @@ def replace_block(doc: Path, text: str, name: str) -> None:
 HEADLINE_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('full', 'flora'))
 
 
-def _headline_mark(verdict: str) -> str:
+def _verdict_state(verdict: str) -> str:
+    """A :func:`_verdict` read back: ``'resolved'``, ``'provisional'`` (resolved on fewer than ``MIN_SEEDS`` seeds)
+    or ``'not resolved'``; the README table marks and the plots colour by it."""
     if not verdict.startswith('resolved'):
-        return ''
-    return ' resolved (provisional)' if 'provisional' in verdict else ' **resolved**'
+        return 'not resolved'
+    return 'provisional' if 'provisional' in verdict else 'resolved'
+
+
+def _headline_mark(verdict: str) -> str:
+    return {'resolved': ' **resolved**', 'provisional': ' resolved (provisional)', 'not resolved': ''}[
+        _verdict_state(verdict)]
 
 
 def headline(summary: dict) -> str:
@@ -381,8 +388,8 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         left.legend(fontsize=7, loc='lower left')
         for y, p in enumerate(pairs):
             low, high = p['ci95']
-            colour = ('tab:grey' if not p['verdict'].startswith('resolved') else
-                      'yellowgreen' if 'provisional' in p['verdict'] else 'tab:green')
+            colour = {'resolved': 'tab:green', 'provisional': 'yellowgreen', 'not resolved': 'tab:grey'}[
+                _verdict_state(p['verdict'])]
             right.plot([low, high], [y, y], '-', color=colour, lw=3, alpha=0.6)
             for s, d in zip(p['seeds'], p['diffs']):
                 right.plot(d, y, 'o', ms=4, color=colours.get(s, 'k'))
