@@ -216,6 +216,26 @@ def _t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]
     return mean - half, mean + half
 
 
+def _t_pvalue(values: list[float]) -> float:
+    """Two-sided p-value of the one-sample t test of mean 0 on paired differences (the test the interval of
+    :func:`_t_interval` inverts: the 95% interval excludes 0 exactly when p < 0.05)."""
+    from scipy import stats
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(len(values))), len(values) - 1))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the i-th smallest of m p-values becomes max over j <= i of (m - j + 1) p_(j),
+    capped at 1; rejecting where the adjusted value is below alpha keeps the family-wise error rate at alpha."""
+    adjusted, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(sorted(range(len(pvalues)), key=pvalues.__getitem__)):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def _verdict(a: str, b: str, low: float, high: float, seeds: int) -> str:
     """``resolved: a > b`` / ``resolved: a < b`` when the interval excludes 0, else ``not resolved``; marked
     provisional below ``MIN_SEEDS`` paired seeds."""
@@ -223,74 +243,97 @@ def _verdict(a: str, b: str, low: float, high: float, seeds: int) -> str:
     return verdict if seeds >= MIN_SEEDS else f'{verdict} (provisional: {seeds} seeds)'
 
 
-def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None, readme: Path | None = None) -> str:
-    """``summary.json`` (every per-seed value, paired differences with 95% t intervals, same-seed repeats, cost) and
-    ``summary.md`` from the run files; optionally per-seed plots, the report's block (``doc``) and the headline
-    table (``readme``) of Markdown pages."""
-    runs = [json.loads(p.read_text()) for p in sorted((out / 'runs').glob('*/*.json'))]
+def summarize(runs: list[dict]) -> dict:
+    """Every per-seed value, the paired differences (mean, 95% t interval, p, Holm-adjusted p over every paired
+    comparison of the design, verdict), the same-seed repeats and the cost, from the run files' contents."""
     summary: dict = dict(methods=[], pairs=[], repeats=[], cost={}, short={})
-    lines = []
     for task, spec in TASKS.items():
         mine = [r for r in runs if r['task'] == task]
         if not mine:
             continue
-        metric, scale = spec['metric'], spec['to_percent']
-        value = {(r['method'], r['seed']): scale * r['metrics'][metric] for r in mine if not r['repeat']}
-        lines += [f'\n### {task} ({metric}, %)\n', '| method | trainable backbone params | seeds | mean ± std | '
-                  'per seed |', '|---|---:|---:|---:|---|']
+        scale = spec['to_percent']
+        value = {(r['method'], r['seed']): scale * r['metrics'][spec['metric']] for r in mine if not r['repeat']}
         for method in METHODS:
             seeds = sorted(s for m, s in value if m == method)
             if not seeds:
                 continue
             vals = [value[(method, s)] for s in seeds]
-            budget = next(r['budget'] for r in mine if r['method'] == method)
-            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            summary['methods'].append(dict(task=task, method=method, seeds=seeds, values=vals, budget=budget,
-                                           mean=statistics.mean(vals), std=std))
-            lines.append(f'| {method} | {budget["backbone_trainable"]:,} | {len(seeds)} | '
-                         f'{statistics.mean(vals):.2f} ± {std:.2f} | '
-                         f'{", ".join(f"{s}: {v:.1f}" for s, v in zip(seeds, vals))} |')
-        short = {m['method']: len(m['seeds']) for m in summary['methods'] if m['task'] == task
-                 and m['method'] != 'zero_shot' and len(m['seeds']) < MIN_SEEDS}
-        summary['short'][task] = short
-        if short:
-            lines.append(f'\nFewer than {MIN_SEEDS} seeds so far: '
-                         + ', '.join(f'{m} ({n})' for m, n in short.items()) + '.')
-        groups: dict[str, list[str]] = {}
+            summary['methods'].append(dict(
+                task=task, method=method, seeds=seeds, values=vals,
+                budget=next(r['budget'] for r in mine if r['method'] == method), mean=statistics.mean(vals),
+                std=statistics.stdev(vals) if len(vals) > 1 else 0.0))
+        summary['short'][task] = {m['method']: len(m['seeds']) for m in summary['methods'] if m['task'] == task
+                                  and m['method'] != 'zero_shot' and len(m['seeds']) < MIN_SEEDS}
         for a, b in PAIRS:
             seeds = sorted(s for m, s in value if m == a and (b, s) in value)
             if len(seeds) < 2:
                 continue
             diffs = [value[(a, s)] - value[(b, s)] for s in seeds]
             low, high = _t_interval(diffs)
-            group, verdict = PAIR_GROUP[(a, b)], _verdict(a, b, low, high, len(seeds))
-            summary['pairs'].append(dict(task=task, group=group, a=a, b=b, seeds=seeds, diffs=diffs,
-                                         mean=statistics.mean(diffs), ci95=[low, high], verdict=verdict))
-            groups.setdefault(group, []).append(f'| {a} - {b} | {len(seeds)} | {statistics.mean(diffs):+.2f} | '
-                                                f'[{low:+.2f}, {high:+.2f}] | {verdict} |')
-        for group, rows in groups.items():
-            title = 'paired difference' if group == 'grid' else f'mechanism: {group}'
-            lines += ['', f'| {title} | seeds | mean | 95% CI (t) | verdict |', '|---|---:|---:|---:|---|', *rows]
+            summary['pairs'].append(dict(task=task, group=PAIR_GROUP[(a, b)], a=a, b=b, seeds=seeds, diffs=diffs,
+                                         mean=statistics.mean(diffs), ci95=[low, high], p=_t_pvalue(diffs),
+                                         verdict=_verdict(a, b, low, high, len(seeds))))
         threads = {(r['method'], r['seed']): r.get('threads') for r in mine if not r['repeat']}
-        repeat_rows = []
         for r in sorted((r for r in mine if r['repeat']), key=lambda r: (r['method'], r['seed'], r['repeat'])):
             first = value.get((r['method'], r['seed']))
-            if first is None:
-                continue
-            again, used = scale * r['metrics'][metric], [threads[(r['method'], r['seed'])], r.get('threads')]
-            summary['repeats'].append(dict(task=task, method=r['method'], seed=r['seed'], repeat=r['repeat'],
-                                           first=first, again=again, difference=again - first, threads=used))
-            repeat_rows.append(f'| {r["method"]} | {r["seed"]} | {r["repeat"]} | {used[0]} / {used[1]} | '
-                               f'{first:.2f} | {again:.2f} | {again - first:+.2f} |')
-        if repeat_rows:
+            if first is not None:
+                again = scale * r['metrics'][spec['metric']]
+                summary['repeats'].append(dict(
+                    task=task, method=r['method'], seed=r['seed'], repeat=r['repeat'], first=first, again=again,
+                    difference=again - first, threads=[threads[(r['method'], r['seed'])], r.get('threads')]))
+        summary['cost'][task] = dict(runs=len(mine), minutes=round(sum(r['minutes'] for r in mine), 2),
+                                     cpu_minutes=round(sum(r['minutes'] * r.get('threads', 2) for r in mine), 2))
+    for pair, adjusted in zip(summary['pairs'], holm([p['p'] for p in summary['pairs']])):
+        pair['p_holm'] = adjusted
+    return summary
+
+
+def _p(value: float) -> str:
+    return '<0.001' if value < 0.001 else f'{value:.3f}'
+
+
+def render(summary: dict) -> str:
+    """``summary.md``: per task the methods' per-seed values, the paired differences by group, the repeats, the cost."""
+    lines = []
+    for task, cost in summary['cost'].items():
+        lines += [f'\n### {task} ({TASKS[task]["metric"]}, %)\n', '| method | trainable backbone params | seeds | '
+                  'mean ± std | per seed |', '|---|---:|---:|---:|---|']
+        lines += [f'| {m["method"]} | {m["budget"]["backbone_trainable"]:,} | {len(m["seeds"])} | '
+                  f'{m["mean"]:.2f} ± {m["std"]:.2f} | '
+                  f'{", ".join(f"{s}: {v:.1f}" for s, v in zip(m["seeds"], m["values"]))} |'
+                  for m in summary['methods'] if m['task'] == task]
+        if summary['short'][task]:
+            lines.append(f'\nFewer than {MIN_SEEDS} seeds so far: '
+                         + ', '.join(f'{m} ({n})' for m, n in summary['short'][task].items()) + '.')
+        groups: dict[str, list[str]] = {}
+        for p in (p for p in summary['pairs'] if p['task'] == task):
+            groups.setdefault(p['group'], []).append(
+                f'| {p["a"]} - {p["b"]} | {len(p["seeds"])} | {p["mean"]:+.2f} | [{p["ci95"][0]:+.2f}, '
+                f'{p["ci95"][1]:+.2f}] | {_p(p["p"])} | {_p(p["p_holm"])} | {p["verdict"]} |')
+        for group, rows in groups.items():
+            title = 'paired difference' if group == 'grid' else f'mechanism: {group}'
+            lines += ['', f'| {title} | seeds | mean | 95% CI (t) | p | p (Holm) | verdict |',
+                      '|---|---:|---:|---:|---:|---:|---|', *rows]
+        repeats = [r for r in summary['repeats'] if r['task'] == task]
+        if repeats:
             lines += ['', '| same run repeated: method | seed | repeat | threads (run / repeat) | run | repeat | '
-                      'difference |', '|---|---:|---:|---:|---:|---:|---:|', *repeat_rows]
-        minutes = sum(r['minutes'] for r in mine)
-        cpu = sum(r['minutes'] * r.get('threads', 2) for r in mine)
-        summary['cost'][task] = dict(runs=len(mine), minutes=round(minutes, 1), cpu_minutes=round(cpu, 1))
-        lines.append(f'\n{len(mine)} runs, {minutes:.0f} run-minutes ({cpu:.0f} CPU-core-minutes).')
+                      'difference |', '|---|---:|---:|---:|---:|---:|---:|']
+            lines += [f'| {r["method"]} | {r["seed"]} | {r["repeat"]} | {r["threads"][0]} / {r["threads"][1]} | '
+                      f'{r["first"]:.2f} | {r["again"]:.2f} | {r["difference"]:+.2f} |' for r in repeats]
+        lines.append(f'\n{cost["runs"]} runs, {cost["minutes"]:.0f} run-minutes '
+                     f'({cost["cpu_minutes"]:.0f} CPU-core-minutes).')
+    if summary['pairs']:
+        lines.append(f'\np: two-sided paired t test; p (Holm): adjusted over all {len(summary["pairs"])} paired '
+                     'comparisons above (every task and mechanism), family-wise error 5% where it is below 0.05.')
+    return '\n'.join(lines).strip() + '\n'
+
+
+def aggregate(out: Path, plots: Path | None = None, doc: Path | None = None, readme: Path | None = None) -> str:
+    """``summary.json`` (:func:`summarize`) and ``summary.md`` (:func:`render`) from the run files; optionally
+    per-seed plots, the report's block (``doc``) and the headline table (``readme``) of Markdown pages."""
+    summary = summarize([json.loads(p.read_text()) for p in sorted((out / 'runs').glob('*/*.json'))])
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
-    table = '\n'.join(lines).strip() + '\n'
+    table = render(summary)
     (out / 'summary.md').write_text(table)
     if plots is not None:
         plot(summary, plots)
@@ -320,17 +363,20 @@ def replace_block(doc: Path, text: str, name: str) -> None:
 HEADLINE_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('full', 'flora'))
 
 
-def _verdict_state(verdict: str) -> str:
-    """A :func:`_verdict` read back: ``'resolved'``, ``'provisional'`` (resolved on fewer than ``MIN_SEEDS`` seeds)
-    or ``'not resolved'``; the README table marks and the plots colour by it."""
-    if not verdict.startswith('resolved'):
+def _state(pair: dict) -> str:
+    """How a paired difference stands: ``'resolved'`` (its interval excludes 0 on at least ``MIN_SEEDS`` seeds and it
+    survives Holm's correction over the design), ``'resolved, not after Holm'``, ``'provisional'`` (resolved on
+    fewer seeds) or ``'not resolved'``; the README table marks and the plots colour by it."""
+    if not pair['verdict'].startswith('resolved'):
         return 'not resolved'
-    return 'provisional' if 'provisional' in verdict else 'resolved'
+    if 'provisional' in pair['verdict']:
+        return 'provisional'
+    return 'resolved' if pair['p_holm'] < 0.05 else 'resolved, not after Holm'
 
 
-def _headline_mark(verdict: str) -> str:
-    return {'resolved': ' **resolved**', 'provisional': ' resolved (provisional)', 'not resolved': ''}[
-        _verdict_state(verdict)]
+def _headline_mark(pair: dict) -> str:
+    return {'resolved': ' **resolved**', 'resolved, not after Holm': ' **resolved**†',
+            'provisional': ' resolved (provisional)', 'not resolved': ''}[_state(pair)]
 
 
 def headline(summary: dict) -> str:
@@ -352,7 +398,10 @@ def headline(summary: dict) -> str:
         cells = [pair.get((t, a, b)) for t in tasks]
         lines.append(f'| {a} - {b} | ' + ' | '.join(
             f'{p["mean"]:+.1f} [{p["ci95"][0]:+.1f}, {p["ci95"][1]:+.1f}] ({len(p["seeds"])})'
-            + _headline_mark(p['verdict']) if p else '-' for p in cells) + ' |')
+            + _headline_mark(p) if p else '-' for p in cells) + ' |')
+    if any(_state(p) == 'resolved, not after Holm' for p in summary['pairs'] if (p['a'], p['b']) in HEADLINE_PAIRS):
+        lines += ['', f'† the 95% interval excludes 0, but the difference does not survive Holm\'s correction '
+                  f'over all {len(summary["pairs"])} paired comparisons of the design (adjusted p >= 0.05).']
     return '\n'.join(lines) + '\n'
 
 
@@ -388,8 +437,8 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         left.legend(fontsize=7, loc='lower left')
         for y, p in enumerate(pairs):
             low, high = p['ci95']
-            colour = {'resolved': 'tab:green', 'provisional': 'yellowgreen', 'not resolved': 'tab:grey'}[
-                _verdict_state(p['verdict'])]
+            colour = {'resolved': 'tab:green', 'resolved, not after Holm': 'yellowgreen',
+                      'provisional': 'yellowgreen', 'not resolved': 'tab:grey'}[_state(p)]
             right.plot([low, high], [y, y], '-', color=colour, lw=3, alpha=0.6)
             for s, d in zip(p['seeds'], p['diffs']):
                 right.plot(d, y, 'o', ms=4, color=colours.get(s, 'k'))
@@ -397,7 +446,8 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         right.axvline(0, color='k', lw=0.8)
         right.set_yticks(range(len(pairs)), [f'{p["a"]} - {p["b"]}' for p in pairs])
         right.invert_yaxis()
-        right.set_xlabel('paired difference, 95% t interval (green: excludes 0; light: < 5 seeds)')
+        right.set_xlabel('paired difference, 95% t interval\n'
+                         'green: excludes 0 after Holm too; light: before Holm only or < 5 seeds')
         right.grid(axis='x', alpha=0.3)
         fig.suptitle(f'{task}: adaptation of the shipped source model to the shifted target')
         fig.tight_layout()

@@ -67,6 +67,9 @@ def test_paired_differences_and_intervals_against_the_t_formula(tmp_path):
     assert pair['mean'] == pytest.approx(2.0)
     assert pair['ci95'] == pytest.approx([2.0 - half, 2.0 + half])
     assert pair['verdict'] == 'not resolved (provisional: 3 seeds)'  # the interval [-0.48, 4.48] holds 0
+    t = 2.0 / (1.0 / 3 ** 0.5)  # t statistic; with 2 degrees of freedom the t CDF is 1/2 + t / (2 sqrt(t^2 + 2))
+    assert pair['p'] == pytest.approx(1 - t / (t * t + 2) ** 0.5)
+    assert pair['p_holm'] == pytest.approx(pair['p'])  # a family of one comparison: nothing to adjust
     (rep, ) = summary['repeats']
     assert rep['difference'] == pytest.approx(1.0)
     flora_row = next(m for m in summary['methods'] if m['method'] == 'flora')
@@ -88,6 +91,40 @@ def test_verdict_names_the_direction(tmp_path, diffs, verdict):
     assert pair['verdict'] == verdict
 
 
+@pytest.mark.parametrize('pvalues, adjusted', [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),  # m = 4: 4 x 0.005, 3 x 0.01, max(2 x 0.03, 1 x 0.04)
+    ([0.5, 0.2], [0.5, 0.4]),  # 2 x 0.2, then max(0.4, 1 x 0.5)
+    ([0.3, 0.6, 0.9], [0.9, 1.0, 1.0]),  # 3 x 0.3, then 2 x 0.6 capped at 1, and never below an earlier step
+    ([0.02], [0.02]),
+])
+def test_holm_adjustment_by_hand(pvalues, adjusted):
+    assert reproduce.holm(pvalues) == pytest.approx(adjusted)
+
+
+def test_holm_spans_every_pair_of_the_design(tmp_path):
+    noisy = [1.0, -0.5, 2.0, 0.3, 1.2]  # flora - lora per seed (points): p about 0.1
+    for seed, diff in enumerate(noisy):
+        _write(tmp_path, 'dota', 'base', seed, 0.40 + seed / 1000)
+        _write(tmp_path, 'dota', 'lora', seed, 0.50 + seed / 500)
+        _write(tmp_path, 'dota', 'flora', seed, 0.50 + seed / 500 + diff / 100)
+    reproduce.aggregate(tmp_path)
+    pairs = {(p['a'], p['b']): p for p in json.loads((tmp_path / 'summary.json').read_text())['pairs']}
+    assert set(pairs) == {('flora', 'lora'), ('flora', 'base'), ('lora', 'base')}
+    smallest = min(pairs.values(), key=lambda p: p['p'])
+    assert smallest['p_holm'] == pytest.approx(3 * smallest['p'])  # Holm's first step is Bonferroni over all 3
+    assert all(p['p_holm'] >= p['p'] for p in pairs.values())
+
+
+@pytest.mark.parametrize('verdict, p_holm, mark', [
+    ('resolved: flora > lora', 0.01, ' **resolved**'),
+    ('resolved: flora < lora', 0.30, ' **resolved**†'),  # the interval excludes 0, Holm's correction does not
+    ('resolved: flora > lora (provisional: 3 seeds)', 0.01, ' resolved (provisional)'),
+    ('not resolved', 1.0, ''),
+])
+def test_headline_marks(verdict, p_holm, mark):
+    assert reproduce._headline_mark(dict(verdict=verdict, p_holm=p_holm)) == mark
+
+
 def test_plots_and_generated_blocks(tmp_path):
     for seed in range(3):
         _write(tmp_path, 'dota', 'lora', seed, 0.5)
@@ -105,8 +142,6 @@ def test_plots_and_generated_blocks(tmp_path):
     assert '| flora | 10 | - | 52.0 ± 1.0 (3) | - |' in readme.read_text()  # coco, dota, ade20k
     assert '| flora - lora | - | +2.0 [-0.5, +4.5] (3) | - |' in readme.read_text()
     assert (tmp_path / 'img' / 'adaptation_dota.png').read_bytes()[:4] == b'\x89PNG'
-    assert reproduce._headline_mark('resolved: flora > lora (provisional: 3 seeds)') == ' resolved (provisional)'
-    assert reproduce._headline_mark('resolved: flora > lora') == ' **resolved**'
     doc.write_text('no markers')
     with pytest.raises(ValueError, match='needs exactly one'):
         reproduce.replace_block(doc, table, 'summary')
