@@ -322,6 +322,10 @@ def render(summary: dict) -> str:
                       f'{r["first"]:.2f} | {r["again"]:.2f} | {r["difference"]:+.2f} |' for r in repeats]
         lines.append(f'\n{cost["runs"]} runs, {cost["minutes"]:.0f} run-minutes '
                      f'({cost["cpu_minutes"]:.0f} CPU-core-minutes).')
+    if len(summary['cost']) > 1:
+        total = {key: sum(c[key] for c in summary['cost'].values()) for key in ('runs', 'minutes', 'cpu_minutes')}
+        lines.append(f'\nAll tasks: {total["runs"]} runs, {total["minutes"]:.0f} run-minutes '
+                     f'({total["cpu_minutes"]:.0f} CPU-core-minutes).')
     if summary['pairs']:
         lines.append(f'\np: two-sided paired t test; p (Holm): adjusted over all {len(summary["pairs"])} paired '
                      'comparisons above (every task and mechanism), family-wise error 5% where it is below 0.05.')

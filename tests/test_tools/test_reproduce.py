@@ -41,13 +41,13 @@ def test_quick_runs_resume_and_aggregate(tmp_path):
     assert again.returncode == 0 and '[ade20k] flora_s0 ...' not in again.stdout  # finished runs are skipped
 
 
-def _write(out, task, method, seed, value, repeat=0):
+def _write(out, task, method, seed, value, repeat=0, minutes=1.0):
     runs = out / 'runs' / task
     runs.mkdir(parents=True, exist_ok=True)
     name = f'{method}_s{seed}' + (f'_r{repeat}' if repeat else '')
     (runs / f'{name}.json').write_text(json.dumps(dict(
         task=task, method=method, seed=seed, repeat=repeat, budget=dict(backbone_trainable=10, backbone_params=100),
-        metrics={'dota/mAP': value}, minutes=1.0)))
+        metrics={reproduce.TASKS[task]['metric']: value}, minutes=minutes, threads=1)))
 
 
 def test_paired_differences_and_intervals_against_the_t_formula(tmp_path):
@@ -123,6 +123,15 @@ def test_holm_spans_every_pair_of_the_design(tmp_path):
 ])
 def test_headline_marks(verdict, p_holm, mark):
     assert reproduce._headline_mark(dict(verdict=verdict, p_holm=p_holm)) == mark
+
+
+def test_cost_per_task_and_in_all(tmp_path):
+    _write(tmp_path, 'dota', 'lora', 0, 0.5, minutes=2.5)
+    _write(tmp_path, 'dota', 'flora', 0, 0.5, minutes=3.0)
+    _write(tmp_path, 'ade20k', 'lora', 0, 50.0, minutes=7.25)
+    table = reproduce.aggregate(tmp_path)
+    assert '2 runs, 6 run-minutes (6 CPU-core-minutes).' in table  # dota: 5.5 rounds to even
+    assert 'All tasks: 3 runs, 13 run-minutes (13 CPU-core-minutes).' in table  # 12.75
 
 
 def test_plots_and_generated_blocks(tmp_path):
