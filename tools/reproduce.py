@@ -129,11 +129,15 @@ MECHANISMS = {
         'lora_alpha1': Variant({**LORA, **adapter(rank=2, scale=0.5)}, tasks=('coco', )),
         'lora_scale4': Variant({**LORA, **adapter(rank=2, scale=4.0)}, tasks=('coco', )),
     }, pairs=(('lora', 'lora_alpha1'), ('lora_scale4', 'lora'), ('flora', 'lora_scale4'))),
-    # FLoRA's s: the paper's 4 (our default) against 1 and 0.25
+    # FLoRA's s: the paper's 4 (our default) against 1 and 0.25, and above it: 16 is 4x FLoRA's default as LoRA's
+    # s = 4 is 4x LoRA's, so FLoRA s = 16 against LoRA s = 4 asks whether FLoRA's deficit there is its scale
     'flora_scale': dict(variants={
         'flora_scale1': Variant(adapter(scale=1.0), tasks=('coco', )),
         'flora_scale0.25': Variant(adapter(scale=0.25), tasks=('coco', )),
-    }, pairs=(('flora', 'flora_scale1'), ('flora', 'flora_scale0.25'), ('flora_scale1', 'flora_scale0.25'))),
+        'flora_scale8': Variant(adapter(scale=8.0), tasks=('coco', )),
+        'flora_scale16': Variant(adapter(scale=16.0), tasks=('coco', )),
+    }, pairs=(('flora', 'flora_scale1'), ('flora', 'flora_scale0.25'), ('flora_scale1', 'flora_scale0.25'),
+              ('flora_scale8', 'flora'), ('flora_scale16', 'flora'), ('flora_scale16', 'lora_scale4'))),
 }
 METHODS = {**GRID, **{name: v for m in MECHANISMS.values() for name, v in m['variants'].items()}}
 PAIRS = GRID_PAIRS + tuple(pair for m in MECHANISMS.values() for pair in m['pairs'])
