@@ -455,7 +455,7 @@ def plot(summary: dict, folder: Path) -> list[Path]:
         right.set_yticks(range(len(pairs)), [f'{p["a"]} - {p["b"]}' for p in pairs])
         right.invert_yaxis()
         right.set_xlabel('paired difference, 95% t interval\n'
-                         'green: excludes 0 after Holm too; light: before Holm only or < 5 seeds')
+                         'green: excludes 0 after Holm; light: only before Holm or < 5 seeds')
         right.grid(axis='x', alpha=0.3)
         fig.suptitle(f'{task}: adaptation of the shipped source model to the shifted target')
         fig.tight_layout()
