@@ -209,25 +209,17 @@ def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bo
     return result
 
 
-def _t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Two-sided Student-t confidence interval of the mean."""
+def _t_test(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """One-sample Student-t test of mean 0 on paired differences: the two-sided ``level`` confidence interval of the
+    mean and the two-sided p-value (the interval excludes 0 exactly when p < 1 - level)."""
     from scipy import stats
     n = len(values)
-    mean = statistics.mean(values)
     if n < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return mean - half, mean + half
-
-
-def _t_pvalue(values: list[float]) -> float:
-    """Two-sided p-value of the one-sample t test of mean 0 on paired differences (the test the interval of
-    :func:`_t_interval` inverts: the 95% interval excludes 0 exactly when p < 0.05)."""
-    from scipy import stats
+        return math.nan, math.nan, math.nan
     mean, sd = statistics.mean(values), statistics.stdev(values)
-    if sd == 0:
-        return 1.0 if mean == 0 else 0.0
-    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(len(values))), len(values) - 1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    p = (1.0 if mean == 0 else 0.0) if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return mean - half, mean + half, p
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -273,9 +265,9 @@ def summarize(runs: list[dict]) -> dict:
             if len(seeds) < 2:
                 continue
             diffs = [value[(a, s)] - value[(b, s)] for s in seeds]
-            low, high = _t_interval(diffs)
+            low, high, p = _t_test(diffs)
             summary['pairs'].append(dict(task=task, group=PAIR_GROUP[(a, b)], a=a, b=b, seeds=seeds, diffs=diffs,
-                                         mean=statistics.mean(diffs), ci95=[low, high], p=_t_pvalue(diffs),
+                                         mean=statistics.mean(diffs), ci95=[low, high], p=p,
                                          verdict=_verdict(a, b, low, high, len(seeds))))
         threads = {(r['method'], r['seed']): r.get('threads') for r in mine if not r['repeat']}
         for r in sorted((r for r in mine if r['repeat']), key=lambda r: (r['method'], r['seed'], r['repeat'])):
