@@ -127,8 +127,8 @@ class AdapterLayer:
     def _choose_impl(self, impl: str) -> str:
         if impl == 'auto' and routes.policy() == 'cost_model':
             impl = 'branch' if self._prefer_branch() else ('two_pass' if self.dropout else 'merged')
-        if impl == 'auto' and len(self._routes()) == 1:
-            impl = self._routes()[0]
+        if impl == 'auto' and len(self.candidate_routes()) == 1:
+            impl = self.candidate_routes()[0]
         if impl == 'branch' and not self._supports_branch():
             raise ValueError(f'{type(self).__name__} {self._describe()} has no branch implementation; '
                              f"use impl='merged', 'two_pass' or 'auto'")
@@ -136,6 +136,13 @@ class AdapterLayer:
             raise ValueError(f"impl='merged' cannot apply adapter dropout ({self.dropout}) to "
                              f"{type(self).__name__} {self._describe()}; use impl='auto'")
         return impl
+
+    def set_route(self, impl: str) -> None:
+        """Pin this layer's forward route (``'merged'``, ``'branch'``, ``'two_pass'``, or ``'auto'`` to choose
+        again), validated as the ``impl`` option is: a route the layer cannot take exactly is an error."""
+        if impl not in ('auto', *ROUTES):
+            raise ValueError(f'unknown route {impl!r}; choose from {("auto", *ROUTES)}')
+        self.impl = self._choose_impl(impl)
 
     def _supports_branch(self) -> bool:
         """Whether this layer has a ``branch`` route (override per method)."""
@@ -162,12 +169,12 @@ class AdapterLayer:
                 'spatial' if self.weight[0, 0].numel() > 1 else 'pointwise')
         return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_OFFSETS[kind])
 
-    def _routes(self) -> tuple[str, ...]:
+    def candidate_routes(self) -> tuple[str, ...]:
         """The exact routes this layer can take in training."""
         return tuple(r for r in ROUTES if (r != 'merged' or not self.dropout)
                      and (r != 'branch' or self._supports_branch()))
 
-    def _route_key(self, x: Tensor) -> tuple:
+    def route_key(self, x: Tensor) -> tuple:
         """What a route's speed depends on: the layer's operator and shapes, the input, dtype and device."""
         device = x.device
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
@@ -183,7 +190,7 @@ class AdapterLayer:
     def _measured_route(self, x: Tensor) -> str:
         """The fastest exact route for this layer on ``x`` (forward + backward), measured once per
         :meth:`_route_key` and cached (see :mod:`flora_mm.adapters.routes`)."""
-        return routes.choose(self._route_key(x), self._routes(), lambda route: self._time_route(route, x),
+        return routes.choose(self.route_key(x), self.candidate_routes(), lambda route: self._time_route(route, x),
                              x.device.type)
 
     def _time_route(self, route: str, x: Tensor) -> Callable[[], None]:

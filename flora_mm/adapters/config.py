@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -106,7 +107,9 @@ class AdapterConfig:
         kwargs.update(cfg)
         self = cls(**kwargs)
         if alpha is not None:
-            object.__setattr__(self, 'scale', float(alpha) / self.rank)
+            if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+                raise TypeError(f'{kind} adapter: alpha must be a number, got {alpha!r}')
+            self = dataclasses.replace(self, scale=float(alpha) / self.rank)  # validated again (alpha = 0 too)
         return self
 
     def __post_init__(self) -> None:
@@ -117,6 +120,18 @@ class AdapterConfig:
         if not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool):
             raise TypeError(f'{self.type} adapter: scale must be a number, got {self.scale!r}')
         object.__setattr__(self, 'scale', float(self.scale))
+        if 'scale' in self.method.options:
+            if not math.isfinite(self.scale) or self.scale == 0:
+                raise ValueError(f'{self.type} adapter: scale must be a finite, non-zero number, got '
+                                 f'{self.scale!r} (the update s * dW would be {self.scale!r} * dW: with s = 0 no '
+                                 f'adapter parameter ever gets a gradient)')
+            if self.scale < 0:
+                _logger.warning(f'{self.type} adapter: negative scale {self.scale:g}: the update is subtracted '
+                                f'(W0 - {-self.scale:g} * dW); the same model as the positive scale with the core / '
+                                f'factor sign flipped -- check that this is intended')
+        for key in ('train_bias', 'train_norm'):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f'{self.type} adapter: {key} must be True or False, got {getattr(self, key)!r}')
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f'{self.type} adapter: dropout must be in [0, 1), got {self.dropout!r}')
         bad = [t for t in self.targets if t not in LAYER_KINDS]

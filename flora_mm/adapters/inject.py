@@ -18,14 +18,14 @@ from torch import Tensor, nn
 from .base import AdapterLayer
 from .config import AdapterConfig
 from . import flora, lora  # noqa: F401  (their modules declare FLoRA, LoRA and DoRA)
-from .methods import METHODS
 from .norms import remove_split_norm_bias, split_norm_bias
 
-__all__ = ['BASE_LAYER_TYPES', 'AdapterState', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
+__all__ = ['BASE_LAYER_TYPES', 'AdapterState', 'StateDictMismatchError', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
            'adapter_states',
            'clean_name', 'count_parameters', 'named_parameters', 'inject_adapters', 'layer_base_type',
            'load_adapter_state_dict', 'merge_adapters',
-           'register_compatible_layer', 'state_dict_mismatches', 'NORM_TYPES']
+           'norm_layer_types', 'register_compatible_layer', 'register_norm_layer', 'state_dict_mismatches',
+           'NORM_TYPES']
 
 #: The standard layer classes an adapter can replace (subclasses count if they compute the same operator).
 BASE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -33,8 +33,12 @@ _KIND_TYPES: dict[str, tuple[type, ...]] = {
     'linear': (nn.Linear, ), 'conv': (nn.Conv1d, nn.Conv2d, nn.Conv3d), 'conv1d': (nn.Conv1d, ),
     'conv2d': (nn.Conv2d, ), 'conv3d': (nn.Conv3d, )
 }
-#: Normalisation layers whose affine parameters ``train_norm=True`` unfreezes (extend with more types if needed).
-NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+#: torch's normalisation layers, whose affine parameters ``train_norm=True`` unfreezes. Norm modules of other
+#: libraries or backbones (InternViT's RMSNorm, ConvNeXt-V2's GRN...) are declared with :func:`register_norm_layer`
+#: or passed to :func:`inject_adapters` as ``norm_types`` (backbones: a ``norm_types`` attribute).
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+                                nn.LocalResponseNorm)
+_NORMS: set[type] = set(NORM_TYPES)
 # Modules that use their sub-layers' weights without calling them (nn.MultiheadAttention reads out_proj.weight
 # directly), so adapting those sub-layers would silently do nothing: they are never searched.
 _OPAQUE_TYPES: tuple[type, ...] = (nn.MultiheadAttention, )
@@ -50,6 +54,20 @@ def register_compatible_layer(cls: type) -> type:
         raise TypeError(f'{cls.__name__} is not a subclass of nn.Linear / nn.Conv1d / nn.Conv2d / nn.Conv3d')
     _COMPATIBLE.add(cls)
     return cls
+
+
+def register_norm_layer(cls: type) -> type:
+    """Declare ``cls`` (an ``nn.Module`` with its own affine parameters, e.g. an RMSNorm written as a plain
+    module) a normalisation layer, so ``train_norm=True`` unfreezes its parameters. Usable as a decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f'register_norm_layer needs an nn.Module subclass, got {cls!r}')
+    _NORMS.add(cls)
+    return cls
+
+
+def norm_layer_types() -> tuple[type, ...]:
+    """Every class ``train_norm`` treats as a normalisation layer: :data:`NORM_TYPES` and those registered."""
+    return tuple(sorted(_NORMS, key=lambda c: (c.__module__, c.__qualname__)))
 
 
 def layer_base_type(cls: type, strict: bool = True) -> type | None:
@@ -130,7 +148,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *, respect_frozen: bool = False,
-                    keep_trainable: Sequence[str] = ()) -> nn.Module:
+                    keep_trainable: Sequence[str] = (), norm_types: Sequence[type] = ()) -> nn.Module:
     """Adapt the matching layers of ``model`` in place and freeze every base parameter of ``model``: select the
     layers (:func:`_select_layers`), freeze (:func:`_freeze`), replace them by their adapted twins
     (:func:`_replace_layers`), and record what was done as ``model.adapter_state``.
@@ -142,13 +160,16 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
             e.g. the stages a backbone freezes with ``frozen_stages``.
         keep_trainable: Qualified names of submodules that are new, not pretrained (e.g. a backbone's output
             norms): they get no adapter and their parameters keep their ``requires_grad``.
+        norm_types: Module classes ``train_norm`` also counts as normalisation layers (besides
+            :func:`norm_layer_types`), e.g. a backbone's own RMSNorm.
 
     Returns:
         ``model`` (or the adapted layer, if ``model`` itself is a single targeted layer).
 
     Raises:
-        ValueError: bad config, include / exclude patterns that match nothing, no layer to adapt, or a model
-            that already has adapters.
+        ValueError: bad config, include / exclude patterns that match nothing, no layer to adapt, an option that
+            selects nothing (``train_bias`` on layers without a bias, ``train_norm`` on a model without a
+            normalisation layer), nothing left to train, or a model that already has adapters.
     """
     cfg = AdapterConfig.from_dict(cfg)
     if any(isinstance(m, AdapterLayer) or hasattr(m, 'adapter_state') for m in model.modules()):
@@ -161,10 +182,14 @@ def inject_adapters(model: nn.Module, cfg: Mapping[str, Any] | AdapterConfig, *,
     for n in keep_trainable:  # never adapt inside a kept module
         modules = {m: mod for m, mod in modules.items() if m != n and not m.startswith(f'{n}.')}
     selected = _select_layers(modules, cfg, respect_frozen)
-    extra, frozen = _freeze(model, modules, selected, cfg, respect_frozen, kept)
+    norms = (*norm_layer_types(), *norm_types)
+    extra, frozen = _freeze(model, modules, selected, cfg, respect_frozen, kept, norms)
     layers = tuple(selected) if cfg.method.layers else ()
     model = _replace_layers(model, modules, layers, cfg)
     model.adapter_state = AdapterState(cfg, layers, tuple(dict.fromkeys(extra)), tuple(frozen))
+    if not any(p.numel() for p in adapter_parameters(model).values()):
+        raise ValueError(f'{cfg.type} adapter: the config trains no parameter ({len(layers)} adapted layers, '
+                         f'{len(extra)} unfrozen base tensors)')
     return model
 
 
@@ -191,17 +216,28 @@ def _select_layers(modules: dict[str, nn.Module], cfg: AdapterConfig, respect_fr
 
 
 def _freeze(model: nn.Module, modules: dict[str, nn.Module], selected: list[str], cfg: AdapterConfig,
-            respect_frozen: bool, kept: set[str]) -> tuple[list[str], list[str]]:
+            respect_frozen: bool, kept: set[str], norms: tuple[type, ...]) -> tuple[list[str], list[str]]:
     """Step 2: freeze every parameter of ``model`` except the ``kept`` ones and those the config trains (BitFit /
-    ``train_bias`` biases of the selected layers, ``train_norm`` norms); give norms with a frozen weight and a
-    trainable bias their exact split form (norms.py). Returns ``(unfrozen base parameters, frozen ones)``."""
+    ``train_bias`` biases of the selected layers, ``train_norm`` parameters of the ``norms`` modules); give norms
+    with a frozen weight and a trainable bias their exact split form (norms.py). Returns ``(unfrozen base
+    parameters, frozen ones)``. ``train_bias`` / ``train_norm`` that would unfreeze nothing are errors."""
     extra = []
     if cfg.method.trains_bias or cfg.train_bias:
-        extra += [f'{n}.bias' if n else 'bias' for n in selected
+        biases = [f'{n}.bias' if n else 'bias' for n in selected
                   if isinstance(getattr(modules[n], 'bias', None), nn.Parameter)]
+        if not biases:
+            raise ValueError(f'{cfg.type} adapter: train_bias=True, but none of the {len(selected)} selected layers '
+                             f'has a bias ({", ".join(selected[:5])}{", ..." if len(selected) > 5 else ""})')
+        extra += biases
     if cfg.train_norm:
-        extra += [f'{n}.{p}' if n else p for n, m in modules.items() if isinstance(m, NORM_TYPES)
-                  and not (respect_frozen and _is_frozen(m)) for p, _ in m.named_parameters(recurse=False)]
+        found = [(n, m) for n, m in modules.items() if isinstance(m, norms) and not (respect_frozen and _is_frozen(m))]
+        params = [f'{n}.{p}' if n else p for n, m in found for p, _ in m.named_parameters(recurse=False)]
+        if not params:
+            names = ', '.join(sorted({c.__name__ for c in norms}))
+            raise ValueError(f'{cfg.type} adapter: train_norm=True, but the model has no {"trainable " * respect_frozen}'
+                             f'normalisation layer with parameters (looked for {names}; declare other norm '
+                             f'classes with register_norm_layer or a backbone norm_types attribute)')
+        extra += params
     extra_set = set(extra)
     frozen = []
     for name, param in model.named_parameters():
@@ -265,6 +301,14 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach() for name, p in adapter_parameters(model).items()}
 
 
+class StateDictMismatchError(KeyError):
+    """A state dict that does not fit a model. A ``KeyError`` (what torch and mmengine raise for that), but its
+    message prints as written, one problem a line (``KeyError`` itself prints the repr of its message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
 def state_dict_mismatches(expected: Mapping[str, Tensor], given: Mapping[str, Tensor],
                           required: Iterable[str] | None = None, limit: int = 10) -> list[str]:
     """Why ``given`` does not fit ``expected`` (a model's state dict), one line per kind of problem: keys of
@@ -292,7 +336,7 @@ def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) 
     params = adapter_parameters(model)
     problems = state_dict_mismatches(params, state_dict)
     if problems:
-        raise KeyError('adapter checkpoint does not fit the model:\n  ' + '\n  '.join(problems))
+        raise StateDictMismatchError('adapter checkpoint does not fit the model:\n  ' + '\n  '.join(problems))
     for name, param in params.items():
         param.copy_(state_dict[name])
 
@@ -322,8 +366,12 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """``dict(adapter=..., trainable=..., total=...)`` parameter counts (works on the meta device)."""
+    """Parameter counts (works on the meta device): ``adapter`` (what the adapter trains: its own tensors and
+    the base tensors it unfroze), ``trainable``, ``total`` and ``base`` (``total`` without the adapter's *new*
+    tensors: the model's size before injection, the denominator of "% of backbone")."""
     params = {id(p): p for p in model.parameters()}.values()
+    new = {id(p): p for _, layer in adapted_layers(model) for p in layer.adapter_parameters().values()}
+    total = sum(p.numel() for p in params)
     return dict(adapter=sum(p.numel() for p in adapter_parameters(model).values()),
                 trainable=sum(p.numel() for p in params if p.requires_grad),
-                total=sum(p.numel() for p in params))
+                total=total, base=total - sum(p.numel() for p in new.values()))

@@ -6,15 +6,15 @@ monotonically with the rank, so a bisection over integer ranks finds the closest
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from mmengine.registry import MODELS
 
-from ..adapters import METHODS, count_parameters
+from ..adapters import count_parameters
 
-__all__ = ['match_budget', 'adapter_budget', 'solve_rank', 'trainable_parameters']
+__all__ = ['README_BUDGETS', 'budget_table', 'match_budget', 'adapter_budget', 'solve_rank', 'trainable_parameters']
 
 
 def trainable_parameters(backbone_cfg: Mapping[str, Any]) -> tuple[int, int]:
@@ -35,8 +35,7 @@ def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] |
     with torch.device('meta'):
         model = MODELS.build(cfg)
     counts = count_parameters(model)
-    bias_only = adapter is not None and METHODS[adapter['type']].trains_bias
-    return counts['adapter'], counts['total'] - (0 if bias_only else counts['adapter'])
+    return counts['adapter'], counts['base']
 
 
 def solve_rank(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], target: int, key: str = 'rank',
@@ -70,3 +69,43 @@ def match_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], re
     target = adapter_budget(backbone_cfg, reference)[0]
     rank, budget = solve_rank(backbone_cfg, adapter, target, key=key)
     return rank, budget, target
+
+
+#: The README's parameter-budget table: per backbone (label, config whose ``model.backbone`` is counted), the rows
+#: as (row label, adapter options over the config adapter's ``targets``).
+README_BUDGETS: tuple = (
+    ('ConvNeXt-V2-L', 'configs/flora_convnext_coco.py', (
+        ('BitFit', '-', dict(type='BitFit')),
+        *(('LoRA', r, dict(type='LoRA', rank=r)) for r in (4, 8, 16, 25, 32)),
+        *(('DoRA', r, dict(type='DoRA', rank=r)) for r in (8, 16, 25)),
+        *(('FLoRA (r3=2)', r, dict(type='FLoRA', rank=r, kernel_rank=2)) for r in (16, 32, 42, 84, 129)))),
+    ('InternViT-6B', 'configs/flora_internvit_ade20k.py', (
+        ('BitFit', '-', dict(type='BitFit')),
+        *(('LoRA', r, dict(type='LoRA', rank=r)) for r in (8, 16, 32)),
+        ('DoRA', 16, dict(type='DoRA', rank=16)),
+        *(('FLoRA', r, dict(type='FLoRA', rank=r)) for r in (8, 16, 32)))),
+)
+
+
+def _millions(n: int) -> str:
+    return f'{n / 1e6:.2f}M' if n >= 1e6 else f'{n / 1e6:.3f}M'
+
+
+def _percent(part: int, whole: int) -> str:
+    pct = 100 * part / whole
+    return f'{pct:.2f}%' if pct >= 0.1 else f'{pct:.3f}%'
+
+
+def budget_table(backbones: Sequence[tuple[str, Mapping[str, Any], Sequence[tuple]]]) -> str:
+    """A Markdown table of adapter budgets: ``backbones`` = ``[(label, backbone config, rows)]`` with rows as in
+    :data:`README_BUDGETS` (adapter options get the backbone adapter's ``targets``). "% of backbone" divides by
+    the backbone's own parameters (:func:`adapter_budget`'s base, the same whatever the adapter)."""
+    lines = ['| backbone | method | rank | adapter params | % of backbone |', '|---|---|---|---|---|']
+    for label, backbone, rows in backbones:
+        targets = (backbone.get('adapter') or {}).get('targets')
+        for method, rank, adapter in rows:
+            options = dict(adapter) if targets is None or adapter['type'] == 'BitFit' else \
+                dict(adapter, targets=list(targets))
+            n, base = adapter_budget(backbone, options)
+            lines.append(f'| {label} | {method} | {rank} | {_millions(n)} | {_percent(n, base)} |')
+    return '\n'.join(lines) + '\n'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS, Registry
 from torch import nn
 
-from ..adapters import count_parameters, inject_adapters, register_compatible_layer
+from ..adapters import adapter_parameters, count_parameters, inject_adapters, register_compatible_layer
 
 __all__ = ['attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
 
@@ -43,17 +44,50 @@ def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
     """The one way adapters get into an OpenMMLab backbone -- flora_mm's own (their ``adapter=`` argument) and any
     other (the build hook below): inject ``adapter`` into the built module, leaving layers it froze itself
     (``frozen_stages``) without adapters and the submodules it declares new (``new_layer_names``: not part of the
-    pretrained network, e.g. output norms or a feature pyramid) trainable and unadapted, then log the budget."""
-    inject_adapters(module, adapter, respect_frozen=True, keep_trainable=getattr(module, 'new_layer_names', ()))
+    pretrained network, e.g. output norms or a feature pyramid) trainable and unadapted, counting its own norm
+    classes (``norm_types``) as normalisation layers for ``train_norm``, then log the budget."""
+    inject_adapters(module, adapter, respect_frozen=True, keep_trainable=getattr(module, 'new_layer_names', ()),
+                    norm_types=getattr(module, 'norm_types', ()))
     counts = count_parameters(module)
     state = module.adapter_state
     where = [f'{len(state.layers)} adapted layers'] if state.layers else []
     if state.extra_trainable:  # BitFit adapts no layer, it unfreezes biases (and, with train_norm, norm weights)
         where.append(f'{len(state.extra_trainable)} unfrozen base tensors')
+    module._register_load_state_dict_pre_hook(_refuse_random_base, with_module=True)
     print_log(f'{type(module).__name__}: {state.config.type} on {" + ".join(where)}, '
-              f'{counts["adapter"]:,} adapter parameters ({100 * counts["adapter"] / max(counts["total"], 1):.2f}% '
-              f'of {counts["total"]:,})', logger='current')
+              f'{counts["adapter"]:,} adapter parameters ({100 * counts["adapter"] / max(counts["base"], 1):.2f}% '
+              f'of the {counts["base"]:,} of the backbone)', logger='current')
     return module
+
+
+def _has_pretrained_init(module: nn.Module) -> bool:
+    cfgs = getattr(module, 'init_cfg', None)
+    return any(isinstance(c, Mapping) and c.get('type') == 'Pretrained' and c.get('checkpoint')
+               for c in (cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]))
+
+
+def _refuse_random_base(module: nn.Module, state_dict, prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook of an adapted backbone: an *adapter-only* state dict (the adapter's tensors
+    without the frozen base weights) loaded into a backbone whose base was never initialised -- e.g. stock mmdet
+    ``tools/test.py`` with a config lacking ``AdapterCheckpointHook`` -- would evaluate the adapter on random
+    weights. The base is loaded from the backbone's ``Pretrained`` init_cfg first; without one this raises."""
+    state = getattr(module, 'adapter_state', None)
+    if state is None or getattr(module, 'is_init', True):
+        return
+    adapter_keys = [prefix + k for k in adapter_parameters(module)]
+    absent = [k for k in state.frozen if prefix + k not in state_dict]
+    if not absent or not any(k in state_dict for k in adapter_keys):
+        return  # a full checkpoint, or one that does not hold this adapter
+    name = prefix.rstrip('.') or type(module).__name__
+    if not _has_pretrained_init(module):
+        raise RuntimeError(f'{name}: an adapter-only checkpoint (without {len(absent)} frozen base tensors such as '
+                           f'{absent[0]}) is loaded into a backbone whose base was never initialised and that has no '
+                           f'Pretrained init_cfg: the adapter would run on random weights. Give the backbone '
+                           f'init_cfg=dict(type="Pretrained", checkpoint=...) or load a full checkpoint.')
+    print_log(f'{name}: the checkpoint is adapter-only ({len(absent)} frozen base tensors absent) and the backbone '
+              f'was not initialised: loading its pretrained base from init_cfg first', logger='current',
+              level=logging.WARNING)
+    module.init_weights()
 
 
 def _takes_adapter(cfg: Mapping, registry: Registry) -> bool:

@@ -20,6 +20,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
+from timm.layers.grn import GlobalResponseNorm
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 
@@ -135,6 +136,9 @@ class ConvNeXtV2(PretrainedMixin, FrozenStagesMixin, BaseModule):
     """
 
     checkpoint_filter = staticmethod(checkpoint_filter_fn)
+    #: its own normalisation layers, for the adapter's ``train_norm`` (besides torch's LayerNorm): the global
+    #: response normalisation of every block's MLP
+    norm_types = (GlobalResponseNorm, )
 
     def __init__(self,
                  arch: str | dict = 'tiny',

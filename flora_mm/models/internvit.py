@@ -215,6 +215,8 @@ class InternViT(PretrainedMixin, FrozenStagesMixin, BaseModule):
     """
 
     checkpoint_filter = staticmethod(checkpoint_filter_fn)
+    #: its own normalisation layers, for the adapter's ``train_norm`` (besides torch's LayerNorm)
+    norm_types = (RMSNorm, )
 
     def __init__(self,
                  arch: str | dict = '6b',

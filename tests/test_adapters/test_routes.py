@@ -58,9 +58,9 @@ def test_fastest_measured_route_is_taken_once_per_signature(monkeypatch, times, 
 def test_signature_includes_dtype_autocast_and_shape():
     layer = adapted()[2]
     x = torch.randn(5, 48)
-    keys = {layer._route_key(x), layer._route_key(x.double()), layer._route_key(torch.randn(7, 48))}
+    keys = {layer.route_key(x), layer.route_key(x.double()), layer.route_key(torch.randn(7, 48))}
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        keys.add(layer._route_key(x))
+        keys.add(layer.route_key(x))
     assert len(keys) == 4
 
 
@@ -157,3 +157,38 @@ def test_disk_cache_gives_the_same_routes_without_measuring(monkeypatch, tmp_pat
     model = adapted()
     model(torch.randn(5, 16)).sum().backward()
     assert not calls and model[0].impl == 'two_pass'
+
+
+def test_set_policy_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'measure')
+    routes.set_policy('cost_model')
+    assert routes.policy() == 'cost_model'
+    routes.set_policy(None)
+    assert routes.policy() == 'measure'
+
+
+def small(dropout):
+    """A narrow Linear layer: the cost model prefers no branch for it."""
+    torch.manual_seed(0)
+    return inject_adapters(nn.Linear(4, 4), dict(type='FLoRA', rank=2, dropout=dropout))
+
+
+@pytest.mark.parametrize('dropout, expected', [(0.0, 'merged'), (0.2, 'two_pass')])
+def test_cost_model_never_takes_merged_for_a_layer_with_dropout(dropout, expected):
+    routes.set_policy('cost_model')
+    assert small(dropout).impl == expected
+
+
+@pytest.mark.parametrize('dropout, expected', [(0.0, ('merged', 'branch', 'two_pass')), (0.2, ('branch', 'two_pass'))])
+def test_merged_is_not_a_candidate_with_dropout(dropout, expected):
+    """``merged`` builds ``W0 + dW`` and so cannot drop the adapter branch's input: never offered with dropout."""
+    assert small(dropout).candidate_routes() == expected
+    with pytest.raises(ValueError, match="cannot apply adapter dropout") if dropout else torch.no_grad():
+        small(dropout).set_route('merged')
+
+
+def test_signature_includes_dropout():
+    """A layer with dropout has other candidates (no ``merged``), so it never shares a cached choice with its twin
+    without dropout."""
+    x = torch.randn(5, 4)
+    assert small(0.0).route_key(x) != small(0.2).route_key(x)

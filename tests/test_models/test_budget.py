@@ -43,3 +43,26 @@ def test_match_budget_picks_the_closest_rank_to_the_reference():
     budgets = {r: adapter_budget(backbone, {**flora, 'rank': r})[0] for r in range(1, 25)}
     best = min(budgets, key=lambda r: abs(budgets[r] - target))
     assert (rank, budget) == (best, budgets[best])
+
+
+@pytest.mark.parametrize('adapter', [dict(type='BitFit'), dict(type='LoRA', rank=2), dict(type='FLoRA', rank=3)])
+def test_base_of_a_budget_is_the_plain_backbone(adapter):
+    """The denominator of "% of backbone": the backbone without any adapter, counted directly -- BitFit's trained
+    biases belong to it (they are not new parameters), an adapter's new tensors do not."""
+    import torch
+    from mmengine.registry import MODELS
+    init_default_scope('mmdet')
+    backbone = dict(type='ConvNeXtV2', arch=dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64)))
+    with torch.device('meta'):
+        plain = sum(p.numel() for p in MODELS.build(dict(backbone)).parameters())
+    n, base = adapter_budget(backbone, adapter)
+    assert base == plain and 0 < n < plain
+
+
+def test_readme_budget_table_is_what_the_tool_prints_now():
+    """Every number of the README's budget table comes from tools/param_budget.py --readme (regenerate it there)."""
+    from flora_mm import docblocks
+    from tests.test_configs.smoke import ROOT
+    from tests.test_tools import load_tool
+    table = load_tool('param_budget').readme_table()
+    assert docblocks.read_block(ROOT / 'README.md', 'tools/param_budget.py', 'budgets') == table

@@ -196,3 +196,17 @@ def test_large_builds_on_meta_device_with_paper_budgets():
     assert count_parameters(lora8)['adapter'] == 12_946_080  # the paper's LoRA r=8 budget (12.94M)
     assert 0 < count_parameters(flora)['adapter'] < count_parameters(lora8)['adapter']
     assert all(p.is_meta for p in flora.parameters())
+
+
+def test_train_norm_trains_the_grn_of_every_block():
+    """ConvNeXt-V2's global response normalisation (timm's GlobalResponseNorm, a plain module with weight / bias)
+    counts as a norm for ``train_norm``, next to the LayerNorms."""
+    from timm.layers.grn import GlobalResponseNorm
+    model = make(adapter=dict(type='LoRA', rank=2, train_norm=True))
+    grn = {f'{n}.{p}' for n, m in model.named_modules() if isinstance(m, GlobalResponseNorm)
+           for p, _ in m.named_parameters()}
+    layer_norms = {f'{n}.{p}' for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)
+                   and not n.startswith('norm') for p, _ in m.named_parameters()}
+    assert grn and layer_norms
+    assert set(model.adapter_state.extra_trainable) == grn | layer_norms
+    assert all(model.get_parameter(n).requires_grad for n in grn)

@@ -154,3 +154,17 @@ def test_6b_on_meta_device():
     assert 5.85e9 < base < 5.95e9
     # LoRA r=16 on qkv, proj, fc1, fc2 of 48 blocks: 16 * sum(d_in + d_out)
     assert counts['adapter'] == 48 * 16 * ((3200 + 9600) + (3200 + 3200) + (3200 + 12800) + (12800 + 3200))
+
+
+def test_train_norm_trains_internvits_rmsnorms():
+    """InternViT-6B's RMSNorm is a plain module, not a torch norm class: the backbone declares it, so
+    ``train_norm=True`` trains every RMSNorm (block norms and QK norms) -- and nothing else of the base."""
+    from flora_mm.models.internvit import RMSNorm
+    plain = make()
+    rms = {f'{n}.{p}' for n, m in plain.named_modules() if type(m) is RMSNorm for p, _ in m.named_parameters()}
+    assert {'blocks.0.norm1.weight', 'blocks.0.attn.q_norm.weight'} <= rms
+    model = make(adapter=dict(ADAPTER, train_norm=True))
+    assert set(model.adapter_state.extra_trainable) == rms
+    assert all(model.get_parameter(n).requires_grad for n in rms)
+    without = make(adapter=ADAPTER)
+    assert not without.adapter_state.extra_trainable
