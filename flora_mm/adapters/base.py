@@ -9,8 +9,12 @@ padding_mode, hooks, ...). So
 * code that checks ``isinstance(m, nn.Conv2d)`` keeps working;
 * :meth:`AdapterLayer.merge` gives back a module of the original class with ``W0 + dW`` and nothing else.
 
-Every adapter defines the *effective weight* ``W = merged_weight()`` and ``delta_weight() = W - W0``. The layer's
-output is always exactly ``op(x, W, b)`` (``op`` = the base layer's linear / convolution), computed by one of:
+Every adapter defines its update ``update()`` (``dW`` of the method), the *effective weight*
+``W = merged_weight()`` and ``delta_weight() = W - W0``. With DoRA's magnitude / direction split (``dora=True``, any
+method: :meth:`AdapterLayer.merged_weight`) ``W = m (W0 + dW) / ||W0 + dW||`` per output channel, otherwise
+``W = W0 + dW``. The layer's output is always exactly ``op(x, W, b)`` (``op`` = the base layer's linear /
+convolution) -- except for a method with no weight form (``mergeable`` false: MPC_n), which only has its
+``branch`` -- computed by one of:
 
 * ``merged``   -- build ``W`` and run one ``op``; cheapest for depthwise convolutions and narrow layers, and what
   eval mode does with a cached ``W`` (recomputed only after ``train()`` or a parameter change);
@@ -39,35 +43,12 @@ from . import routes
 from .config import AdapterConfig
 from .routes import ROUTES, device_name
 
-__all__ = ['AdapterLayer', 'BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'adapted_classes', 'conv_nd']
-
-#: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
-#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
-#: ``'pointwise'`` (Linear, 1x1 convolution), ``'spatial'`` (k x k convolution, stride 1) or ``'strided'``
-#: (patchify / downsampling convolution); see ``_prefer_branch``.
-BRANCH_WIDTH_PER_RANK = 1.2
-BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
+__all__ = ['AdapterLayer', 'conv_nd']
 
 
 def conv_nd(ndim: int) -> Callable[..., Tensor]:
     """The functional convolution of a given number of spatial dimensions."""
     return (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
-
-
-#: The operator each base layer class computes with an explicit weight: ``_op(x, weight, bias)``.
-_BASE_OPS: dict[type, Callable] = {nn.Linear: staticmethod(F.linear), nn.Conv1d: nn.Conv1d._conv_forward,
-                                   nn.Conv2d: nn.Conv2d._conv_forward, nn.Conv3d: nn.Conv3d._conv_forward}
-
-
-def adapted_classes(mixin: type, prefix: str, module: str, update: str) -> dict[type, type]:
-    """``{base: class}``: for each base layer class (``nn.Linear``, ``nn.Conv1d/2d/3d``) the class
-    ``{prefix}{base}`` that is ``mixin`` on top of it (``LoRAConv2d = LoRALayer + nn.Conv2d``), documented as
-    "``nn.{base}`` with {update}". ``module`` is the defining module's ``__name__``, where the caller binds the
-    names (pickling and ``repr`` find them there)."""
-    return {base: type(f'{prefix}{base.__name__}', (mixin, base),
-                       dict(_op=op, __doc__=f'``nn.{base.__name__}`` with {update}.', __module__=module,
-                            __qualname__=f'{prefix}{base.__name__}'))
-            for base, op in _BASE_OPS.items()}
 
 
 def _copy_module_state(state: dict) -> dict:
@@ -83,16 +64,21 @@ def _base_weight_loaded(layer: 'AdapterLayer', state_dict, prefix: str, *args) -
 
 
 class AdapterLayer:
-    """Mixin for an adapted ``nn.Linear`` / ``nn.ConvNd``; concrete classes are ``(Mixin, nn.Conv2d)`` etc.
+    """Mixin for an adapted ``nn.Linear`` / ``nn.ConvNd``; concrete classes are ``(Mixin, nn.Conv2d)`` etc., and
+    set ``_op`` to the base class's operator (``F.linear`` / ``nn.ConvNd._conv_forward``).
 
-    Subclasses implement :meth:`_init_adapter` (create the adapter parameters, registered with
-    ``register_parameter`` under names listed in ``self.adapter_names``) and :meth:`delta_weight`, and may
-    provide a ``_branch`` route. The base-layer operator is ``self._op(x, weight, bias)``.
+    A method implements :meth:`_init_adapter` (create its parameters with ``register_parameter`` under the names
+    listed in ``self.adapter_names``) and :meth:`update`, and may provide :meth:`_direction` (a faster
+    ``W0 + update()``), a ``branch`` route (:meth:`_supports_branch`, :meth:`_branch`, :meth:`_prefer_branch`) and
+    ``mergeable = False`` (no weight form). Everything else -- routes, DoRA's magnitude, the eval-mode weight
+    cache, merging, state-dict hooks -- is here and knows nothing of ranks or factors.
     """
 
     adapter_names: tuple[str, ...]
-    scale: float
     impl: str
+    _op: Callable[..., Tensor]
+    #: whether the update has a weight form (``op(x, W0 + dW)``); False only for input-dependent updates (MPC_n)
+    mergeable: bool = True
 
     # ----------------------------------------------------------------------------------------------- creation
     @classmethod
@@ -102,10 +88,14 @@ class AdapterLayer:
         layer.__dict__.update(_copy_module_state(base.__dict__))
         before = set(layer.__dict__)
         layer._base_type = type(base)
-        layer.scale = cfg.scale
-        layer.dropout = cfg.dropout
+        layer.dropout = getattr(cfg.options, 'dropout', 0.0)
         layer._merged_cache = None
         layer._init_adapter(cfg)
+        layer.dora = bool(getattr(cfg.options, 'dora', False))
+        if layer.dora:
+            layer.register_parameter('dora_magnitude', layer._new_param(layer.weight.shape[0]))
+            layer.adapter_names = (*layer.adapter_names, 'dora_magnitude')
+            layer._reset_magnitude(layer.weight)
         layer.impl = layer._choose_impl(cfg.impl)
         layer._base_load_hook = layer._register_load_state_dict_pre_hook(_base_weight_loaded, with_module=True)
         # Everything the adapter added to the instance, removed again by merge().
@@ -115,20 +105,33 @@ class AdapterLayer:
     def _base_weight_loaded(self, weight: Tensor) -> None:
         """Called when a checkpoint without this adapter's tensors loads a new base ``weight`` (e.g. pretrained
         weights loaded after injection): adapters whose initial state depends on ``W0`` re-derive it here, so
-        the adapted model still equals the base model before training."""
+        the adapted model still equals the base model before training (DoRA: ``m = ||W0||``)."""
+        if self.dora:
+            self._reset_magnitude(weight)
+
+    @torch.no_grad()
+    def _reset_magnitude(self, weight: Tensor) -> None:
+        self.dora_magnitude.copy_(_row_norm(weight.to(self.dora_magnitude)))
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
         raise NotImplementedError
 
-    def _new_param(self, *shape: int) -> nn.Parameter:
+    def _new_param(self, *shape: int, fill: float | None = None) -> nn.Parameter:
         weight = self.weight
-        return nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device))
+        param = nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device))
+        if fill is not None and param.device.type != 'meta':
+            with torch.no_grad():
+                param.fill_(fill)
+        return param
 
     def _choose_impl(self, impl: str) -> str:
         if impl == 'auto' and routes.policy() == 'cost_model':
             impl = 'branch' if self._prefer_branch() else ('two_pass' if self.dropout else 'merged')
         if impl == 'auto' and len(self.candidate_routes()) == 1:
             impl = self.candidate_routes()[0]
+        if not self.mergeable and impl not in ('auto', 'branch'):
+            raise ValueError(f'{type(self).__name__} {self._describe()} has no weight form, only the branch route; '
+                             f"use impl='branch' or 'auto'")
         if impl == 'branch' and not self._supports_branch():
             raise ValueError(f'{type(self).__name__} {self._describe()} has no branch implementation; '
                              f"use impl='merged', 'two_pass' or 'auto'")
@@ -148,31 +151,20 @@ class AdapterLayer:
         """Whether this layer has a ``branch`` route (override per method)."""
         return False
 
-    def _branch_rank(self) -> int:
-        """The width of the ``branch`` route's low-rank products (override per method)."""
-        raise NotImplementedError
-
     def _prefer_branch(self) -> bool:
-        """The ``cost_model`` policy's choice between ``branch`` and ``merged``: a rule fitted on a 2-core CPU.
-
-        Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds);
-        ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, a cost
-        ``~(d_in + d_out) (r + c)``. So the branch pays off once the width ``d_in d_out / (d_in + d_out)`` (``d_in`` =
-        input channels / groups x kernel size) reaches ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer
-        kind (``BRANCH_OFFSETS``). The measurements the constants were fitted to are in docs/benchmarks.md
-        ("Per-layer route choice"); on another device they need not hold, which is why ``auto`` measures by default.
-        """
-        if not self._supports_branch():
-            return False
-        d_out, d_in = self.weight.shape[0], self.weight[0].numel()
-        kind = ('strided' if max(getattr(self, 'stride', (1, ))) > 1 else
-                'spatial' if self.weight[0, 0].numel() > 1 else 'pointwise')
-        return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_OFFSETS[kind])
+        """The ``cost_model`` policy's choice between ``branch`` and ``merged`` (override per method)."""
+        return not self.mergeable
 
     def candidate_routes(self) -> tuple[str, ...]:
         """The exact routes this layer can take in training."""
+        if not self.mergeable:
+            return ('branch', )
         return tuple(r for r in ROUTES if (r != 'merged' or not self.dropout)
                      and (r != 'branch' or self._supports_branch()))
+
+    def _signature(self) -> tuple:
+        """What, besides shapes, the speed of this layer's routes depends on (override per method: ranks)."""
+        return ()
 
     def route_key(self, x: Tensor) -> tuple:
         """What a route's speed depends on: the layer's operator and shapes, the input, dtype and device."""
@@ -180,16 +172,13 @@ class AdapterLayer:
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         conv = tuple(getattr(self, k, None) for k in ('stride', 'padding', 'dilation', 'groups', 'padding_mode'))
         layout = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        return (type(self).__name__, tuple(self.weight.shape), self._branch_rank_or_none(), bool(self.dropout),
+        return (type(self).__name__, tuple(self.weight.shape), self._signature(), bool(self.dropout), self.dora,
                 conv, tuple(x.shape), str(x.dtype), str(self.weight.dtype), str(autocast), layout, x.requires_grad,
                 device_name(device))
 
-    def _branch_rank_or_none(self):
-        return self._branch_rank() if self._supports_branch() else None
-
     def _measured_route(self, x: Tensor) -> str:
         """The fastest exact route for this layer on ``x`` (forward + backward), measured once per
-        :meth:`_route_key` and cached (see :mod:`flora_mm.adapters.routes`)."""
+        :meth:`route_key` and cached (see :mod:`flora_mm.adapters.routes`)."""
         return routes.choose(self.route_key(x), self.candidate_routes(), lambda route: self._time_route(route, x),
                              x.device.type)
 
@@ -198,8 +187,7 @@ class AdapterLayer:
         any ``.grad``, the RNG streams or an enclosing saved-tensor hook (activation checkpointing)."""
         x = x.detach().requires_grad_(x.requires_grad)
         inputs = [p for p in self.adapter_parameters().values() if p.requires_grad] + [x] * x.requires_grad
-        forward = dict(merged=lambda x: self._op(x, self.merged_weight(), self.bias), branch=self._branch_forward,
-                       two_pass=self._two_pass_forward)[route]
+        forward = dict(merged=self._merged_forward, branch=self._branch_forward, two_pass=self._two_pass_forward)[route]
 
         def step() -> None:
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
@@ -212,45 +200,32 @@ class AdapterLayer:
         return f'(weight {tuple(self.weight.shape)}, groups {getattr(self, "groups", 1)})'
 
     # ------------------------------------------------------------------------------------------------ maths
+    def update(self) -> Tensor:
+        """``dW``: the method's update of the base weight (shape of ``weight``), before DoRA's normalisation."""
+        raise NotImplementedError
+
+    def _direction(self) -> Tensor:
+        """``W0 + update()`` (methods override it with a fused form)."""
+        return self.weight + self.update()
+
     def delta_weight(self) -> Tensor:
-        """``W - W0``: the scaled update this adapter applies to the base weight (shape of ``weight``)."""
-        raise NotImplementedError
-
-    #: role -> name (state-dict key) of the parameter holding it: ``factor_out`` U, ``factor_in`` V, ``core`` G
-    ROLE_KEYS: dict[str, str] = {}
-    #: roles whose parameter holds the factor transposed (LoRA's ``lora_A = V^T``)
-    TRANSPOSED_ROLES: frozenset[str] = frozenset()
-
-    def _role(self, role: str) -> Tensor | None:
-        key = self.ROLE_KEYS.get(role)
-        if key is None:
-            return None
-        tensor = getattr(self, key)
-        return tensor.t() if role in self.TRANSPOSED_ROLES else tensor
-
-    @property
-    def factor_out(self) -> Tensor:
-        """``U``: the output-mode factor, ``[d_out (x k for loralib's conv LoRA), r]``."""
-        return self._role('factor_out')
-
-    @property
-    def factor_in(self) -> Tensor:
-        """``V``: the input-mode factor, ``[d_in / groups (x k...), r]`` (a view where stored transposed)."""
-        return self._role('factor_in')
-
-    @property
-    def core(self) -> Tensor | None:
-        """``G``: the core, or None where the method has none (LoRA: ``G = I``)."""
-        return self._role('core')
-
-    @property
-    def output_rank(self) -> int:
-        """The rank of the update along the output mode (LoRA: ``r``; FLoRA: ``r1``)."""
-        raise NotImplementedError
+        """``W - W0``: the update this adapter applies to the base weight (shape of ``weight``)."""
+        if not self.mergeable:
+            raise NotImplementedError(f'{type(self).__name__} {self._describe()}: {self._not_mergeable()}')
+        return self.merged_weight() - self.weight if self.dora else self.update()
 
     def merged_weight(self) -> Tensor:
-        """The effective weight ``W = W0 + delta_weight()``."""
-        return self.weight + self.delta_weight()
+        """The effective weight: ``W0 + dW`` or, with DoRA, ``m (W0 + dW) / ||W0 + dW||`` per output channel."""
+        direction = self._direction()
+        return self._channel_scale(direction) * direction if self.dora else direction
+
+    def _not_mergeable(self) -> str:
+        return 'the update has no weight form'
+
+    @property
+    def output_rank(self) -> int | None:
+        """The rank of the update along the output mode where the method bounds it (low-rank methods), else None."""
+        return None
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters by local name (the base ``weight`` / ``bias`` are not among them).
@@ -259,14 +234,40 @@ class AdapterLayer:
         tensor views of its flat parameter around forward and backward."""
         return {name: getattr(self, name) for name in self.adapter_names}
 
+    # ------------------------------------------------------------------------------------ DoRA's magnitude
+    def _channel_scale(self, direction: Tensor | None = None) -> Tensor:
+        """``m / ||W0 + dW||`` per output channel (the norm a constant in backward, DoRA paper Sec. 4.3), shaped to
+        broadcast against the weight. Without ``direction`` the norm is taken of ``_direction()`` outside autograd,
+        so the routes that never build ``W`` keep no weight-sized tensor for backward."""
+        if direction is None:
+            with torch.no_grad():
+                direction = self._direction()
+        scale = self.dora_magnitude / _row_norm(direction.detach())
+        return scale.view(-1, *(1, ) * (self.weight.dim() - 1))
+
+    def _output_scale(self, x_dim: int) -> Tensor:
+        scale = self._channel_scale().flatten()
+        # Linear output: [..., d_out]; ConvNd output: [N, d_out, *spatial].
+        return scale if self.weight.dim() == 2 else scale.view(-1, *(1, ) * (x_dim - 2))
+
+    def _add_bias(self, out: Tensor) -> Tensor:
+        if self.bias is None:
+            return out
+        bias = self.bias.to(out.dtype)  # keep autocast's dtype
+        return out + (bias if self.weight.dim() == 2 else bias.view(-1, *(1, ) * (out.dim() - 2)))
+
+    def _magnitude(self, out: Tensor, x_dim: int) -> Tensor:
+        """DoRA on an output computed without bias: the channel scale, then the bias."""
+        return self._add_bias(out * self._output_scale(x_dim).to(out.dtype))
+
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training and not self._adapter_needs_grad():
+        if not self.training and self.mergeable and not self._adapter_needs_grad():
             return self._op(x, self._cached_merged_weight(), self.bias)
         if self.impl == 'auto':  # first training step: measure the routes on this input, keep the fastest
             self.impl = self._measured_route(x)
         if self.impl == 'merged':
-            return self._op(x, self.merged_weight(), self.bias)
+            return self._merged_forward(x)
         if self.impl == 'branch':
             return self._branch_forward(x)
         return self._two_pass_forward(x)
@@ -274,10 +275,24 @@ class AdapterLayer:
     def _drop(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout else x
 
+    def _merged_forward(self, x: Tensor) -> Tensor:
+        return self._op(x, self.merged_weight(), self.bias)
+
     def _two_pass_forward(self, x: Tensor) -> Tensor:
-        return self._op(x, self.weight, self.bias) + self._op(self._drop(x), self.delta_weight(), None)
+        if self.dora:
+            out = self._op(x, self.weight, None) + self._op(self._drop(x), self.update(), None)
+            return self._magnitude(out, x.dim())
+        return self._op(x, self.weight, self.bias) + self._op(self._drop(x), self.update(), None)
 
     def _branch_forward(self, x: Tensor) -> Tensor:
+        """``branch``: the method's :meth:`_branch`; with DoRA, its bias-free output times the channel scale (no
+        weight gradient, only the layer's output kept for ``m``'s gradient), plus the bias."""
+        if self.dora:
+            return self._magnitude(self._branch(x, None), x.dim())
+        return self._branch(x, self.bias)
+
+    def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``op(x, W0, bias)`` plus the update computed without materialising ``dW`` (override per method)."""
         raise NotImplementedError
 
     def _adapter_needs_grad(self) -> bool:
@@ -301,14 +316,20 @@ class AdapterLayer:
         return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ merge
+    def check_mergeable(self) -> None:
+        """Raise ``ValueError`` saying why if this layer's update cannot be folded into its weight."""
+        if not self.mergeable:
+            raise ValueError(f'cannot merge {type(self).__name__} {self._describe()}: {self._not_mergeable()}. '
+                             f'Keep the adapter (adapter-only checkpoints work) or train a mergeable form.')
+
     @torch.no_grad()
     def merge(self, check: bool = True) -> nn.Module:
-        """Return a plain module of the base layer's class whose weight is ``W0 + dW`` (same state_dict keys).
-
-        The base ``weight`` Parameter object is updated in place and reused, so references to it stay valid.
+        """Return a plain module of the base layer's class whose weight is the effective weight (same state_dict
+        keys). The base ``weight`` Parameter object is updated in place and reused, so references to it stay valid.
         With ``check``, raises ``FloatingPointError`` if the merged weight is not finite (nothing is modified in
         that case); :func:`~flora_mm.adapters.merge_adapters` checks every layer first and merges without it.
-        """
+        Raises ``ValueError`` for an update without a weight form (:meth:`check_mergeable`)."""
+        self.check_mergeable()
         merged = self.merged_weight()
         if check and not torch.isfinite(merged).all():
             raise FloatingPointError(f'merging {type(self).__name__} {self._describe()} gives non-finite weights')
@@ -323,4 +344,8 @@ class AdapterLayer:
         return plain
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, scale={self.scale:g}, impl={self.impl}'
+        return f'{super().extra_repr()}, impl={self.impl}' + (', dora' if self.dora else '')
+
+
+def _row_norm(weight: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(weight.flatten(1), dim=1)

@@ -5,22 +5,23 @@ An adapter is described by a plain dict, as it appears in an OpenMMLab config::
     dict(type='FLoRA', rank=16, kernel_rank=2, scale=4.0,
          targets=['linear', 'conv'], include=[r'stages\\.[23]'], exclude=[r'downsample'])
 
-:func:`AdapterConfig.from_dict` turns it into an immutable, validated object. Every mistake is reported with
-the offending key and value: an unknown adapter type, a key no method knows (a typo), a non-positive rank, both
-``scale`` and ``alpha``, an unknown layer kind or implementation. A key that belongs to *another* method is
-dropped with one warning naming it, so that switching the method of a config from the command line works
-(``--cfg-options model.backbone.adapter.type=LoRA`` on a FLoRA config that sets ``kernel_rank``).
+:func:`AdapterConfig.from_dict` turns it into an immutable, validated object: the options every method shares
+(where adapters go, what else trains) and the method's own options, an instance of its options dataclass
+(:mod:`flora_mm.adapters.methods`). Every mistake is reported with the offending key and value: an unknown adapter
+type, a key no method knows (a typo), an invalid value, both ``scale`` and ``alpha``, an unknown layer kind or
+implementation. A key that belongs to *another* method is dropped with one warning naming it, so that switching
+the method of a config from the command line works (``--cfg-options model.backbone.adapter.type=LoRA`` on a FLoRA
+config that sets ``kernel_rank``).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .methods import METHODS
+from . import methods
 
 __all__ = ['AdapterConfig', 'LAYER_KINDS', 'IMPLS']
 
@@ -47,34 +48,27 @@ class AdapterConfig:
     """Immutable, validated adapter options.
 
     Args:
-        type: ``'FLoRA'``, ``'LoRA'``, ``'DoRA'`` or ``'BitFit'``.
-        rank: Low-rank size ``r``. FLoRA uses ``r1 = r2 = rank`` (clamped to each mode's size); LoRA / DoRA use it
-            as the matrix rank (``rank * k`` for convolutions, as loralib's ConvLoRA).
-        kernel_rank: FLoRA only: the rank ``r3`` of every spatial mode of a convolution kernel (clamped to k).
-        scale: The constant ``s`` in ``W0 + s * dW``. Defaults to ``alpha / rank`` if ``alpha`` is given, else 1.
-        alpha: LoRA-style convenience: ``scale = alpha / rank``. Give ``scale`` or ``alpha``, not both.
-        dropout: Dropout on the adapter branch input (training only).
-        targets: Layer kinds to adapt (see :data:`LAYER_KINDS`).
+        type: A method of :data:`~flora_mm.adapters.methods.METHODS` (``'FLoRA'``, ``'LoRA'``, ``'DoRA'``,
+            ``'TriLoRA'``, ``'IA3'``, ``'SSL'``, ``'SSB'``, ``'BitFit'``).
+        targets: Layer kinds to adapt (see :data:`LAYER_KINDS`); default: the method's.
         include: Regexes (``re.search`` on the module's qualified name); if given, only matching layers are adapted.
         exclude: Regexes of layers never adapted. Every include / exclude pattern must match at least one layer.
         impl: Forward route, see :data:`IMPLS`.
-        init: Factor initialisation: ``'kaiming'`` (default), ``'gaussian'`` or, for FLoRA, ``'orthogonal'``.
         train_bias: Also train the biases of the adapted layers.
         train_norm: Also train the affine parameters of normalisation layers.
+        options: The method's own options (its options dataclass, e.g.
+            :class:`~flora_mm.adapters.methods.FLoRAOptions`); read them as attributes of the config too
+            (``cfg.rank``), which names the method when it has no such option.
     """
 
     type: str
-    rank: int = 8
-    kernel_rank: int = 2
-    scale: float = 1.0
-    dropout: float = 0.0
     targets: tuple[str, ...] = ('linear', 'conv')
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     impl: str = 'auto'
-    init: str = 'kaiming'
     train_bias: bool = False
     train_norm: bool = False
+    options: Any = None
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | 'AdapterConfig') -> 'AdapterConfig':
@@ -83,14 +77,16 @@ class AdapterConfig:
             return cfg
         if not isinstance(cfg, Mapping):
             raise TypeError(f'adapter config must be a dict, got {type(cfg).__name__}')
+        registry = methods.METHODS
         cfg = dict(cfg)
         if 'type' not in cfg:
-            raise ValueError(f'adapter config needs a "type" (one of {sorted(METHODS)}), got {cfg}')
+            raise ValueError(f'adapter config needs a "type" (one of {sorted(registry)}), got {cfg}')
         kind = cfg.pop('type')
-        if kind not in METHODS:
-            raise ValueError(f'unknown adapter type {kind!r}; known types: {sorted(METHODS)}')
-        allowed = METHODS[kind].options
-        unknown = sorted(set(cfg) - set().union(*(m.options for m in METHODS.values())))
+        if kind not in registry:
+            raise ValueError(f'unknown adapter type {kind!r}; known types: {sorted(registry)}')
+        method = registry[kind]
+        allowed = method.option_names
+        unknown = sorted(set(cfg) - set().union(*(m.option_names for m in registry.values())))
         if unknown:
             raise ValueError(f'{kind} adapter got unknown option(s) {unknown}; it accepts {sorted(allowed)}')
         foreign = sorted(set(cfg) - allowed)
@@ -99,53 +95,53 @@ class AdapterConfig:
             cfg = {k: v for k, v in cfg.items() if k in allowed}
         if 'scale' in cfg and 'alpha' in cfg:
             raise ValueError(f'{kind} adapter: give either scale or alpha (scale = alpha / rank), not both')
-        alpha = cfg.pop('alpha', None)
-        kwargs: dict[str, Any] = dict(type=kind)
-        kwargs['targets'] = _as_tuple(cfg.pop('targets', METHODS[kind].default_targets), 'targets')
+        for key, value in method.fixed.items():
+            if key in cfg and cfg[key] != value:
+                raise ValueError(f'{kind} adapter: {key} is always {value!r} for {kind}, got {cfg[key]!r}')
+            cfg[key] = value
+        own = {k: cfg.pop(k) for k in list(cfg) if k in methods.option_names(method.options)}
+        if 'alpha' in cfg:
+            alpha = cfg.pop('alpha')
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+                raise TypeError(f'{kind} adapter: alpha must be a number, got {alpha!r}')
+            rank = own.get('rank', method.options.rank)
+            methods._positive_int('rank', kind, rank)
+            own['scale'] = float(alpha) / rank
+        options = method.options(**own)
+        options.validate(kind)
+        if 'scale' in own:
+            options = dataclasses.replace(options, scale=float(options.scale))
+        kwargs: dict[str, Any] = dict(type=kind, options=options)
+        kwargs['targets'] = _as_tuple(cfg.pop('targets', method.default_targets), 'targets')
         for key in ('include', 'exclude'):
             kwargs[key] = _as_tuple(cfg.pop(key, ()), key)
         kwargs.update(cfg)
-        self = cls(**kwargs)
-        if alpha is not None:
-            if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-                raise TypeError(f'{kind} adapter: alpha must be a number, got {alpha!r}')
-            self = dataclasses.replace(self, scale=float(alpha) / self.rank)  # validated again (alpha = 0 too)
-        return self
+        return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for key in ('rank', 'kernel_rank'):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f'{self.type} adapter: {key} must be a positive integer, got {value!r}')
-        if not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool):
-            raise TypeError(f'{self.type} adapter: scale must be a number, got {self.scale!r}')
-        object.__setattr__(self, 'scale', float(self.scale))
-        if 'scale' in self.method.options:
-            if not math.isfinite(self.scale) or self.scale == 0:
-                raise ValueError(f'{self.type} adapter: scale must be a finite, non-zero number, got '
-                                 f'{self.scale!r} (the update s * dW would be {self.scale!r} * dW: with s = 0 no '
-                                 f'adapter parameter ever gets a gradient)')
-            if self.scale < 0:
-                _logger.warning(f'{self.type} adapter: negative scale {self.scale:g}: the update is subtracted '
-                                f'(W0 - {-self.scale:g} * dW); the same model as the positive scale with the core / '
-                                f'factor sign flipped -- check that this is intended')
-        for key in ('train_bias', 'train_norm'):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f'{self.type} adapter: {key} must be True or False, got {getattr(self, key)!r}')
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f'{self.type} adapter: dropout must be in [0, 1), got {self.dropout!r}')
+        if self.options is None:  # built directly: the method's defaults
+            object.__setattr__(self, 'options', self.method.options())
+        if not isinstance(self.options, self.method.options):
+            raise TypeError(f'{self.type} adapter: options must be a {self.method.options.__name__}, got '
+                            f'{type(self.options).__name__}')
+        self.options.validate(self.type)
+        scale = getattr(self.options, 'scale', None)
+        if scale is not None and scale < 0:
+            _logger.warning(f'{self.type} adapter: negative scale {scale:g}: the update is subtracted '
+                            f'(W0 - {-scale:g} * dW); the same model as the positive scale with the core / factor '
+                            f'sign flipped -- check that this is intended')
         bad = [t for t in self.targets if t not in LAYER_KINDS]
         if bad or not self.targets:
             raise ValueError(f'{self.type} adapter: unknown target kind(s) {bad or self.targets}; '
                              f'choose from {LAYER_KINDS}')
         if 'all' in self.targets and not self.method.trains_bias:
-            bias_methods = '/'.join(name for name, method in METHODS.items() if method.trains_bias)
+            bias_methods = '/'.join(name for name, method in methods.METHODS.items() if method.trains_bias)
             raise ValueError(f"target kind 'all' is only meaningful for {bias_methods}, not {self.type}")
         if self.impl not in IMPLS:
             raise ValueError(f'{self.type} adapter: unknown impl {self.impl!r}; choose from {IMPLS}')
-        inits = self.method.inits
-        if self.init not in inits:
-            raise ValueError(f'{self.type} adapter: unknown init {self.init!r}; choose from {inits}')
+        for key in ('train_bias', 'train_norm'):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f'{self.type} adapter: {key} must be True or False, got {getattr(self, key)!r}')
         for key in ('include', 'exclude'):
             for pattern in getattr(self, key):
                 try:
@@ -154,14 +150,23 @@ class AdapterConfig:
                     raise ValueError(f'{self.type} adapter: {key} pattern {pattern!r} is not a regex: {err}') \
                         from err
 
+    def __getattr__(self, name: str) -> Any:
+        # only for names that are not fields: the method's own options (cfg.rank, cfg.kernel_rank...)
+        options = self.__dict__.get('options')
+        if options is not None and name in methods.option_names(type(options)):
+            return getattr(options, name)
+        raise AttributeError(f'{self.__dict__.get("type", "this")} adapter has no option {name!r}')
+
     @property
     def method(self):
         """The :class:`~flora_mm.adapters.methods.Method` this config selects."""
-        return METHODS[self.type]
+        return methods.METHODS[self.type]
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict that :meth:`from_dict` accepts (e.g. for checkpoint metadata)."""
-        out = dataclasses.asdict(self)
-        allowed = self.method.options | {'type'}
-        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if k in allowed}
+        out = dict(type=self.type)
+        for key in sorted(self.method.common):
+            value = getattr(self, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+        out.update(dataclasses.asdict(self.options))
         return out

@@ -16,11 +16,16 @@ Parameter count: ``prod(r_n) + sum(I_n * r_n)``.
 State-dict keys (:attr:`FLoRALayer.ROLE_KEYS`): ``flora_core`` (G), ``flora_factor_0`` (U), ``flora_factor_1``
 (V), ``flora_factor_{2..}`` (K_1, K_2...).
 
+Options (:class:`~flora_mm.adapters.methods.FLoRAOptions`): LoRA's and ``kernel_rank``; ``dora=True`` puts DoRA's
+magnitude over the Tucker-updated weight (FLoRA + DoRA); ``mpc`` constrains ``U`` (output side) against ``V`` and
+the kernel factors (input side), see :mod:`~flora_mm.adapters.lowrank`.
+
 Routes (see :mod:`flora_mm.adapters.base`): ``branch`` for Linear is ``x W0^T + b + s x (V G^T) U^T`` (two thin
 matmuls accumulated into the base GEMM by :func:`~flora_mm.adapters.functional.low_rank_linear`); for
 a dense convolution (``groups == 1``) it is ``1x1 conv (V^T) -> core conv (G x_3 K_1 x_4 K_2, with the layer's
 stride / padding / dilation / padding_mode) -> 1x1 conv (s U)``, which equals ``conv(x, dW)`` because a per-pixel
-channel map commutes with every padding mode. Grouped / depthwise convolutions use ``merged``.
+channel map commutes with every padding mode (MPC_n: the activation after the core convolution). Grouped /
+depthwise convolutions use ``merged``.
 """
 from __future__ import annotations
 
@@ -30,13 +35,16 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .base import AdapterLayer, adapted_classes, conv_nd
+from .base import conv_nd
 from .config import AdapterConfig
 from .functional import low_rank_linear
-from .methods import LOW_RANK_OPTIONS, Method, register_method
+from .lowrank import LowRankLayer
+from .methods import FLoRAOptions, Method, register_method
 
-__all__ = ['tucker_product', 'tucker_merged', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d']
+__all__ = ['tucker_product', 'tucker_merged', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d',
+           'FLORA']
 
 
 def tucker_product(core: Tensor, factors: Sequence[Tensor], modes: Sequence[int] | None = None) -> Tensor:
@@ -81,7 +89,7 @@ def tucker_merged(weight: Tensor, core: Tensor, factors: Sequence[Tensor], scale
     return torch.addmm(weight.reshape(weight.shape[0], -1), factors[0], inner, alpha=scale).view(weight.shape)
 
 
-class FLoRALayer(AdapterLayer):
+class FLoRALayer(LowRankLayer):
     """Mixin with the FLoRA maths, shared by :class:`FLoRALinear` and :class:`FLoRAConv1d/2d/3d`."""
 
     ranks: tuple[int, ...]
@@ -97,6 +105,7 @@ class FLoRALayer(AdapterLayer):
         for n, (size, rank) in enumerate(zip(shape, ranks)):
             self.register_parameter(f'flora_factor_{n}', self._new_param(size, rank))
         self.adapter_names = ('flora_core', *(f'flora_factor_{n}' for n in range(len(shape))))
+        self._init_low_rank(cfg)
         self.reset_adapter_parameters(cfg.init)
 
     @torch.no_grad()
@@ -125,10 +134,10 @@ class FLoRALayer(AdapterLayer):
     def output_rank(self) -> int:
         return self.ranks[0]
 
-    def delta_weight(self) -> Tensor:
+    def update(self) -> Tensor:
         return tucker_product(self.flora_core * self.scale, self.factors)  # scale the small core, not dW
 
-    def merged_weight(self) -> Tensor:
+    def _direction(self) -> Tensor:
         # runs for every merged layer at every training step on tiny tensors, where the number of kernels (and
         # autograd nodes) rather than their size sets the cost: see tucker_merged
         return tucker_merged(self.weight, self.flora_core, self.factors, self.scale)
@@ -139,26 +148,48 @@ class FLoRALayer(AdapterLayer):
     def _branch_rank(self) -> int:
         return max(self.ranks[:2])
 
-    def _branch_forward(self, x: Tensor) -> Tensor:
+    def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
         factors = self.factors
         u, v, core = factors[0], factors[1], self.flora_core
         if len(self.ranks) == 2:  # Linear: x W0^T + b + s x (V G^T) U^T
-            if not self.dropout:
-                return low_rank_linear(x, self.weight, self.bias, v, u, core, self.scale)
-            return self._op(x, self.weight, self.bias) + (self._drop(x) @ (v @ core.t())) @ (u * self.scale).t()
-        out = self._op(x, self.weight, self.bias)
+            if not self.dropout and self._act is None:
+                return low_rank_linear(x, self.weight, bias, v, u, core, self.scale)
+            h = self._drop(x) @ (v @ core.t())
+            h = h if self._act is None else self._act(h)
+            return self._op(x, self.weight, bias) + h @ (u * self.scale).t()
+        out = self._op(x, self.weight, bias)
         x = self._drop(x)
         ones = (1, ) * (len(self.ranks) - 2)
         conv = conv_nd(len(ones))
         kernel = tucker_product(core, factors, modes=range(2, len(self.ranks)))  # G x_3 K_1 x_4 K_2 ...
         h = conv(x, v.t().reshape(self.ranks[1], -1, *ones))
         h = self._op(h, kernel, None)
+        h = h if self._act is None else self._act(h)
         return out + conv(h, (u * self.scale).reshape(*u.shape, *ones))
 
 
-# FLoRALinear (dW = s U G V^T), FLoRAConv1d / 2d (core [r, r, r3, r3]) / 3d: the Tucker update of the weight's order
-FLORA_LAYERS = adapted_classes(FLoRALayer, 'FLoRA', __name__, 'a FLoRA (Tucker) update of its weight\'s order')
-FLoRALinear, FLoRAConv1d, FLoRAConv2d, FLoRAConv3d = FLORA_LAYERS.values()
+class FLoRALinear(FLoRALayer, nn.Linear):
+    """``nn.Linear`` with a FLoRA update ``dW = s U G V^T``."""
+    _op = staticmethod(F.linear)
 
-FLORA = register_method(Method('FLoRA', options=LOW_RANK_OPTIONS | {'kernel_rank'},
-                               inits=('kaiming', 'gaussian', 'orthogonal'), layers=FLORA_LAYERS))
+
+class FLoRAConv1d(FLoRALayer, nn.Conv1d):
+    """``nn.Conv1d`` with a FLoRA (Tucker) update, core ``[r, r, r3]``."""
+    _op = nn.Conv1d._conv_forward
+
+
+class FLoRAConv2d(FLoRALayer, nn.Conv2d):
+    """``nn.Conv2d`` with a FLoRA (Tucker) update, core ``[r, r, r3, r3]``."""
+    _op = nn.Conv2d._conv_forward
+
+
+class FLoRAConv3d(FLoRALayer, nn.Conv3d):
+    """``nn.Conv3d`` with a FLoRA (Tucker) update, core ``[r, r, r3, r3, r3]``."""
+    _op = nn.Conv3d._conv_forward
+
+
+FLORA = register_method(Method(
+    'FLoRA', options=FLoRAOptions,
+    layers={nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d},
+    formula='dW = s G x_1 U x_2 V x_3 K_1 ... (Tucker; Linear: s U G V^T)',
+    source='Si et al., FLoRA (AGB: subspace-tuning paper eq. 12)'))

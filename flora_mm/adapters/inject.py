@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import AdapterLayer
 from .config import AdapterConfig
-from . import flora, lora  # noqa: F401  (their modules declare FLoRA, LoRA and DoRA)
+from . import flora, lora, scaling  # noqa: F401  (their modules declare the methods)
 from .norms import remove_split_norm_bias, split_norm_bias
 
 __all__ = ['BASE_LAYER_TYPES', 'AdapterState', 'StateDictMismatchError', 'adapted_layers', 'adapter_parameters', 'adapter_state_dict',
@@ -344,9 +344,11 @@ def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) 
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight; adapted layers become plain ``nn.Linear`` / ``nn.ConvNd``
     (their original class) with the original state_dict keys. Returns ``model`` (or the merged layer if
-    ``model`` is itself an adapted layer). Raises ``FloatingPointError`` if a merged weight is not finite,
-    in which case nothing has been replaced."""
+    ``model`` is itself an adapted layer). Raises ``FloatingPointError`` if a merged weight is not finite and
+    ``ValueError`` if an update has no weight form (MPC_n), in which cases nothing has been replaced."""
     layers = list(adapted_layers(model))
+    for name, layer in layers:  # an update without a weight form (MPC_n) cannot be merged: say which, touch nothing
+        layer.check_mergeable()
     with torch.no_grad():  # check every layer before touching any weight
         for name, layer in layers:
             if not torch.isfinite(layer.merged_weight()).all():

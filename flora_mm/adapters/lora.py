@@ -1,42 +1,48 @@
-"""LoRA and DoRA baselines, in the forms the FLoRA paper compared against.
+"""LoRA, DoRA and TriLoRA: the matrix forms of the LoRA family (``AB``, ``AB`` + magnitude, ``ADB``).
 
 LoRA (Hu et al. 2021), ``nn.Linear`` ``[d_out, d_in]``: ``dW = s * B A`` with ``A: [r, d_in]`` (Kaiming-uniform,
 ``a = sqrt(5)``) and ``B: [d_out, r]`` (zeros). Parameters: ``r * (d_in + d_out)``. In the package's role
-notation (shared with FLoRA's ``dW = s U G V^T``) ``B`` is ``factor_out`` ``U`` and ``A`` is ``factor_in`` ``V``
-stored transposed (``A = V^T``), with no core (``G = I``): :attr:`LoRALayer.ROLE_KEYS`. The keys keep loralib's
-and PEFT's names.
+notation (``dW = s U G V^T``, :mod:`~flora_mm.adapters.lowrank`) ``B`` is ``factor_out`` ``U`` and ``A`` is
+``factor_in`` ``V`` stored transposed (``A = V^T``), with no core (``G = I``): :attr:`LoRALayer.ROLE_KEYS`. The keys
+keep loralib's and PEFT's names.
 
-LoRA on ``nn.ConvNd`` follows loralib's ``ConvLoRA`` (the paper's baseline): the weight
+LoRA on ``nn.ConvNd`` follows loralib's ``ConvLoRA`` (the FLoRA paper's baseline): the weight
 ``[d_out, d_in/g, k_1, ..., k_n]`` is viewed (row-major) as a ``(d_out/g * k_1) x (d_in * k_2 ... k_n)`` matrix and
 ``dW = s * reshape(B A)`` with ``A: [r k_1, d_in k_2...k_n]`` and ``B: [d_out/g k_1, r k_1]``; for Conv2d with a
 ``k x k`` kernel that is exactly loralib's ``A: [r k, d_in k]``, ``B: [d_out/g k, r k]``, i.e. rank ``r k``.
 Parameters (Conv2d): ``r k^2 (d_in + d_out/g)``.
 
-DoRA (Liu et al. 2024) on top of the same LoRA update, per output channel ``o``:
-``W[o] = m[o] * (W0 + dW)[o] / ||(W0 + dW)[o]||`` with the magnitude ``m`` initialised to ``||W0[o]||`` (so the
-layer equals the base layer at init). As in the DoRA paper (Sec. 4.3) and PEFT, the norm is treated as a constant
-in back-propagation (detached), which saves the memory of its graph. Routes as LoRA's: ``merged`` builds ``W``;
-Linear layers wide enough for ``auto`` take the ``branch`` ``(x W0^T + s x A^T B^T) * m / ||W0 + s B A|| + b``,
-which skips the weight gradient (the norm comes from one ``addmm`` outside autograd). Parameters: LoRA's plus
-``d_out``.
+DoRA (Liu et al. 2024) is LoRA with the magnitude / direction split (``dora=True``, which any factorised method
+takes, see :class:`~flora_mm.adapters.base.AdapterLayer`): ``W[o] = m[o] (W0 + dW)[o] / ||(W0 + dW)[o]||`` with ``m``
+initialised to ``||W0[o]||`` and the norm a constant in backward (DoRA paper Sec. 4.3, as PEFT). Parameters: LoRA's
+plus ``d_out``.
 
-State-dict keys: ``lora_A``, ``lora_B`` and, for DoRA, ``dora_magnitude``.
+TriLoRA (Feng et al. 2024; AdaLoRA's SVD form ``P diag(lambda) Q`` without its rank re-allocation -- not built
+here): the diagonal-core form ``ADB`` of the subspace-tuning paper (eq. 12), ``dW = s * U diag(d) V^T`` on the same
+matrix as LoRA (loralib's reshape for convolutions, rank ``r k_1``), with ``d = 0`` and both factors random as
+FLoRA's (Kaiming normal ``a = sqrt(3)``, ``gaussian`` or ``orthogonal``), so that LoRA (``G = I``), TriLoRA (``G``
+diagonal) and FLoRA (``G`` arbitrary) differ only in the core. Parameters: LoRA's plus the rank.
+
+State-dict keys: ``lora_A``, ``lora_B``, ``dora_magnitude``; ``trilora_A`` (``V^T``), ``trilora_B`` (``U``),
+``trilora_d``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .base import AdapterLayer, adapted_classes
 from .config import AdapterConfig
 from .functional import low_rank_linear
-from .methods import LOW_RANK_OPTIONS, Method, register_method
+from .lowrank import LowRankLayer
+from .methods import FLoRAOptions, LowRankOptions, Method, register_method
 
-__all__ = ['LoRALayer', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'DoRALayer', 'DoRALinear',
-           'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d', 'lora_matrix_shape']
+__all__ = ['LoRALayer', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'DoRALinear', 'DoRAConv1d',
+           'DoRAConv2d', 'DoRAConv3d', 'TriLoRALayer', 'TriLoRALinear', 'TriLoRAConv1d', 'TriLoRAConv2d',
+           'TriLoRAConv3d', 'TriLoRAOptions', 'lora_matrix_shape', 'LORA', 'DORA', 'TRILORA']
 
 
 def lora_matrix_shape(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int, int]:
@@ -51,8 +57,8 @@ def lora_matrix_shape(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[i
     return rows, math.prod(weight_shape) // rows, k1
 
 
-class LoRALayer(AdapterLayer):
-    """Mixin with the LoRA maths, shared by :class:`LoRALinear` and :class:`LoRAConv1d/2d/3d`."""
+class LoRALayer(LowRankLayer):
+    """Mixin with the LoRA maths, shared by :class:`LoRALinear` and :class:`LoRAConv1d/2d/3d` (and DoRA's)."""
 
     rank: int
     #: role -> state-dict key (loralib / PEFT names; ``lora_A`` holds ``factor_in`` transposed)
@@ -65,6 +71,7 @@ class LoRALayer(AdapterLayer):
         self.register_parameter('lora_A', self._new_param(self.rank, cols))
         self.register_parameter('lora_B', self._new_param(rows, self.rank))
         self.adapter_names = ('lora_A', 'lora_B')
+        self._init_low_rank(cfg)
         self.reset_adapter_parameters(cfg.init)
 
     @property
@@ -80,14 +87,11 @@ class LoRALayer(AdapterLayer):
             nn.init.normal_(self.lora_A, std=1.0 / self.rank)
         self.lora_B.zero_()
 
-    def lora_delta(self) -> Tensor:
+    def update(self) -> Tensor:
         """``s * reshape(B A)``, the LoRA update in the weight's shape."""
         return ((self.lora_B * self.scale) @ self.lora_A).view(self.weight.shape)  # scale a factor, not dW
 
-    def delta_weight(self) -> Tensor:
-        return self.lora_delta()
-
-    def merged_weight(self) -> Tensor:
+    def _direction(self) -> Tensor:
         """``W0 + s reshape(B A)`` in one ``addmm`` (no separate scale, product and sum)."""
         weight = self.weight.reshape(self.lora_B.shape[0], -1)
         return torch.addmm(weight, self.lora_B, self.lora_A, alpha=self.scale).view(self.weight.shape)
@@ -98,88 +102,142 @@ class LoRALayer(AdapterLayer):
     def _branch_rank(self) -> int:
         return self.rank
 
-    def _lora_branch(self, x: Tensor) -> Tensor:
-        return F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B * self.scale)
-
-    def _base_plus_branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        """``x W0^T + bias + s (x A^T) B^T``, fused into the base GEMM unless adapter dropout applies to ``x``."""
+    def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``x W0^T + bias + s (x A^T) B^T``, fused into the base GEMM unless adapter dropout applies to ``x``
+        (MPC_n: ``s h(x A^T) B^T``)."""
+        if self._act is not None:
+            return self._op(x, self.weight, bias) + F.linear(self._act(F.linear(self._drop(x), self.lora_A)),
+                                                            self.lora_B * self.scale)
         if self.dropout:
-            return self._op(x, self.weight, bias) + self._lora_branch(x)
+            return self._op(x, self.weight, bias) + F.linear(F.linear(self._drop(x), self.lora_A),
+                                                            self.lora_B * self.scale)
         return low_rank_linear(x, self.weight, bias, self.factor_in, self.factor_out, scale=self.scale)
 
-    def _branch_forward(self, x: Tensor) -> Tensor:
-        return self._base_plus_branch(x, self.bias)
+
+class LoRALinear(LoRALayer, nn.Linear):
+    """``nn.Linear`` with a LoRA update."""
+    _op = staticmethod(F.linear)
 
 
-class DoRALayer(LoRALayer):
-    """Mixin with the DoRA maths (magnitude ``m`` times the normalised LoRA-updated direction)."""
+class LoRAConv1d(LoRALayer, nn.Conv1d):
+    """``nn.Conv1d`` with a LoRA update (loralib's ConvLoRA form)."""
+    _op = nn.Conv1d._conv_forward
+
+
+class LoRAConv2d(LoRALayer, nn.Conv2d):
+    """``nn.Conv2d`` with a LoRA update (loralib's ConvLoRA form, rank ``r k``)."""
+    _op = nn.Conv2d._conv_forward
+
+
+class LoRAConv3d(LoRALayer, nn.Conv3d):
+    """``nn.Conv3d`` with a LoRA update (loralib's ConvLoRA form)."""
+    _op = nn.Conv3d._conv_forward
+
+
+class DoRALinear(LoRALinear):
+    """``nn.Linear`` with a DoRA update (LoRA with the magnitude / direction split)."""
+
+
+class DoRAConv1d(LoRAConv1d):
+    """``nn.Conv1d`` with a DoRA update."""
+
+
+class DoRAConv2d(LoRAConv2d):
+    """``nn.Conv2d`` with a DoRA update."""
+
+
+class DoRAConv3d(LoRAConv3d):
+    """``nn.Conv3d`` with a DoRA update."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TriLoRAOptions(LowRankOptions):
+    """LoRA's options with FLoRA's factor initialisations."""
+    INITS = FLoRAOptions.INITS
+
+
+class TriLoRALayer(LoRALayer):
+    """Mixin with the diagonal-core maths ``dW = s U diag(d) V^T`` on LoRA's matrix."""
+
+    ROLE_KEYS = {'factor_out': 'trilora_B', 'factor_in': 'trilora_A'}
 
     def _init_adapter(self, cfg: AdapterConfig) -> None:
-        super()._init_adapter(cfg)
-        self.register_parameter('dora_magnitude', self._new_param(self.weight.shape[0]))
-        self.adapter_names = (*self.adapter_names, 'dora_magnitude')
-        with torch.no_grad():
-            self.dora_magnitude.copy_(self._row_norm(self.weight))
+        rows, cols, mult = lora_matrix_shape(tuple(self.weight.shape), getattr(self, 'groups', 1))
+        self.rank = cfg.rank * mult
+        self.register_parameter('trilora_A', self._new_param(self.rank, cols))
+        self.register_parameter('trilora_B', self._new_param(rows, self.rank))
+        self.register_parameter('trilora_d', self._new_param(self.rank))
+        self.adapter_names = ('trilora_A', 'trilora_B', 'trilora_d')
+        self._init_low_rank(cfg)
+        self.reset_adapter_parameters(cfg.init)
 
-    def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
-        super().reset_adapter_parameters(init)
-        if 'dora_magnitude' in self._parameters:
-            with torch.no_grad():
-                self.dora_magnitude.copy_(self._row_norm(self.weight))
+    @property
+    def core(self) -> Tensor:
+        """``G = diag(d)``."""
+        return torch.diag(self.trilora_d)
 
     @torch.no_grad()
-    def _base_weight_loaded(self, weight: Tensor) -> None:
-        """``m = ||W0||`` per output channel for the newly loaded ``W0``, as at initialisation."""
-        self.dora_magnitude.copy_(self._row_norm(weight.to(self.dora_magnitude)))
+    def reset_adapter_parameters(self, init: str = 'kaiming') -> None:
+        """``d = 0``; both factors as FLoRA's: ``kaiming`` (N(0, 1 / (2 r))), ``gaussian`` (N(0, 1)) or
+        ``orthogonal`` (orthonormal columns of ``U`` and ``V``)."""
+        self.trilora_d.zero_()
+        for factor in (self.factor_out, self.factor_in):  # V is a transposed view of trilora_A: in place is fine
+            if init == 'kaiming':
+                nn.init.kaiming_normal_(factor, a=math.sqrt(3))
+            elif init == 'gaussian':
+                nn.init.normal_(factor)
+            else:
+                nn.init.orthogonal_(factor)
 
-    @staticmethod
-    def _row_norm(weight: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(weight.flatten(1), dim=1)
+    def update(self) -> Tensor:
+        return ((self.trilora_B * (self.trilora_d * self.scale)) @ self.trilora_A).view(self.weight.shape)
 
-    def _channel_scale(self, direction: Tensor | None = None) -> Tensor:
-        """``m / ||W0 + dW||`` per output channel (the norm a constant), shaped to broadcast against the weight.
-        Without ``direction`` (``W0 + dW``), the norm is taken of one ``addmm`` outside autograd, so the routes that
-        never build ``W`` keep no weight-sized tensor for backward."""
-        if direction is None:
-            with torch.no_grad():
-                direction = super().merged_weight()
-        scale = self.dora_magnitude / self._row_norm(direction.detach())
-        return scale.view(-1, *(1, ) * (self.weight.dim() - 1))
+    def _direction(self) -> Tensor:
+        weight = self.weight.reshape(self.trilora_B.shape[0], -1)
+        return torch.addmm(weight, self.trilora_B * self.trilora_d, self.trilora_A,
+                           alpha=self.scale).view(self.weight.shape)
 
-    def merged_weight(self) -> Tensor:
-        direction = super().merged_weight()
-        return self._channel_scale(direction) * direction
-
-    def delta_weight(self) -> Tensor:
-        return self.merged_weight() - self.weight
-
-    def _output_scale(self, x_dim: int) -> Tensor:
-        scale = self._channel_scale().flatten()
-        # Linear output: [..., d_out]; ConvNd output: [N, d_out, *spatial].
-        return scale if self.weight.dim() == 2 else scale.view(-1, *(1, ) * (x_dim - 2))
-
-    def _branch_forward(self, x: Tensor) -> Tensor:
-        """``(x W0^T + s x A^T B^T) * m / ||W0 + s B A|| + b``: LoRA's fused branch, then the channel scale. Unlike
-        ``merged`` it needs no weight gradient and keeps only the layer's output (for ``m``'s gradient)."""
-        out = self._base_plus_branch(x, None)
-        return self._add_bias(out * self._output_scale(x.dim()).to(out.dtype))
-
-    def _two_pass_forward(self, x: Tensor) -> Tensor:
-        out = self._op(x, self.weight, None) + self._op(self._drop(x), self.lora_delta(), None)
-        return self._add_bias(out * self._output_scale(x.dim()).to(out.dtype))
-
-    def _add_bias(self, out: Tensor) -> Tensor:
-        if self.bias is None:
-            return out
-        bias = self.bias.to(out.dtype)  # keep autocast's dtype
-        return out + (bias if self.weight.dim() == 2 else bias.view(-1, *(1, ) * (out.dim() - 2)))
+    def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``x W0^T + bias + s (x V diag(d)) U^T`` (MPC_n: ``s h(x V diag(d)) U^T``)."""
+        if self._act is None and not self.dropout:
+            return low_rank_linear(x, self.weight, bias, self.factor_in, self.factor_out, self.core, self.scale)
+        h = F.linear(self._drop(x), self.trilora_A) * self.trilora_d
+        h = h if self._act is None else self._act(h)
+        return self._op(x, self.weight, bias) + F.linear(h, self.trilora_B * self.scale)
 
 
-# convolutions take loralib's ConvLoRA form (Conv2d: rank r * k), see the module docstring
-LORA_LAYERS = adapted_classes(LoRALayer, 'LoRA', __name__, 'a LoRA update (loralib\'s ConvLoRA form for convolutions)')
-LoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d = LORA_LAYERS.values()
-DORA_LAYERS = adapted_classes(DoRALayer, 'DoRA', __name__, 'a DoRA update')
-DoRALinear, DoRAConv1d, DoRAConv2d, DoRAConv3d = DORA_LAYERS.values()
+class TriLoRALinear(TriLoRALayer, nn.Linear):
+    """``nn.Linear`` with a TriLoRA (diagonal-core) update."""
+    _op = staticmethod(F.linear)
 
-LORA = register_method(Method('LoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'), layers=LORA_LAYERS))
-DORA = register_method(Method('DoRA', options=LOW_RANK_OPTIONS, inits=('kaiming', 'gaussian'), layers=DORA_LAYERS))
+
+class TriLoRAConv1d(TriLoRALayer, nn.Conv1d):
+    """``nn.Conv1d`` with a TriLoRA update on loralib's matrix."""
+    _op = nn.Conv1d._conv_forward
+
+
+class TriLoRAConv2d(TriLoRALayer, nn.Conv2d):
+    """``nn.Conv2d`` with a TriLoRA update on loralib's matrix (rank ``r k``)."""
+    _op = nn.Conv2d._conv_forward
+
+
+class TriLoRAConv3d(TriLoRALayer, nn.Conv3d):
+    """``nn.Conv3d`` with a TriLoRA update on loralib's matrix."""
+    _op = nn.Conv3d._conv_forward
+
+
+def _layers(linear, conv1d, conv2d, conv3d) -> dict[type, type]:
+    return {nn.Linear: linear, nn.Conv1d: conv1d, nn.Conv2d: conv2d, nn.Conv3d: conv3d}
+
+
+LORA = register_method(Method(
+    'LoRA', options=LowRankOptions, layers=_layers(LoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d),
+    formula='dW = s B A (loralib ConvLoRA reshape for convolutions, rank r k)', source='Hu et al. 2021'))
+DORA = register_method(Method(
+    'DoRA', options=LowRankOptions, layers=_layers(DoRALinear, DoRAConv1d, DoRAConv2d, DoRAConv3d),
+    fixed=dict(dora=True), formula='W = m (W0 + s B A) / ||W0 + s B A|| per output channel',
+    source='Liu et al. 2024'))
+TRILORA = register_method(Method(
+    'TriLoRA', options=TriLoRAOptions, layers=_layers(TriLoRALinear, TriLoRAConv1d, TriLoRAConv2d, TriLoRAConv3d),
+    formula='dW = s U diag(d) V^T (ADB; loralib reshape for convolutions)',
+    source='Feng et al. 2024; subspace-tuning paper eq. 12 (ADB)'))

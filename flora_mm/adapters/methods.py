@@ -1,25 +1,127 @@
 """The adaptation methods, each declared once, next to its layers (plain PyTorch).
 
-A :class:`Method` says everything the rest of the package needs to know about a method: the config options it
-understands, the adapted class for each base layer class, the factor initialisations it accepts, the layer kinds it
-targets by default and whether it trains the selected layers' biases. ``flora.py`` declares FLoRA, ``lora.py``
-LoRA and DoRA; BitFit, which adapts no layer, is declared here. Config validation (``config.py``), injection
-(``inject.py``) and parameter budgets read :data:`METHODS`; nothing else branches on a method's name.
+A :class:`Method` says everything the rest of the package needs to know about a method: its options (a frozen
+dataclass: the method's own fields, validated there -- no field of one method is accepted by another), the adapted
+class for each base layer class, the layer kinds it targets by default and whether it trains the selected layers'
+biases. ``flora.py`` declares FLoRA, ``lora.py`` LoRA, DoRA and TriLoRA, ``scaling.py`` (IA)^3, SSL and SSB;
+BitFit, which adapts no layer, is declared here. Config validation (``config.py``), injection (``inject.py``) and
+parameter budgets read :data:`METHODS`; nothing else branches on a method's name.
 
-A new method is one :func:`register_method` call beside its layer classes (an option no method had before also
-needs its field in :class:`~flora_mm.adapters.AdapterConfig`).
+A new method is one file: its layer classes, its options dataclass (or one of those below) and one
+:func:`register_method` call.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
-__all__ = ['COMMON_OPTIONS', 'LOW_RANK_OPTIONS', 'METHODS', 'Method', 'register_method']
+__all__ = ['COMMON_OPTIONS', 'METHODS', 'MPC_FORMS', 'MPC_NONLINEARITIES', 'FLoRAOptions', 'LowRankOptions', 'Method',
+           'NoOptions', 'option_names', 'register_method']
 
-#: Options every method understands (besides ``type``).
-COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'train_bias', 'train_norm'})
-#: Options of the low-rank methods.
-LOW_RANK_OPTIONS = COMMON_OPTIONS | {'rank', 'scale', 'alpha', 'dropout', 'impl', 'init'}
+#: Options of every method that adapts layers (besides ``type``); BitFit takes all but ``impl`` / ``train_bias``.
+COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'impl', 'train_bias', 'train_norm'})
+#: The matrix-pattern constraints of the subspace-tuning paper (Si et al., Sec. 4.2): ``orthogonal`` (eq. 20),
+#: ``diagonal`` (eq. 21), ``nonlinear`` (MPC_n: an activation between the two factors, eq. 25).
+MPC_FORMS = ('orthogonal', 'diagonal', 'nonlinear')
+#: Activations MPC_n can put between the factors.
+MPC_NONLINEARITIES = ('gelu', 'relu', 'tanh', 'silu')
+
+
+def _positive_int(name: str, method: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f'{method} adapter: {name} must be a positive integer, got {value!r}')
+
+
+def _number(name: str, method: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{method} adapter: {name} must be a number, got {value!r}')
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A method without options of its own (BitFit; the scaling methods (IA)^3 / SSL / SSB)."""
+
+    method: ClassVar[str] = ''
+
+    def validate(self, method: str) -> None:
+        """Raise ``ValueError`` / ``TypeError`` naming the option and the method if a value is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LowRankOptions(NoOptions):
+    """Options of the factorised methods (LoRA, DoRA, TriLoRA; FLoRA adds ``kernel_rank``).
+
+    Args:
+        rank: Low-rank size ``r`` (see each method for its use on convolutions).
+        scale: The constant ``s`` in ``W0 + s * dW``; finite and non-zero (a negative value warns). ``alpha`` in a
+            config sets ``scale = alpha / rank``.
+        dropout: Dropout on the adapter branch input (training only), in [0, 1).
+        init: Factor initialisation (the method's ``INITS``).
+        dora: DoRA's magnitude / direction split over the method's merged weight: ``W = m (W0 + dW) / ||W0 + dW||``
+            per output channel, ``m`` trained and initialised to ``||W0||`` (Liu et al. 2024).
+        mpc: A matrix-pattern constraint (:data:`MPC_FORMS`): ``orthogonal`` adds
+            ``mpc_weight * (||V^T V - I||^2 + ||U^T U - I||^2)`` to the training loss, ``diagonal``
+            ``mpc_weight * (||V^T V - I||^2 + ||U^T U - diag(U^T U)||^2)``; ``nonlinear`` computes the update
+            branch as ``s * h(x V G^T) U^T`` (not mergeable).
+        mpc_weight: The regulariser's weight ``lambda`` (``orthogonal`` / ``diagonal``).
+        mpc_nonlinearity: ``h`` of ``mpc='nonlinear'`` (:data:`MPC_NONLINEARITIES`).
+    """
+
+    INITS: ClassVar[tuple[str, ...]] = ('kaiming', 'gaussian')
+    rank: int = 8
+    scale: float = 1.0
+    dropout: float = 0.0
+    init: str = 'kaiming'
+    dora: bool = False
+    mpc: str | None = None
+    mpc_weight: float = 0.1
+    mpc_nonlinearity: str = 'gelu'
+
+    def validate(self, method: str) -> None:
+        _positive_int('rank', method, self.rank)
+        scale = _number('scale', method, self.scale)
+        if not math.isfinite(scale) or scale == 0:
+            raise ValueError(f'{method} adapter: scale must be a finite, non-zero number, got {self.scale!r} (the '
+                             f'update s * dW would be {self.scale!r} * dW: with s = 0 no adapter parameter ever gets a '
+                             f'gradient)')
+        if not 0.0 <= _number('dropout', method, self.dropout) < 1.0:
+            raise ValueError(f'{method} adapter: dropout must be in [0, 1), got {self.dropout!r}')
+        if self.init not in self.INITS:
+            raise ValueError(f'{method} adapter: unknown init {self.init!r}; choose from {self.INITS}')
+        if not isinstance(self.dora, bool):
+            raise TypeError(f'{method} adapter: dora must be True or False, got {self.dora!r}')
+        if self.mpc is not None and self.mpc not in MPC_FORMS:
+            raise ValueError(f'{method} adapter: unknown mpc {self.mpc!r}; choose from {MPC_FORMS} or None')
+        weight = _number('mpc_weight', method, self.mpc_weight)
+        if not math.isfinite(weight) or weight < 0 or (self.mpc in ('orthogonal', 'diagonal') and weight == 0):
+            raise ValueError(f'{method} adapter: mpc_weight must be a finite number > 0 with mpc={self.mpc!r}, got '
+                             f'{self.mpc_weight!r}')
+        if self.mpc_nonlinearity not in MPC_NONLINEARITIES:
+            raise ValueError(f'{method} adapter: unknown mpc_nonlinearity {self.mpc_nonlinearity!r}; choose from '
+                             f'{MPC_NONLINEARITIES}')
+        if self.mpc == 'nonlinear' and self.dora:
+            raise ValueError(f"{method} adapter: mpc='nonlinear' has no weight form, so DoRA's weight normalisation "
+                             f'(dora=True) cannot apply to it')
+
+
+@dataclasses.dataclass(frozen=True)
+class FLoRAOptions(LowRankOptions):
+    """LoRA's options and ``kernel_rank``, the rank ``r3`` of every spatial mode of a convolution kernel."""
+
+    INITS: ClassVar[tuple[str, ...]] = ('kaiming', 'gaussian', 'orthogonal')
+    kernel_rank: int = 2
+
+    def validate(self, method: str) -> None:
+        super().validate(method)
+        _positive_int('kernel_rank', method, self.kernel_rank)
+
+
+def option_names(options: type) -> frozenset[str]:
+    """The option fields of an options dataclass."""
+    return frozenset(f.name for f in dataclasses.fields(options))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,20 +130,32 @@ class Method:
 
     Args:
         name: Its ``type`` in an adapter config.
-        options: Config keys it understands besides ``type``; a key of another method is dropped with a warning,
-            a key no method knows is an error.
+        options: Its options dataclass (:class:`NoOptions`, :class:`LowRankOptions`...); a key of another method
+            is dropped with a warning, a key no method knows is an error.
         layers: Adapted class for each base layer class (``nn.Linear`` / ``nn.ConvNd``); empty if the method adapts
             no layer (BitFit).
-        inits: Factor initialisations it accepts.
         default_targets: Layer kinds (``config.LAYER_KINDS``) it adapts when the config gives no ``targets``.
         trains_bias: It trains the biases of the selected layers (and selects only layers with a bias): BitFit.
+        common: The :data:`COMMON_OPTIONS` it understands.
+        fixed: Option values the method implies and refuses to change (DoRA: ``dora=True``).
+        formula: The update, for docs and error messages.
+        source: Where the method comes from.
     """
     name: str
-    options: frozenset[str]
+    options: type = NoOptions
     layers: Mapping[type, type] = dataclasses.field(default_factory=dict)
-    inits: tuple[str, ...] = ('kaiming', )
     default_targets: tuple[str, ...] = ('linear', 'conv')
     trains_bias: bool = False
+    common: frozenset[str] = COMMON_OPTIONS
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    formula: str = ''
+    source: str = ''
+
+    @property
+    def option_names(self) -> frozenset[str]:
+        """Every config key it understands besides ``type`` (common options and its own)."""
+        return self.common | option_names(self.options) | ({'alpha'} if 'rank' in option_names(self.options) else
+                                                            frozenset())
 
 
 #: Every known method by name.
@@ -58,5 +172,6 @@ def register_method(method: Method) -> Method:
 
 # BitFit adapts no layer: it trains the biases of the selected layers (norms.py keeps that exact for norm layers
 # whose weight stays frozen).
-register_method(Method('BitFit', options=frozenset({'targets', 'include', 'exclude', 'train_norm'}),
-                       default_targets=('all', ), trains_bias=True))
+register_method(Method('BitFit', common=frozenset({'targets', 'include', 'exclude', 'train_norm'}),
+                       default_targets=('all', ), trains_bias=True, formula='b -> b + db (biases only)',
+                       source='Zaken et al. 2021'))

@@ -2,8 +2,9 @@
 layer's own ``delta_weight`` / ``merged_weight``), with and without adapter dropout, in value and in gradient.
 
 References: FLoRA ``dW = s G x_1 A_0 x_2 A_1 ...`` (one ``einsum`` over the Tucker modes); LoRA ``dW = s B A``
-(loralib's row-major reshape for convolutions); DoRA ``W = m (W0 + dW) / ||W0 + dW||`` per output row with the
-norm a constant in backward (DoRA paper Sec. 4.3). Adapter dropout drops the adapter branch's input only:
+(loralib's row-major reshape for convolutions); TriLoRA ``dW = s B diag(d) A`` on the same matrix; DoRA
+``W = m (W0 + dW) / ||W0 + dW||`` per output row with the norm a constant in backward (DoRA paper Sec. 4.3), over
+LoRA's update (``DoRA``) or any other (``FLoRA+dora``, ``TriLoRA+dora``). Adapter dropout drops the adapter branch's input only:
 ``op(x, W0, b) + op(drop(x), dW)`` -- for DoRA the channel scale multiplies the sum. The dropout mask is
 regenerated from the same RNG seed as a mask on ones.
 """
@@ -31,6 +32,9 @@ def op(layer, x, weight, bias):
 
 def reference_delta(method, p, weight_shape):
     """``dW`` from the raw parameters ``p`` (a dict of leaf tensors)."""
+    method = method.split('+')[0]
+    if method == 'TriLoRA':
+        return SCALE * (p['trilora_B'] @ torch.diag(p['trilora_d']) @ p['trilora_A']).reshape(weight_shape)
     if method == 'FLoRA':
         order = len(weight_shape)
         core, factors = p['flora_core'], [p[f'flora_factor_{n}'] for n in range(order)]
@@ -43,7 +47,7 @@ def reference_delta(method, p, weight_shape):
 def reference_forward(method, layer, p, x, x_drop):
     w0, bias = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     delta = reference_delta(method, p, w0.shape)
-    if method != 'DoRA':
+    if method != 'DoRA' and not method.endswith('+dora'):
         return op(layer, x, w0, bias) + op(layer, x_drop, delta, None)
     direction = w0 + delta
     scale = p['dora_magnitude'] / direction.detach().flatten(1).norm(dim=1)
@@ -55,8 +59,19 @@ def reference_forward(method, layer, p, x, x_drop):
 
 #: Every (method, layer, route, dropout) that exists: ``merged`` cannot apply dropout, and loralib's reshaped conv
 #: update has no factorised branch.
-CASES = [(m, k, r, d) for m in ('FLoRA', 'LoRA', 'DoRA') for k in LAYERS for r in ROUTES for d in (0.0, 0.3)
-         if not (r == 'merged' and d) and not (r == 'branch' and m != 'FLoRA' and k != 'linear')]
+METHODS = ('FLoRA', 'LoRA', 'DoRA', 'TriLoRA', 'FLoRA+dora', 'TriLoRA+dora')
+CASES = [(m, k, r, d) for m in METHODS for k in LAYERS for r in ROUTES for d in (0.0, 0.3)
+         if not (r == 'merged' and d) and not (r == 'branch' and not m.startswith('FLoRA') and k != 'linear')]
+
+
+def config(method, **kw):
+    name, _, variant = method.partition('+')
+    cfg = dict(type=name, rank=2, scale=SCALE, **kw)
+    if name == 'FLoRA':
+        cfg['kernel_rank'] = 2
+    if variant:
+        cfg[variant] = True
+    return cfg
 
 
 @pytest.mark.parametrize('method, kind, route, dropout', CASES)
@@ -64,10 +79,7 @@ def test_route_matches_the_reference_formula(method, kind, route, dropout):
     factory, shape = LAYERS[kind]
     torch.manual_seed(0)
     layer = nn.Sequential(factory())
-    cfg = dict(type=method, rank=2, scale=SCALE, dropout=dropout)
-    if method == 'FLoRA':
-        cfg['kernel_rank'] = 2
-    inject_adapters(layer, cfg)
+    inject_adapters(layer, config(method, dropout=dropout))
     perturb_adapters(layer)
     layer = layer[0]
     layer.set_route(route)

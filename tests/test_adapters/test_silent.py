@@ -37,8 +37,9 @@ def test_negative_scale_warns_and_is_kept(caplog):
     assert 'negative scale -1' in caplog.text
 
 
-def test_bitfit_has_no_scale_to_check():
-    assert AdapterConfig.from_dict(dict(type='BitFit')).scale == 1.0  # not an option of BitFit: never refused
+@pytest.mark.parametrize('method', ['BitFit', 'IA3', 'SSL', 'SSB'])
+def test_methods_without_a_scale_have_none_to_check(method):
+    assert not hasattr(AdapterConfig.from_dict(dict(type=method)), 'scale')
 
 
 class Body(nn.Module):

@@ -1,0 +1,164 @@
+"""What the factorised methods (LoRA, DoRA, TriLoRA, FLoRA) share: the scale, the factors by role, the cost-model
+route rule, and the matrix-pattern constraints (MPC) of the subspace-tuning paper (Si et al., Sec. 4.2).
+
+Notation (the package's one, shared with :mod:`~flora_mm.adapters.functional`): for a Linear layer
+``dW = s U G V^T`` with ``factor_out`` ``U [d_out, r1]``, ``core`` ``G [r1, r2]`` (LoRA: none, ``G = I``; TriLoRA:
+diagonal) and ``factor_in`` ``V [d_in, r2]``; FLoRA's convolutions add one ``kernel`` factor per spatial mode. In
+the paper's row-vector notation ``x W`` (``W`` maps inputs to outputs), its ``A`` is our ``V`` and its ``B`` our
+``U^T``.
+
+MPC (``mpc=`` option):
+
+* ``orthogonal`` (eq. 20): ``R = ||V^T V - I||_F^2 + ||U^T U - I||_F^2`` (FLoRA: every input-side factor -- ``V``
+  and the kernel factors -- and ``U``);
+* ``diagonal`` (eq. 21): ``R = ||V^T V - I||_F^2 + ||U^T U - diag(U^T U)||_F^2`` (``U``'s columns orthogonal with
+  free norms);
+* ``nonlinear`` (MPC_n, eq. 25): the branch computes ``s h(x V G^T) U^T`` (``h`` = ``mpc_nonlinearity``, GELU by
+  default: smooth like the backbones' own MLP activation and without ReLU's dead half, which would halve the
+  effective rank for any input). No weight form: not mergeable, only the ``branch`` route, Linear layers and
+  FLoRA's dense convolutions (where the branch is factorised) only.
+
+:func:`mpc_loss` is ``mpc_weight * mean over layers of R`` (float32), the loss term the OpenMMLab integration adds
+to the training losses as ``loss_mpc``; it costs nothing where no layer has ``orthogonal`` / ``diagonal``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import AdapterLayer
+from .config import AdapterConfig
+
+__all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'NONLINEARITIES', 'mpc_loss', 'mpc_penalty']
+
+#: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
+#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
+#: ``'pointwise'`` (Linear, 1x1 convolution), ``'spatial'`` (k x k convolution, stride 1) or ``'strided'``
+#: (patchify / downsampling convolution); see ``LowRankLayer._prefer_branch``.
+BRANCH_WIDTH_PER_RANK = 1.2
+BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
+#: The activations of MPC_n.
+NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(gelu=F.gelu, relu=F.relu, tanh=torch.tanh, silu=F.silu)
+
+
+def mpc_penalty(inputs: Iterable[Tensor], outputs: Iterable[Tensor], form: str) -> Tensor:
+    """The MPC regulariser ``R`` of one layer from its factor matrices (columns = rank): ``orthogonal``
+    ``sum ||F^T F - I||^2`` over all, ``diagonal`` the same over ``inputs`` plus ``sum ||F^T F - diag(F^T F)||^2``
+    over ``outputs``. In float32 whatever the parameters' dtype or an enclosing autocast."""
+    total = None
+    with torch.autocast('cuda', enabled=False), torch.autocast('cpu', enabled=False):
+        for side, factors in (('in', inputs), ('out', outputs)):
+            for factor in factors:
+                factor = factor.float()
+                gram = factor.t() @ factor
+                target = (torch.diag_embed(torch.diagonal(gram)) if side == 'out' and form == 'diagonal' else
+                          torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
+                term = (gram - target).square().sum()
+                total = term if total is None else total + term
+    return total
+
+
+class LowRankLayer(AdapterLayer):
+    """Mixin of the factorised methods: ``scale``, the factors by role (:attr:`ROLE_KEYS`), the width rule of the
+    ``cost_model`` route policy and the MPC options (module docstring)."""
+
+    scale: float
+    mpc: str | None
+    mpc_weight: float
+    #: role -> name (state-dict key) of the parameter holding it: ``factor_out`` U, ``factor_in`` V, ``core`` G
+    ROLE_KEYS: dict[str, str] = {}
+    #: roles whose parameter holds the factor transposed (LoRA's ``lora_A = V^T``)
+    TRANSPOSED_ROLES: frozenset[str] = frozenset()
+
+    def _init_low_rank(self, cfg: AdapterConfig) -> None:
+        """The options every factorised method reads; called first by each ``_init_adapter``."""
+        self.scale = cfg.scale
+        self.mpc, self.mpc_weight = cfg.mpc, cfg.mpc_weight
+        self._act = NONLINEARITIES[cfg.mpc_nonlinearity] if cfg.mpc == 'nonlinear' else None
+        if self._act is not None and not self._supports_branch():
+            raise ValueError(f"{type(self).__name__} {self._describe()}: mpc='nonlinear' puts the activation between "
+                             f'the factors of a factorised branch, which this layer does not have (Linear layers; '
+                             f"FLoRA's dense convolutions). Restrict the adapter, e.g. targets=['linear']")
+
+    @property
+    def mergeable(self) -> bool:
+        return self.mpc != 'nonlinear'
+
+    def _not_mergeable(self) -> str:
+        return ("mpc='nonlinear' (MPC_n) puts an activation between the factors, so the update depends on the input "
+                'and has no weight form to fold in')
+
+    def _role(self, role: str) -> Tensor | None:
+        key = self.ROLE_KEYS.get(role)
+        if key is None:
+            return None
+        tensor = getattr(self, key)
+        return tensor.t() if role in self.TRANSPOSED_ROLES else tensor
+
+    @property
+    def factor_out(self) -> Tensor:
+        """``U``: the output-mode factor, ``[d_out (x k for loralib's conv LoRA), r]``."""
+        return self._role('factor_out')
+
+    @property
+    def factor_in(self) -> Tensor:
+        """``V``: the input-mode factor, ``[d_in / groups (x k...), r]`` (a view where stored transposed)."""
+        return self._role('factor_in')
+
+    @property
+    def core(self) -> Tensor | None:
+        """``G``: the core, or None where the method has none (LoRA: ``G = I``)."""
+        return self._role('core')
+
+    @property
+    def kernel_factors(self) -> list[Tensor]:
+        """The factors of a convolution's spatial modes (FLoRA); none for the matrix methods."""
+        return []
+
+    def mpc_penalty(self) -> Tensor | None:
+        """This layer's MPC regulariser ``R`` (unweighted), or None without ``orthogonal`` / ``diagonal``."""
+        if self.mpc not in ('orthogonal', 'diagonal'):
+            return None
+        return mpc_penalty([self.factor_in, *self.kernel_factors], [self.factor_out], self.mpc)
+
+    def _branch_rank(self) -> int:
+        """The width of the ``branch`` route's low-rank products."""
+        raise NotImplementedError
+
+    def _signature(self) -> tuple:
+        return (self._branch_rank() if self._supports_branch() else None, self.mpc)
+
+    def _prefer_branch(self) -> bool:
+        """The ``cost_model`` policy's choice between ``branch`` and ``merged``: a rule fitted on a 2-core CPU.
+
+        Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds);
+        ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, a cost
+        ``~(d_in + d_out) (r + c)``. So the branch pays off once the width ``d_in d_out / (d_in + d_out)`` (``d_in`` =
+        input channels / groups x kernel size) reaches ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer
+        kind (``BRANCH_OFFSETS``). The measurements the constants were fitted to are in docs/benchmarks.md
+        ("Per-layer route choice"); on another device they need not hold, which is why ``auto`` measures by default.
+        """
+        if not self.mergeable:
+            return True
+        if not self._supports_branch():
+            return False
+        d_out, d_in = self.weight.shape[0], self.weight[0].numel()
+        kind = ('strided' if max(getattr(self, 'stride', (1, ))) > 1 else
+                'spatial' if self.weight[0, 0].numel() > 1 else 'pointwise')
+        return d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (self._branch_rank() + BRANCH_OFFSETS[kind])
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', scale={self.scale:g}' + (f', mpc={self.mpc}' if self.mpc else '')
+
+
+def mpc_loss(model: nn.Module) -> Tensor | None:
+    """``mpc_weight * mean over layers of R`` over the layers of ``model`` with ``mpc='orthogonal'`` /
+    ``'diagonal'`` (one weight per adapter; float32), or None if there are none: add it to the training loss."""
+    terms = [(layer.mpc_weight, layer.mpc_penalty()) for layer in model.modules()
+             if isinstance(layer, LowRankLayer) and layer.mpc in ('orthogonal', 'diagonal')]
+    if not terms:
+        return None
+    return sum(weight * penalty for weight, penalty in terms) / len(terms)
