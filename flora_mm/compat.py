@@ -12,7 +12,7 @@ import pickle
 import numpy as np
 import torch
 
-__all__ = ['CHECKPOINT_SAFE_GLOBALS', 'apply']
+__all__ = ['CHECKPOINT_SAFE_GLOBALS', 'UnreadableCheckpointError', 'apply', 'unreadable_checkpoint']
 
 
 def _numpy_pickle_globals() -> list:
@@ -42,6 +42,35 @@ def _mmengine_pickle_globals() -> list:
             (history_buffer_getattr, '__builtin__.getattr')]
 
 
+class UnreadableCheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (empty, truncated, corrupt, not a checkpoint, or holding objects that
+    are not allowed): the message names the file and the cause."""
+
+
+def _is_read_error(err: BaseException) -> bool:
+    # what torch.load raises for bytes it cannot read (not for, say, a CUDA tensor on a CPU-only machine)
+    return isinstance(err, (pickle.UnpicklingError, EOFError)) or (
+        isinstance(err, RuntimeError) and any(s in str(err) for s in ('PytorchStreamReader', 'zip archive')))
+
+
+def unreadable_checkpoint(filename: str, err: BaseException) -> UnreadableCheckpointError:
+    """The error to raise for ``err`` from reading ``filename``: names the file, its size and the cause in one
+    paragraph, without torch's advice to retry with ``weights_only=False`` (which would run arbitrary code from a
+    file that already failed to load as a checkpoint)."""
+    size = os.path.getsize(filename) if os.path.isfile(filename) else None
+    text = str(err).strip()
+    if 'WeightsUnpickler error:' in text:  # torch's weights-only refusal: keep its reason, drop its advice
+        reason = text.split('WeightsUnpickler error:', 1)[1].strip().splitlines()[0].strip()
+        text = f'torch\'s safe (weights-only) unpickler refused it: {reason}'
+    elif isinstance(err, EOFError) or not text:
+        text = 'the file is empty' if size == 0 else 'the file ends early (truncated)'
+    else:
+        text = text.splitlines()[0]
+    return UnreadableCheckpointError(
+        f'cannot read checkpoint {filename} ({"?" if size is None else f"{size:,}"} bytes): {text}. It is corrupt, '
+        f'truncated or not a PyTorch checkpoint: download or save it again')
+
+
 #: Exactly the non-tensor objects an mmengine checkpoint contains (message_hub's HistoryBuffer of numpy arrays
 #: and its statistics methods, numpy scalars in runtime info / meta), and the ``argparse.Namespace`` of the
 #: command-line arguments that the official ConvNeXt-V2 (and DeiT / MAE-style) training scripts save as
@@ -62,6 +91,10 @@ def apply() -> None:
     * mmengine 0.10.7's ``_init_dist_pytorch`` calls ``torch.cuda.set_device(local_rank)`` unconditionally, so a
       ``torchrun`` job on a machine without GPUs (gloo backend) dies before training. Without CUDA the process
       group is initialised directly; with CUDA mmengine's own function runs unchanged.
+    * mmengine 0.10.7's local-file loader (``CheckpointLoader`` scheme ``''``) passes torch's errors on: an empty
+      file gives a bare ``EOFError`` naming no file, a corrupt one torch's advice to retry with
+      ``weights_only=False``. The same loader runs, and a read error is re-raised as
+      :class:`UnreadableCheckpointError` naming the file and the cause (:func:`unreadable_checkpoint`).
     * mmengine 0.10.7's ``FSDPStrategy.load_optim_state_dict`` calls ``FSDP.optim_state_dict_to_load(state_dict,
       model, optimizer)`` in torch 2.0's argument order; torch >= 2.1 takes ``(model, optim, optim_state_dict)``,
       so resuming an FSDP run fails (``unhashable type: 'dict'``). The same call is made with keywords.
@@ -72,6 +105,7 @@ def apply() -> None:
     torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
     _patch_cpu_distributed_init()
     _patch_fsdp_optim_state_loading()
+    _patch_local_checkpoint_errors()
 
 
 def _patch_cpu_distributed_init() -> None:
@@ -98,3 +132,19 @@ def _patch_fsdp_optim_state_loading() -> None:
 
     load_optim_state_dict.__doc__ = fsdp.FSDPStrategy.load_optim_state_dict.__doc__
     fsdp.FSDPStrategy.load_optim_state_dict = load_optim_state_dict
+
+
+def _patch_local_checkpoint_errors() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+    original = CheckpointLoader._schemes['']
+
+    @functools.wraps(original)
+    def load_from_local(filename, map_location=None):
+        try:
+            return original(filename, map_location)
+        except Exception as err:  # noqa: BLE001  (only read errors are translated, see _is_read_error)
+            if _is_read_error(err):
+                raise unreadable_checkpoint(os.path.expanduser(filename), err) from None
+            raise
+
+    CheckpointLoader._schemes[''] = load_from_local

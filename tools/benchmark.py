@@ -54,12 +54,15 @@ from collections import Counter
 
 import torch
 
-from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, routes
+from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, mpc_loss, routes
 from flora_mm.models import ConvNeXtV2, InternViT
 from flora_mm.models.budget import match_budget
 
 TRAIN = ('input_grad_bound', 'full', 'bitfit', 'lora', 'dora', 'flora')
 INFER = ('infer_base', 'infer_flora_merged')
+#: The subspace-tuning paper's methods (``--subspace`` or ``--methods``): TriLoRA at LoRA's rank, the scaling methods,
+#: LoRA with the MPC_o regulariser (its loss term timed with the step) and with MPC_n.
+SUBSPACE = ('trilora', 'ia3', 'ssl', 'ssb', 'lora_mpc_o', 'lora_mpc_n')
 FLOORS = ('lora_r1', 'flora_r1', 'dw_weights')  # compared with the bound
 CONTROLS = FLOORS + ('flora_at_lora_rank', 'flora_cp')
 #: Methods whose backbone parameters are frozen and whose input requires grad.
@@ -113,6 +116,11 @@ def adapters_of(args) -> dict:
                     flora_r1=adapter_cfg(args, 'FLoRA', rank=1, kernel_rank=1))
     adapters['flora_at_lora_rank'] = dict(adapters['flora'], rank=args.rank)
     adapters['flora_cp'] = adapters['flora']
+    adapters.update(trilora=adapter_cfg(args, 'TriLoRA', rank=args.rank), ia3=adapter_cfg(args, 'IA3'),
+                    ssl=adapter_cfg(args, 'SSL'), ssb=adapter_cfg(args, 'SSB'),
+                    lora_mpc_o=dict(adapters['lora'], mpc='orthogonal'),
+                    # MPC_n needs a factorised branch: LoRA's linear layers only (loralib's conv form has none)
+                    lora_mpc_n=dict(adapters['lora'], mpc='nonlinear', targets=['linear']))
     return adapters
 
 
@@ -178,6 +186,9 @@ class Step:
             with torch.no_grad():
                 return self.forward()
         out = sum(o.float().mean() for o in self.forward())
+        regulariser = mpc_loss(self.model) if self.opt is not None else None
+        if regulariser is not None:  # the MPC term, as the mm integration adds it to the losses
+            out = out + regulariser
         if self.scaler is not None:
             self.scaler.scale(out).backward()
             self.scaler.step(self.opt)
@@ -421,6 +432,7 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--quick', action='store_true', help='small and short (<= 90 s on 2 CPU cores)')
     parser.add_argument('--controls', action='store_true', help=f'also time the floors {CONTROLS}')
+    parser.add_argument('--subspace', action='store_true', help=f'also time the subspace-tuning methods {SUBSPACE}')
     parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'], help='autocast dtype')
     parser.add_argument('--base-dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                         help='storage dtype of the frozen base parameters (other than fp32: the --amp dtype)')
@@ -432,6 +444,8 @@ def main():
     parser.add_argument('--impl', choices=['merged', 'branch', 'two_pass'],
                         help='pin every adapted layer to this route (layers without it fail)')
     parser.add_argument('--skip-memory', action='store_true', help='time only (no peak / saved-memory runs)')
+    parser.add_argument('--gemm-n', type=int, help='size of the square matmul that measures peak arithmetic speed '
+                        '(default 2048 on the CPU, 8192 on a GPU; bf16 on a CPU without bf16 units is slow)')
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
     parser.add_argument('--render', metavar='JSON', nargs='+',
                         help='only write the markdown table and PNG of saved reports, and print their summary')
@@ -463,14 +477,16 @@ def main():
 
     methods = TRAIN + (tuple(m for m in CONTROLS if m != 'dw_weights' or not is_vit(args.arch))
                        if args.controls else ()) + INFER
+    methods += SUBSPACE if args.subspace else ()
     if args.methods:
-        unknown = sorted(set(args.methods) - set(TRAIN + CONTROLS + INFER))
+        known = TRAIN + CONTROLS + INFER + SUBSPACE
+        unknown = sorted(set(args.methods) - set(known))
         if unknown:
-            parser.error(f'unknown method(s) {unknown}; choose from {TRAIN + CONTROLS + INFER}')
+            parser.error(f'unknown method(s) {unknown}; choose from {known}')
         methods = tuple(args.methods)
     run = run_sequential if args.sequential else run_interleaved
     results, diff = run(methods, args)
-    gemm = gemm_gflops(args.device, getattr(torch, DTYPES[args.amp if args.amp != 'none' else 'fp32']))
+    gemm = gemm_gflops(args.device, getattr(torch, DTYPES[args.amp if args.amp != 'none' else 'fp32']), args.gemm_n)
     ratios = compute_ratios(results, gemm, args)
     setup = dict(arch=args.arch, img=args.img, batch=args.batch, device=args.device, reps=args.reps,
                  warmup=args.warmup, controls=args.controls, lora_rank=args.rank, flora_rank=args.flora_rank,

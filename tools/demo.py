@@ -13,6 +13,8 @@ four target images (zero-shot / Base / FLoRA / Full / ground truth) with mmdet's
     tools/demo.py                                   # the demo (make demo)
     tools/demo.py --seed 1 --work-dir work_dirs/demo_seed1
     tools/demo.py --spread results/demo/seed*.json  # mean / spread of several seeds' summaries (markdown)
+    tools/demo.py --cfg-options model.backbone.adapter.type=SSB   # another adapter in FLoRA's place
+    tools/demo.py --cfg-options model.backbone.adapter.mpc=orthogonal model.backbone.adapter.type=LoRA
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from mmengine.config import DictAction
 
 from flora_mm.engine.runs import last_checkpoint, test_config, train_config
 
@@ -42,6 +46,15 @@ QUICK = {'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1, 'default_hooks.
 METRICS = ('bbox_mAP', 'segm_mAP')
 #: differences reported per seed by --spread
 PAIRS = (('FLoRA', 'Base'), ('Full', 'FLoRA'), ('Full', 'Base'), ('Base', ZERO_SHOT))
+
+
+def fine_tuning_runs(options: dict | None = None) -> dict[str, dict]:
+    """The fine-tuning runs; ``options`` (``--cfg-options``) change the adapted run, which is then named by its
+    adapter type (options of FLoRA that the new type does not have are dropped with a warning)."""
+    if not options:
+        return RUNS
+    name = str(options.get('model.backbone.adapter.type', 'FLoRA'))
+    return {'Base': RUNS['Base'], name: dict(options), 'Full': RUNS['Full']}
 
 
 def ensure_data(root: Path, quick: bool = False) -> Path:
@@ -188,6 +201,8 @@ def main():
     parser.add_argument('--root', type=Path, default=ROOT, help='where data/target_coco goes (default: the repo)')
     parser.add_argument('--quick', action='store_true', help='tiny data, one epoch per run (smoke test)')
     parser.add_argument('--spread', type=Path, nargs='+', help='summarise these summary.json (or work dirs) instead')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='overrides of the adapted run, e.g. model.backbone.adapter.type=IA3')
     args = parser.parse_args()
     if args.spread:
         print(spread(args.spread))
@@ -199,24 +214,26 @@ def main():
     t0 = time.time()
     runs[ZERO_SHOT] = dict(zero_shot(work_dir / 'zero_shot', root), trainable_backbone_params=0,
                            minutes=round((time.time() - t0) / 60, 2))
-    for name, overrides in RUNS.items():
+    runs_spec = fine_tuning_runs(args.cfg_options)
+    for name, overrides in runs_spec.items():
         t0 = time.time()
         metrics = finetune(work_dir / name.lower(),
                            {**overrides, 'randomness.seed': args.seed, **(QUICK if args.quick else {})}, root)
         runs[name] = dict(metrics, trainable_backbone_params=trainable_backbone_params(overrides),
                           minutes=round((time.time() - t0) / 60, 2))
-    summary = dict(runs=runs, seed=args.seed, config=CONFIG, source=SOURCE,
+    summary = dict(runs=runs, seed=args.seed, config=CONFIG, source=SOURCE, cfg_options=dict(args.cfg_options),
                    data=dict(DATA, **(QUICK_DATA if args.quick else {})), quick=args.quick)
     if not args.no_picture:
         checkpoints = {ZERO_SHOT: (RUNS['Base'], SOURCE)}
-        for name in RUNS:
-            checkpoints[name] = (RUNS[name], last_checkpoint(work_dir / name.lower()))
+        for name in runs_spec:
+            checkpoints[name] = (runs_spec[name], last_checkpoint(work_dir / name.lower()))
         summary['picture'] = draw(work_dir, checkpoints, root).name  # beside summary.json
     summary['minutes'] = round((time.time() - start) / 60, 2)
     (work_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     print('\n' + '=' * 78)
     print(f'Domain adaptation of the shipped source Mask R-CNN (ConvNeXt-V2-atto) to the shifted target domain, '
-          f'seed {args.seed}, {summary["minutes"]:.1f} min in all; COCO mAP (%) on {DATA["num_val"]} target images')
+          f'seed {args.seed}, {summary["minutes"]:.1f} min in all; COCO mAP (%) on {summary["data"]["num_val"]} target '
+          f'images')
     print(table(summary))
     shown = work_dir.relative_to(ROOT) if work_dir.is_relative_to(ROOT) else work_dir
     print(f'summary: {shown / "summary.json"}' + (f'; predictions: {shown / summary["picture"]}'

@@ -17,7 +17,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import flora_mm  # noqa: F401
 from flora_mm.engine import is_adapter_only
-from flora_mm.engine.launch import build_runner, load_run_config, shutdown_distributed
+from flora_mm.engine.launch import build_runner, check_run_files, load_run_config, shutdown_distributed
 
 
 def parse_args():
@@ -27,6 +27,9 @@ def parse_args():
     parser.add_argument('--adapter', help='adapter-only checkpoint to evaluate on the config\'s pretrained base')
     parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument('--skip-base-check', action='store_true',
+                        help='load an adapter-only checkpoint even if the config\'s pretrained base is not the file '
+                             '(SHA-256) it was trained on, or that file was not recorded')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -40,7 +43,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
+                          check_base=not args.skip_base_check)
     if args.adapter is not None:
         ckpt = CheckpointLoader.load_checkpoint(args.adapter, map_location='cpu')
         if not is_adapter_only(ckpt):
@@ -51,6 +55,7 @@ def main():
             raise ValueError('--out must be a .pkl file')
         cfg.test_evaluator = [*cfg.test_evaluator] if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
+    check_run_files(cfg, 'test')
     build_runner(cfg).test()
     shutdown_distributed()
 

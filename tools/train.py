@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 import flora_mm  # noqa: F401
-from flora_mm.engine.launch import build_runner, load_run_config, shutdown_distributed
+from flora_mm.engine.launch import build_runner, check_run_files, load_run_config, shutdown_distributed
 
 
 def parse_args():
@@ -56,6 +56,7 @@ def build_cfg(args) -> Config:
 def main():
     args = parse_args()
     cfg = build_cfg(args)
+    check_run_files(cfg, 'train')
     build_runner(cfg).train()
     shutdown_distributed()
 

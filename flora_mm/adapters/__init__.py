@@ -15,7 +15,7 @@ from .inject import (BASE_LAYER_TYPES, NORM_TYPES, AdapterState, StateDictMismat
 from .lora import (DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d, LoRALayer,
                    LoRALinear, TriLoRAConv1d, TriLoRAConv2d, TriLoRAConv3d, TriLoRALayer, TriLoRALinear,
                    lora_matrix_shape)
-from .lowrank import LowRankLayer, mpc_loss, mpc_penalty
+from .lowrank import LowRankLayer, mpc_layers, mpc_loss, mpc_penalty
 from .methods import METHODS, FLoRAOptions, LowRankOptions, Method, NoOptions, register_method
 from .norms import split_norm_bias
 from .scaling import (IA3Conv1d, IA3Conv2d, IA3Conv3d, IA3Linear, ScalingLayer, SSBConv1d, SSBConv2d, SSBConv3d,
@@ -32,6 +32,6 @@ __all__ = [
     'TriLoRALinear',
     'adapted_layers', 'adapter_parameters', 'adapter_state_dict', 'adapter_states', 'count_parameters',
     'inject_adapters', 'layer_base_type', 'load_adapter_state_dict', 'lora_matrix_shape', 'merge_adapters',
-    'mpc_loss', 'mpc_penalty', 'norm_layer_types', 'register_compatible_layer', 'register_method',
+    'mpc_layers', 'mpc_loss', 'mpc_penalty', 'norm_layer_types', 'register_compatible_layer', 'register_method',
     'register_norm_layer', 'routes', 'split_norm_bias', 'state_dict_mismatches', 'tucker_merged', 'tucker_product'
 ]

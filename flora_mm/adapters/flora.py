@@ -30,7 +30,6 @@ depthwise convolutions use ``merged``.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import torch
@@ -40,7 +39,7 @@ from torch.nn import functional as F
 from .base import conv_nd
 from .config import AdapterConfig
 from .functional import low_rank_linear
-from .lowrank import LowRankLayer
+from .lowrank import LowRankLayer, init_factor
 from .methods import FLoRAOptions, Method, register_method
 
 __all__ = ['tucker_product', 'tucker_merged', 'FLoRALayer', 'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d',
@@ -114,12 +113,7 @@ class FLoRALayer(LowRankLayer):
         entries ~ N(0, 1 / (2 r_n))), ``gaussian`` (N(0, 1)) or ``orthogonal`` (orthonormal columns)."""
         self.flora_core.zero_()
         for factor in self.factors:
-            if init == 'kaiming':
-                nn.init.kaiming_normal_(factor, a=math.sqrt(3))
-            elif init == 'gaussian':
-                nn.init.normal_(factor)
-            else:
-                nn.init.orthogonal_(factor)
+            init_factor(factor, init)
 
     @property
     def factors(self) -> list[Tensor]:
@@ -191,5 +185,7 @@ class FLoRAConv3d(FLoRALayer, nn.Conv3d):
 FLORA = register_method(Method(
     'FLoRA', options=FLoRAOptions,
     layers={nn.Linear: FLoRALinear, nn.Conv1d: FLoRAConv1d, nn.Conv2d: FLoRAConv2d, nn.Conv3d: FLoRAConv3d},
-    formula='dW = s G x_1 U x_2 V x_3 K_1 ... (Tucker; Linear: s U G V^T)',
-    source='Si et al., FLoRA (AGB: subspace-tuning paper eq. 12)'))
+    formula='`dW = s G x_1 U x_2 V x_3 K_1 ...` (Tucker, AGB); Linear `s U G V^T`',
+    params='`prod(r_n) + sum(I_n r_n)`; Linear `r^2 + r (d_in + d_out)`; Conv2d `r^2 r3^2 + r (d_out + d_in / g) + 2 k r3`',
+    mergeable="yes, exactly (not with `mpc='nonlinear'`)",
+    source='Si et al., FLoRA; subspace-tuning paper eq. 12 (AGB)'))

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from .config import AdapterConfig
 from .functional import low_rank_linear
-from .lowrank import LowRankLayer
+from .lowrank import LowRankLayer, init_factor
 from .methods import FLoRAOptions, LowRankOptions, Method, register_method
 
 __all__ = ['LoRALayer', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d', 'DoRALinear', 'DoRAConv1d',
@@ -182,12 +182,7 @@ class TriLoRALayer(LoRALayer):
         ``orthogonal`` (orthonormal columns of ``U`` and ``V``)."""
         self.trilora_d.zero_()
         for factor in (self.factor_out, self.factor_in):  # V is a transposed view of trilora_A: in place is fine
-            if init == 'kaiming':
-                nn.init.kaiming_normal_(factor, a=math.sqrt(3))
-            elif init == 'gaussian':
-                nn.init.normal_(factor)
-            else:
-                nn.init.orthogonal_(factor)
+            init_factor(factor, init)
 
     def update(self) -> Tensor:
         return ((self.trilora_B * (self.trilora_d * self.scale)) @ self.trilora_A).view(self.weight.shape)
@@ -230,14 +225,17 @@ def _layers(linear, conv1d, conv2d, conv3d) -> dict[type, type]:
     return {nn.Linear: linear, nn.Conv1d: conv1d, nn.Conv2d: conv2d, nn.Conv3d: conv3d}
 
 
+_LOW_RANK_MERGE = "yes, exactly (not with `mpc='nonlinear'`)"
 LORA = register_method(Method(
     'LoRA', options=LowRankOptions, layers=_layers(LoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d),
-    formula='dW = s B A (loralib ConvLoRA reshape for convolutions, rank r k)', source='Hu et al. 2021'))
+    formula='`dW = s B A` (AB); convolutions: loralib ConvLoRA reshape, rank `r k`',
+    params='`r (d_in + d_out)`; Conv2d `r k^2 (d_in + d_out / g)`', mergeable=_LOW_RANK_MERGE,
+    source='Hu et al. 2021; subspace-tuning paper eq. 12 (AB)'))
 DORA = register_method(Method(
     'DoRA', options=LowRankOptions, layers=_layers(DoRALinear, DoRAConv1d, DoRAConv2d, DoRAConv3d),
-    fixed=dict(dora=True), formula='W = m (W0 + s B A) / ||W0 + s B A|| per output channel',
-    source='Liu et al. 2024'))
+    fixed=dict(dora=True), formula='`W = m (W0 + s B A) / ‖W0 + s B A‖` per output channel',
+    params="LoRA's `+ d_out`", mergeable='yes, exactly', source='Liu et al. 2024'))
 TRILORA = register_method(Method(
     'TriLoRA', options=TriLoRAOptions, layers=_layers(TriLoRALinear, TriLoRAConv1d, TriLoRAConv2d, TriLoRAConv3d),
-    formula='dW = s U diag(d) V^T (ADB; loralib reshape for convolutions)',
-    source='Feng et al. 2024; subspace-tuning paper eq. 12 (ADB)'))
+    formula="`dW = s U diag(d) V^T` (ADB); convolutions: LoRA's reshape", params="LoRA's `+ r` (conv: `+ r k`)",
+    mergeable=_LOW_RANK_MERGE, source='Feng et al. 2024; subspace-tuning paper eq. 12 (ADB)'))

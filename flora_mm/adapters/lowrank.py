@@ -23,6 +23,7 @@ to the training losses as ``loss_mpc``; it costs nothing where no layer has ``or
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -32,7 +33,8 @@ from torch import Tensor, nn
 from .base import AdapterLayer
 from .config import AdapterConfig
 
-__all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'NONLINEARITIES', 'mpc_loss', 'mpc_penalty']
+__all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'NONLINEARITIES', 'init_factor', 'mpc_layers', 'mpc_loss',
+           'mpc_penalty']
 
 #: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
 #: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
@@ -44,21 +46,53 @@ BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(gelu=F.gelu, relu=F.relu, tanh=torch.tanh, silu=F.silu)
 
 
+@torch.no_grad()
+def init_factor(factor: Tensor, init: str) -> None:
+    """A random factor ``[I_n, r_n]`` of FLoRA / TriLoRA, in place: ``kaiming`` (``kaiming_normal_(a=sqrt(3))``, as
+    the FLoRA authors' reference code: entries ~ N(0, 1 / (2 r_n))), ``gaussian`` (N(0, 1)) or ``orthogonal``
+    (orthonormal columns)."""
+    if init == 'kaiming':
+        nn.init.kaiming_normal_(factor, a=math.sqrt(3))
+    elif init == 'gaussian':
+        nn.init.normal_(factor)
+    else:
+        nn.init.orthogonal_(factor)
+
+
+class _Penalty(torch.autograd.Function):
+    """``R`` and its closed-form gradient, ``dR/dF = 4 F E`` with ``E = F^T F - target`` (symmetric, and zero on
+    the diagonal for the ``diagonal`` form, whose diagonal does not enter ``R``), computed in float32 at forward.
+    Backward needs no saved factor: under FSDP (``use_orig_params``) the factors are views of a flat parameter that
+    is resharded after the layer's forward, and only the layer's forward sees them whole."""
+
+    @staticmethod
+    def forward(ctx, form: str, n_inputs: int, *factors: Tensor) -> Tensor:
+        total = factors[0].new_zeros((), dtype=torch.float32)
+        grads = []
+        for i, factor in enumerate(factors):
+            f = factor.detach().float()
+            gram = f.t() @ f
+            target = (torch.diag_embed(torch.diagonal(gram)) if i >= n_inputs and form == 'diagonal' else
+                      torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
+            error = gram - target
+            total = total + error.square().sum()
+            grads.append(4 * f @ error)
+        ctx.grads = grads
+        ctx.dtypes = [f.dtype for f in factors]
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (None, None, *((grad * g).to(dtype) for g, dtype in zip(ctx.grads, ctx.dtypes)))
+
+
 def mpc_penalty(inputs: Iterable[Tensor], outputs: Iterable[Tensor], form: str) -> Tensor:
     """The MPC regulariser ``R`` of one layer from its factor matrices (columns = rank): ``orthogonal``
     ``sum ||F^T F - I||^2`` over all, ``diagonal`` the same over ``inputs`` plus ``sum ||F^T F - diag(F^T F)||^2``
-    over ``outputs``. In float32 whatever the parameters' dtype or an enclosing autocast."""
-    total = None
+    over ``outputs``. In float32 whatever the parameters' dtype or an enclosing autocast; differentiable."""
+    inputs, outputs = list(inputs), list(outputs)
     with torch.autocast('cuda', enabled=False), torch.autocast('cpu', enabled=False):
-        for side, factors in (('in', inputs), ('out', outputs)):
-            for factor in factors:
-                factor = factor.float()
-                gram = factor.t() @ factor
-                target = (torch.diag_embed(torch.diagonal(gram)) if side == 'out' and form == 'diagonal' else
-                          torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
-                term = (gram - target).square().sum()
-                total = term if total is None else total + term
-    return total
+        return _Penalty.apply(form, len(inputs), *inputs, *outputs)
 
 
 class LowRankLayer(AdapterLayer):
@@ -124,6 +158,13 @@ class LowRankLayer(AdapterLayer):
             return None
         return mpc_penalty([self.factor_in, *self.kernel_factors], [self.factor_out], self.mpc)
 
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.mpc in ('orthogonal', 'diagonal') and torch.is_grad_enabled():
+            # the regulariser of this step, from the factors as this forward sees them (FSDP: unsharded);
+            # mpc_loss() collects it
+            self._mpc_term = self.mpc_penalty()
+        return super().forward(x)
+
     def _branch_rank(self) -> int:
         """The width of the ``branch`` route's low-rank products."""
         raise NotImplementedError
@@ -154,11 +195,20 @@ class LowRankLayer(AdapterLayer):
         return super().extra_repr() + f', scale={self.scale:g}' + (f', mpc={self.mpc}' if self.mpc else '')
 
 
-def mpc_loss(model: nn.Module) -> Tensor | None:
-    """``mpc_weight * mean over layers of R`` over the layers of ``model`` with ``mpc='orthogonal'`` /
-    ``'diagonal'`` (one weight per adapter; float32), or None if there are none: add it to the training loss."""
-    terms = [(layer.mpc_weight, layer.mpc_penalty()) for layer in model.modules()
-             if isinstance(layer, LowRankLayer) and layer.mpc in ('orthogonal', 'diagonal')]
-    if not terms:
+def mpc_layers(model: nn.Module) -> list[LowRankLayer]:
+    """The layers of ``model`` with ``mpc='orthogonal'`` / ``'diagonal'``."""
+    return [m for m in model.modules() if isinstance(m, LowRankLayer) and m.mpc in ('orthogonal', 'diagonal')]
+
+
+def mpc_loss(model: nn.Module, layers: list[LowRankLayer] | None = None) -> Tensor | None:
+    """``mpc_weight * mean over layers of R`` over the MPC layers of ``model`` (or the given ``layers``; float32),
+    or None if there are none: add it to the training loss. A layer's ``R`` of the last training forward is taken
+    (and consumed) where there is one, else computed now."""
+    layers = mpc_layers(model) if layers is None else layers
+    if not layers:
         return None
-    return sum(weight * penalty for weight, penalty in terms) / len(terms)
+    terms = []
+    for layer in layers:
+        term = layer.__dict__.pop('_mpc_term', None)
+        terms.append(layer.mpc_weight * (layer.mpc_penalty() if term is None else term))
+    return sum(terms) / len(terms)

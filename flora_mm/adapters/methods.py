@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-__all__ = ['COMMON_OPTIONS', 'METHODS', 'MPC_FORMS', 'MPC_NONLINEARITIES', 'FLoRAOptions', 'LowRankOptions', 'Method',
+__all__ = ['COMMON_OPTIONS', 'METHODS', 'method_table', 'MPC_FORMS', 'MPC_NONLINEARITIES', 'FLoRAOptions', 'LowRankOptions', 'Method',
            'NoOptions', 'option_names', 'register_method']
 
 #: Options of every method that adapts layers (besides ``type``); BitFit takes all but ``impl`` / ``train_bias``.
@@ -139,6 +139,8 @@ class Method:
         common: The :data:`COMMON_OPTIONS` it understands.
         fixed: Option values the method implies and refuses to change (DoRA: ``dora=True``).
         formula: The update, for docs and error messages.
+        params: Its parameter count per adapted layer, for docs.
+        mergeable: When its update folds into the weight, for docs.
         source: Where the method comes from.
     """
     name: str
@@ -149,6 +151,8 @@ class Method:
     common: frozenset[str] = COMMON_OPTIONS
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     formula: str = ''
+    params: str = ''
+    mergeable: str = 'yes, exactly'
     source: str = ''
 
     @property
@@ -156,6 +160,14 @@ class Method:
         """Every config key it understands besides ``type`` (common options and its own)."""
         return self.common | option_names(self.options) | ({'alpha'} if 'rank' in option_names(self.options) else
                                                             frozenset())
+
+
+def method_table() -> str:
+    """A Markdown table of every declared method: update, parameters per layer, mergeability, source."""
+    lines = ['| method | update | parameters per layer | mergeable | source |', '|---|---|---|---|---|']
+    for m in METHODS.values():
+        lines.append(f'| `{m.name}` | {m.formula} | {m.params} | {m.mergeable} | {m.source} |')
+    return '\n'.join(lines) + '\n'
 
 
 #: Every known method by name.
@@ -173,5 +185,6 @@ def register_method(method: Method) -> Method:
 # BitFit adapts no layer: it trains the biases of the selected layers (norms.py keeps that exact for norm layers
 # whose weight stays frozen).
 register_method(Method('BitFit', common=frozenset({'targets', 'include', 'exclude', 'train_norm'}),
-                       default_targets=('all', ), trains_bias=True, formula='b -> b + db (biases only)',
+                       default_targets=('all', ), trains_bias=True, formula='`b -> b + db` (biases only)',
+                       params='`d_out` (its bias)', mergeable='nothing to merge (the bias itself trains)',
                        source='Zaken et al. 2021'))

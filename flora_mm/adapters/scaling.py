@@ -178,10 +178,12 @@ class SSBConv3d(SSBLayer, nn.Conv3d):
 
 IA3 = register_method(Method(
     'IA3', layers={nn.Linear: IA3Linear, nn.Conv1d: IA3Conv1d, nn.Conv2d: IA3Conv2d, nn.Conv3d: IA3Conv3d},
-    formula='W = diag(l) W0 (output channels)', source='Liu et al. 2022; subspace-tuning paper eq. 7 (W D_2)'))
+    formula='`W = diag(l) W0` (output channels)', params='`d_out`',
+    source='Liu et al. 2022; subspace-tuning paper eq. 7 (W D_2)'))
 SSL = register_method(Method(
     'SSL', layers={nn.Linear: SSLLinear, nn.Conv1d: SSLConv1d, nn.Conv2d: SSLConv2d, nn.Conv3d: SSLConv3d},
-    formula='W = W0 diag(d) (input channels)', source='subspace-tuning paper eq. 7 (D_1 W)'))
+    formula='`W = W0 diag(d)` (input channels)', params='`d_in`', source='subspace-tuning paper eq. 7 (D_1 W)'))
 SSB = register_method(Method(
     'SSB', layers={nn.Linear: SSBLinear, nn.Conv1d: SSBConv1d, nn.Conv2d: SSBConv2d, nn.Conv3d: SSBConv3d},
-    formula='W = diag(l) W0 diag(d) (both)', source='subspace-tuning paper eq. 7 (D_1 W D_2)'))
+    formula='`W = diag(l) W0 diag(d)` (both)', params='`d_in + d_out`',
+    source='subspace-tuning paper eq. 7 (D_1 W D_2)'))

@@ -13,8 +13,8 @@ dropped -- and that the model's pretrained base is the one the adapter was train
 """
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
-from ..adapters import adapter_states, state_dict_mismatches
+from ..adapters import StateDictMismatchError, adapter_states, state_dict_mismatches
+from ..models.checkpoint import BASE_METADATA_KEY, base_identity
 
-__all__ = ['AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
+__all__ = ['OVERRIDE', 'AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
            'pretrained_sources', 'unwrap_model']
 
 META_KEY = 'flora_mm'
@@ -38,14 +39,6 @@ META_KEY = 'flora_mm'
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside an mmengine model wrapper (DDP, FSDP...), or ``model`` itself: the one place that unwraps."""
     return model.module if is_model_wrapper(model) else model
-
-
-def _sha256(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with path.open('rb') as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _init_cfgs(module: nn.Module) -> Iterator[tuple[str, Mapping]]:
@@ -57,14 +50,11 @@ def _init_cfgs(module: nn.Module) -> Iterator[tuple[str, Mapping]]:
 
 
 def pretrained_sources(model: nn.Module) -> list[dict[str, Any]]:
-    """The pretrained checkpoints the model's ``init_cfg`` loads: ``[{module, checkpoint, sha256}]``
-    (``sha256`` is ``None`` for a non-local path such as a URL)."""
-    out = []
-    for name, cfg in _init_cfgs(unwrap_model(model)):
-        path = Path(str(cfg['checkpoint']))
-        out.append(dict(module=name, checkpoint=str(cfg['checkpoint']),
-                        sha256=_sha256(path) if path.is_file() else None))
-    return out
+    """The pretrained checkpoints the model's ``init_cfg`` loads: ``[{module, checkpoint, sha256}]``, ``sha256``
+    being the identity of the file actually read (:func:`~flora_mm.models.checkpoint.base_identity`: local files,
+    ``flora_mm://`` weights and downloaded URLs alike), ``None`` where that file is not known."""
+    return [dict(module=name, checkpoint=str(cfg['checkpoint']), sha256=base_identity(str(cfg['checkpoint'])))
+            for name, cfg in _init_cfgs(unwrap_model(model))]
 
 
 def _frozen_parameters(model: nn.Module) -> list[str]:
@@ -86,9 +76,19 @@ def adapter_checkpoint(model: nn.Module, checkpoint: dict, base: list[dict] | No
     for key in frozen:
         del state[key]
     adapters = {name: state.config.to_dict() for name, _, state in adapter_states(model)}
-    meta = dict(adapter_only=True, adapters=adapters,
-                base=base if base is not None else pretrained_sources(model), frozen_keys=frozen,
+    base = base if base is not None else pretrained_sources(model)
+    meta = dict(adapter_only=True, adapters=adapters, base=base, frozen_keys=frozen,
                 state_bytes=_nbytes(state.values()), full_state_bytes=full_bytes)
+    # The same identities inside the state dict's own metadata, which torch.load and mmengine's loader hand to each
+    # module's load_state_dict pre-hooks: the adapted backbone checks them where stock tools load the checkpoint.
+    if not isinstance(state, OrderedDict):  # a plain dict takes no attribute (model.state_dict() is an OrderedDict)
+        state = checkpoint['state_dict'] = OrderedDict(state)
+    metadata = getattr(state, '_metadata', None)
+    if metadata is None:
+        metadata = state._metadata = OrderedDict()
+    for name in adapters:
+        own = [dict(checkpoint=b['checkpoint'], sha256=b['sha256']) for b in base if b['module'] == name]
+        metadata[name] = {**metadata.get(name, {}), BASE_METADATA_KEY: own}
     checkpoint.setdefault('meta', {})[META_KEY] = meta
     return meta
 
@@ -97,27 +97,53 @@ def is_adapter_only(checkpoint: Mapping) -> bool:
     return bool(checkpoint.get('meta', {}).get(META_KEY, {}).get('adapter_only', False))
 
 
-def _check_fits(model: nn.Module, checkpoint: Mapping, check_base: bool) -> None:
+#: How to load an adapter onto a base whose identity differs or was not recorded, for people who mean it.
+OVERRIDE = ('load_adapter_checkpoint(..., check_base=False), AdapterCheckpointHook(check_base=False) or '
+            'tools/test.py --skip-base-check')
+
+
+def _check_fits(model: nn.Module, checkpoint: Mapping) -> None:
+    """Every key fits (saved keys exist with their shapes; every missing key is a frozen one the checkpoint says it
+    dropped); raises :class:`StateDictMismatchError` listing every problem."""
     meta = checkpoint['meta'][META_KEY]
-    state = checkpoint['state_dict']
     model_state = model.state_dict()
-    # every key must be saved except the frozen base weights the checkpoint says it left out
-    problems = state_dict_mismatches(model_state, state, required=set(model_state) - set(meta['frozen_keys']))
-    if check_base:
-        saved = {s['module']: s['sha256'] for s in meta['base']}
-        if not saved:
-            problems.append('the checkpoint records no pretrained base (its model had no Pretrained init_cfg)')
-        current = {s['module']: s for s in pretrained_sources(model)}
-        for module, sha in saved.items():
-            now = current.get(module)
-            if now is None:
-                problems.append(f'{module or "model"}: trained on a pretrained base, but this model has no '
-                                f'Pretrained init_cfg there')
-            elif sha is not None and now['sha256'] != sha:
-                problems.append(f'{module or "model"}: base checkpoint {now["checkpoint"]} (sha256 '
-                                f'{now["sha256"]}) is not the one the adapter was trained on (sha256 {sha})')
+    problems = state_dict_mismatches(model_state, checkpoint['state_dict'],
+                                     required=set(model_state) - set(meta['frozen_keys']))
     if problems:
-        raise KeyError('adapter-only checkpoint does not fit the model:\n  ' + '\n  '.join(problems))
+        raise StateDictMismatchError('adapter-only checkpoint does not fit the model:\n  ' + '\n  '.join(problems))
+
+
+def _check_base(model: nn.Module, checkpoint: Mapping, defer_unknown: bool = False) -> bool:
+    """The model's pretrained base is, file for file (SHA-256), the one the adapter was trained on; raises
+    ``ValueError`` naming both otherwise, also when either identity is unknown. With ``defer_unknown``, a base of
+    the model whose file is not known yet (a URL not downloaded before ``init_weights``) is not judged; returns
+    whether such a base was left for a second call."""
+    saved = checkpoint['meta'][META_KEY]['base']
+    problems = []
+    if not saved:
+        problems.append('the checkpoint records no pretrained base (its model had no Pretrained init_cfg)')
+    current = {s['module']: s for s in pretrained_sources(model)}
+    deferred = False
+    for source in saved:
+        where, sha = source['module'] or 'model', source['sha256']
+        now = current.get(source['module'])
+        if now is None:
+            problems.append(f'{where}: trained on the pretrained base {source["checkpoint"]}, but this model has no '
+                            f'Pretrained init_cfg there')
+        elif sha is None:
+            problems.append(f'{where}: the checkpoint does not record which file its base {source["checkpoint"]} '
+                            f'was (no SHA-256), so it cannot be checked against this model\'s base '
+                            f'{now["checkpoint"]} (sha256 {now["sha256"]})')
+        elif now['sha256'] is None and defer_unknown:
+            deferred = True
+        elif now['sha256'] != sha:
+            known = 'an unknown file (not found locally)' if now['sha256'] is None else f'sha256 {now["sha256"]}'
+            problems.append(f'{where}: this model\'s base {now["checkpoint"]} ({known}) is not the base the adapter '
+                            f'was trained on, {source["checkpoint"]} (sha256 {sha})')
+    if problems:
+        raise ValueError('refusing to load the adapter-only checkpoint onto this base:\n  ' + '\n  '.join(problems)
+                         + f'\nTo load it anyway, use {OVERRIDE}.')
+    return deferred
 
 
 def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, *, check_base: bool = True,
@@ -128,11 +154,13 @@ def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, 
         model: The model the checkpoint was trained with (same config; possibly wrapped).
         checkpoint: A path or an already loaded checkpoint dict.
         check_base: Require the model's ``Pretrained`` init checkpoints to be the files (by SHA-256) the
-            adapter was trained on.
+            adapter was trained on; refused where either identity is unknown. ``False`` skips the check.
         init_base: Run ``model.init_weights()`` (loads the pretrained base) before loading; ``None`` does it
             only if the model has not been initialised yet.
 
-    Raises ``KeyError`` listing every mismatch before anything is modified. Returns the checkpoint's metadata.
+    Raises ``KeyError`` listing every key mismatch and ``ValueError`` naming both bases if the base differs or
+    cannot be checked, before the model is modified (a URL base not downloaded yet: after ``init_weights``, before
+    any tensor of the checkpoint is loaded). Returns the checkpoint's metadata.
     """
     model = unwrap_model(model)
     if not isinstance(checkpoint, Mapping):
@@ -140,9 +168,12 @@ def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, 
     if not is_adapter_only(checkpoint):
         raise ValueError('not an adapter-only checkpoint (no meta.flora_mm.adapter_only); load full checkpoints '
                          'with load_from / load_checkpoint')
-    _check_fits(model, checkpoint, check_base)
+    _check_fits(model, checkpoint)
+    deferred = check_base and _check_base(model, checkpoint, defer_unknown=True)  # before anything is modified
     if init_base or (init_base is None and not getattr(model, 'is_init', True)):
         model.init_weights()
+    if deferred:  # a URL base is downloaded by init_weights: its file is known now
+        _check_base(model, checkpoint)
     with torch.no_grad():
         model.load_state_dict(checkpoint['state_dict'], strict=False)
     return checkpoint['meta'][META_KEY]
@@ -165,7 +196,8 @@ class AdapterCheckpointHook(Hook):
 
     Args:
         save: Save adapter-only checkpoints (``False``: only check and prepare loading).
-        check_base: Refuse checkpoints trained on a different pretrained base file.
+        check_base: Refuse adapter-only checkpoints trained on a different pretrained base file, or whose base
+            identity (SHA-256) is not recorded. ``False`` is the explicit override.
     """
 
     priority = 'NORMAL'
@@ -194,6 +226,12 @@ class AdapterCheckpointHook(Hook):
             return
         meta = adapter_checkpoint(runner.model, checkpoint, base)
         if not self._reported:
+            unknown = [b['checkpoint'] for b in base if b['sha256'] is None]
+            if unknown:
+                print_log(f'AdapterCheckpointHook: the file behind the pretrained base {unknown} is not known '
+                          f'locally, so its SHA-256 is not recorded: loading these adapter-only checkpoints will be '
+                          f'refused unless the base check is skipped ({OVERRIDE})', logger='current',
+                          level=logging.WARNING)
             saved, full = meta['state_bytes'], meta['full_state_bytes']
             print_log(f'AdapterCheckpointHook: adapter-only checkpoints hold {saved / 2**20:.2f} MB of model '
                       f'tensors instead of {full / 2**20:.2f} MB ({100 * saved / max(full, 1):.1f}%); '
@@ -205,6 +243,9 @@ class AdapterCheckpointHook(Hook):
         if not is_adapter_only(checkpoint):
             return
         model = unwrap_model(runner.model)
-        _check_fits(model, checkpoint, self.check_base)
+        _check_fits(model, checkpoint)
+        deferred = self.check_base and _check_base(model, checkpoint, defer_unknown=True)
         if not getattr(model, 'is_init', True):
             model.init_weights()
+        if deferred:
+            _check_base(model, checkpoint)

@@ -21,64 +21,104 @@ def _fingerprint(param: Tensor) -> Tensor:
 
 @HOOKS.register_module()
 class FrozenParamsCheckHook(Hook):
-    """Verifies after the first training iteration that the frozen set really stayed frozen.
+    """Verifies that the frozen set really stayed frozen and that every trainable parameter really learns.
 
     At ``before_train`` it fingerprints every frozen parameter (float64 sum and sum of squares, on its device)
-    and watches which trainable parameters receive a gradient. After the first iteration it raises
-    ``RuntimeError`` naming any frozen parameter that changed, became trainable or holds a gradient, and warns
-    about trainable parameters that received no gradient (they would make DDP without
-    ``find_unused_parameters`` fail, and usually mean an adapter is not on the forward path).
+    and watches the gradient each trainable parameter receives. After the first iteration it raises
+    ``RuntimeError`` naming any frozen parameter that changed, became trainable or holds a gradient. After
+    ``grad_iters`` iterations (or at the end of a shorter run) it logs how many trainable parameters received a
+    *non-zero* gradient, and warns naming those that received none (not on the forward path: DDP without
+    ``find_unused_parameters`` would fail) and those whose gradient was exactly zero every time (e.g. an adapter
+    scale of 0, or a branch that never reaches the loss).
+
+    Two iterations by default because a low-rank update that starts at zero gives some factors an exactly zero
+    gradient at the first step by design (FLoRA's factors while the core is 0, LoRA's ``A`` while ``B`` is 0);
+    after one optimizer step they get non-zero gradients.
 
     Args:
         strict: Raise (default) or only log an error when the frozen set was touched.
+        grad_iters: Iterations over which the non-zero gradients are counted.
     """
 
     priority = 'VERY_LOW'
 
-    def __init__(self, strict: bool = True) -> None:
+    def __init__(self, strict: bool = True, grad_iters: int = 2) -> None:
+        if not isinstance(grad_iters, int) or grad_iters < 1:
+            raise ValueError(f'FrozenParamsCheckHook: grad_iters must be a positive integer, got {grad_iters!r}')
         self.strict = strict
+        self.grad_iters = grad_iters
         self._handles: list = []
         self._frozen: dict[str, tuple[Tensor, Tensor]] = {}
         self._trainable: list[str] = []
         self._got_grad: set[str] = set()
-        self._done = False
+        self._nonzero: set[str] = set()
+        self._iters = 0
+        self._reported = False
+
+    def _record(self, name: str, param: Tensor) -> None:
+        self._got_grad.add(name)
+        if name not in self._nonzero and param.grad is not None and bool(param.grad.detach().ne(0).any()):
+            self._nonzero.add(name)
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
-        self._frozen, self._trainable = {}, []
+        self._frozen, self._trainable, self._iters, self._reported = {}, [], 0, False
+        self._got_grad, self._nonzero = set(), set()
         for name, param in model.named_parameters():
             if param.requires_grad:
                 self._trainable.append(name)
                 self._handles.append(param.register_post_accumulate_grad_hook(
-                    lambda _, name=name: self._got_grad.add(name)))
+                    lambda p, name=name: self._record(name, p)))
             else:
                 self._frozen[name] = (param, _fingerprint(param))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self._done:
-            return
-        self._done = True
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self._iters += 1
+        if self._iters == 1:
+            self._check_frozen()
+        if self._iters >= self.grad_iters:
+            self._report_gradients()
+
+    def after_train(self, runner) -> None:
+        self._report_gradients()  # a run shorter than grad_iters
+
+    def _check_frozen(self) -> None:
         touched = [name for name, (param, fp) in self._frozen.items()
                    if param.requires_grad or param.grad is not None or not torch.equal(_fingerprint(param), fp)]
-        no_grad = [name for name in self._trainable if name not in self._got_grad]
-        if no_grad:
-            print_log(f'FrozenParamsCheckHook: {len(no_grad)} trainable parameters received no gradient in the '
-                      f'first iteration: {no_grad[:10]}{" ..." if len(no_grad) > 10 else ""}',
-                      logger='current', level=logging.WARNING)
         if touched:
             msg = (f'FrozenParamsCheckHook: {len(touched)} frozen parameters were changed or got gradients in the '
-                   f'first iteration: {touched[:10]}{" ..." if len(touched) > 10 else ""}')
+                   f'first iteration: {_first(touched)}')
             if self.strict:
                 raise RuntimeError(msg)
             print_log(msg, logger='current', level=logging.ERROR)
         else:
             print_log(f'FrozenParamsCheckHook: {len(self._frozen)} frozen parameters unchanged after the first '
-                      f'iteration; {len(self._got_grad)}/{len(self._trainable)} trainable parameters got gradients',
-                      logger='current')
+                      f'iteration', logger='current')
         self._frozen = {}
+
+    def _report_gradients(self) -> None:
+        if self._reported or not self._iters:
+            return
+        self._reported = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        iters = f'the first {self._iters} iteration{"s" * (self._iters > 1)}'
+        no_grad = [name for name in self._trainable if name not in self._got_grad]
+        zero = [name for name in self._trainable if name in self._got_grad and name not in self._nonzero]
+        if no_grad:
+            print_log(f'FrozenParamsCheckHook: {len(no_grad)} trainable parameters received no gradient in {iters}: '
+                      f'{_first(no_grad)}', logger='current', level=logging.WARNING)
+        if zero:
+            print_log(f'FrozenParamsCheckHook: {len(zero)} trainable parameters received only exactly-zero '
+                      f'gradients in {iters} (they do not learn): {_first(zero)}', logger='current',
+                      level=logging.WARNING)
+        print_log(f'FrozenParamsCheckHook: {len(self._nonzero)}/{len(self._trainable)} trainable parameters got '
+                  f'non-zero gradients in {iters}', logger='current')
+
+
+def _first(names: list[str], n: int = 10) -> str:
+    return f'{names[:n]}{" ..." if len(names) > n else ""}'
 
 
 def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
@@ -86,12 +126,13 @@ def delta_stats(layer, rank: int | None = None) -> tuple[float, float]:
     amplification factor), with ``dW = layer.delta_weight()``, the applied update (``s`` included), and ``P``,
     ``Q`` the top-``rank`` left / right singular vectors of ``dW`` (``P^T W0 Q``). Convolution
     weights are unfolded along the output mode (``[d_out, d_in/groups * k * k]``), for ``dW`` and ``W0`` alike.
-    ``rank`` defaults to the layer's adapter rank (FLoRA: its output-mode rank)."""
+    ``rank`` defaults to the layer's adapter rank (FLoRA: its output-mode rank; a method without one, e.g. (IA)^3:
+    the full rank of ``dW``)."""
     with torch.no_grad():
         delta = layer.delta_weight().detach().float().flatten(1)
         weight = layer.weight.detach().float().flatten(1)
         if rank is None:
-            rank = layer.output_rank
+            rank = layer.output_rank or min(delta.shape)
         rank = min(rank, *delta.shape)
         u, _, vh = torch.linalg.svd(delta, full_matrices=False)
         projected = u[:, :rank].T @ weight @ vh[:rank].T
@@ -127,7 +168,8 @@ class DeltaWeightStatsHook(Hook):
             return
         from ..adapters import adapted_layers
         model = unwrap_model(runner.model)
-        stats = {name: delta_stats(layer) for name, layer in adapted_layers(model)}
+        # an update without a weight form (MPC_n) has no dW to measure
+        stats = {name: delta_stats(layer) for name, layer in adapted_layers(model) if layer.mergeable}
         if not stats:
             return
         fros = [v[0] for v in stats.values()]

@@ -3,6 +3,7 @@ settings for machines without GPUs) and the runner it builds."""
 from __future__ import annotations
 
 import os.path as osp
+from typing import Any
 
 import torch
 from mmengine.config import Config
@@ -12,13 +13,14 @@ from mmengine.runner import Runner
 
 from .adapter_checkpoint import AdapterCheckpointHook
 
-__all__ = ['load_run_config', 'build_runner', 'shutdown_distributed']
+__all__ = ['check_run_files', 'load_run_config', 'build_runner', 'shutdown_distributed']
 
 
 def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | None = None,
-                    work_dir: str | None = None) -> Config:
+                    work_dir: str | None = None, check_base: bool = True) -> Config:
     """Load ``config``, apply ``--cfg-options``, choose the work dir (``./work_dirs/<config name>`` by default),
-    make sure adapter-only checkpoints load safely (see :class:`AdapterCheckpointHook`) and, for a distributed launch without CUDA, use gloo and a DDP wrapper without ``device_ids``."""
+    make sure adapter-only checkpoints load safely (see :class:`AdapterCheckpointHook`; ``check_base=False``
+    skips its base check) and, for a distributed launch without CUDA, use gloo and a DDP wrapper without ``device_ids``."""
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -28,9 +30,15 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     hooks = cfg.get('custom_hooks') or []
-    if not any(h.get('type') in ('AdapterCheckpointHook', AdapterCheckpointHook) for h in hooks):
+    ours = [h for h in hooks if h.get('type') in ('AdapterCheckpointHook', AdapterCheckpointHook)]
+    if not ours:
         # loading an adapter-only checkpoint (resume, load_from, test) must rebuild the base first
-        cfg.custom_hooks = [*hooks, dict(type='AdapterCheckpointHook', save=False)]
+        ours = [dict(type='AdapterCheckpointHook', save=False)]
+        hooks = [*hooks, *ours]
+    if not check_base:  # the explicit override of the base check (tools/test.py --skip-base-check)
+        for hook in ours:
+            hook['check_base'] = False
+    cfg.custom_hooks = hooks
     if launcher != 'none' and not torch.cuda.is_available():
         env = cfg.setdefault('env_cfg', {})
         if env.get('dist_cfg', {}).get('backend', 'nccl') == 'nccl':  # NCCL needs GPUs
@@ -48,6 +56,70 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
         wrapper.setdefault('device_ids', None)
         cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+#: Where to find out how to get each kind of missing file.
+DATA_HELP = ('docs/datasets.md says how to lay out COCO / DOTA / ADE20K, and how to train a paper config on '
+             'generated data: python tools/make_demo_data.py coco --root data')
+CHECKPOINT_HELP = 'docs/checkpoints.md says which pretrained files fit and where to put them'
+
+
+def _datasets(dataset: Any) -> list[dict]:
+    """The leaf dataset configs of a (possibly wrapped: Concat / Repeat / ClassBalanced) dataset config."""
+    if not isinstance(dataset, dict):
+        return []
+    inner = dataset.get('datasets') or ([dataset['dataset']] if isinstance(dataset.get('dataset'), dict) else [])
+    return [d for sub in inner for d in _datasets(sub)] if inner else [dataset]
+
+
+def _local(path: Any) -> str | None:
+    path = str(path)
+    return None if '://' in path else osp.expanduser(path)
+
+
+def _pretrained_paths(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        found = [init['checkpoint']] if isinstance(init, dict) and init.get('type') == 'Pretrained' and \
+            init.get('checkpoint') else []
+        return found + [p for v in node.values() for p in _pretrained_paths(v)]
+    if isinstance(node, (list, tuple)):
+        return [p for v in node for p in _pretrained_paths(v)]
+    return []
+
+
+def check_run_files(cfg: Config, mode: str) -> None:
+    """Before anything is built: the files a ``mode`` ('train' / 'test') run reads exist -- each dataset's
+    ``data_root`` and ``ann_file`` (train and val loaders for training, the test loader for testing), the
+    local ``Pretrained`` checkpoints of the model and ``load_from``. Raises ``FileNotFoundError`` listing every
+    missing one and where to read how to get it, instead of failing after a large model was built."""
+    loaders = ('train_dataloader', 'val_dataloader') if mode == 'train' else ('test_dataloader', )
+    missing, kinds = [], set()
+    for key in loaders:
+        if key == 'val_dataloader' and not cfg.get('val_cfg'):
+            continue
+        for dataset in _datasets((cfg.get(key) or {}).get('dataset')):
+            root = dataset.get('data_root') or ''
+            paths = [('data_root', root)] if root else []
+            if dataset.get('ann_file'):
+                paths.append(('ann_file', osp.join(root, dataset['ann_file'])))
+            for what, path in paths:
+                local = _local(path)
+                if local is not None and not osp.exists(local):
+                    missing.append(f'{key}.dataset.{what}: {path}')
+                    kinds.add('data')
+    for path in _pretrained_paths(cfg.get('model')):
+        local = _local(path)
+        if local is not None and not osp.exists(local):
+            missing.append(f'model Pretrained init_cfg checkpoint: {path}')
+            kinds.add('checkpoint')
+    load_from = cfg.get('load_from')
+    if load_from and _local(load_from) is not None and not osp.exists(_local(load_from)):
+        missing.append(f'load_from: {load_from}')
+    if missing:
+        help_lines = ([DATA_HELP] if 'data' in kinds else []) + ([CHECKPOINT_HELP] if 'checkpoint' in kinds else [])
+        raise FileNotFoundError(f'{cfg.filename}: {len(missing)} file(s) this {mode} run reads do not exist:\n  '
+                                + '\n  '.join(missing) + ''.join(f'\n{h}' for h in help_lines))
 
 
 def build_runner(cfg: Config) -> Runner:

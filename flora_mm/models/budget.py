@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from mmengine.registry import MODELS
 
-from ..adapters import count_parameters
+from ..adapters import METHODS, count_parameters
 
 __all__ = ['README_BUDGETS', 'budget_table', 'match_budget', 'adapter_budget', 'solve_rank', 'trainable_parameters']
 
@@ -78,12 +78,16 @@ README_BUDGETS: tuple = (
         ('BitFit', '-', dict(type='BitFit')),
         *(('LoRA', r, dict(type='LoRA', rank=r)) for r in (4, 8, 16, 25, 32)),
         *(('DoRA', r, dict(type='DoRA', rank=r)) for r in (8, 16, 25)),
-        *(('FLoRA (r3=2)', r, dict(type='FLoRA', rank=r, kernel_rank=2)) for r in (16, 32, 42, 84, 129)))),
+        *(('FLoRA (r3=2)', r, dict(type='FLoRA', rank=r, kernel_rank=2)) for r in (16, 32, 42, 84, 129)),
+        ('TriLoRA', 8, dict(type='TriLoRA', rank=8)),
+        *((m, '-', dict(type=m)) for m in ('IA3', 'SSL', 'SSB')))),
     ('InternViT-6B', 'configs/flora_internvit_ade20k.py', (
         ('BitFit', '-', dict(type='BitFit')),
         *(('LoRA', r, dict(type='LoRA', rank=r)) for r in (8, 16, 32)),
         ('DoRA', 16, dict(type='DoRA', rank=16)),
-        *(('FLoRA', r, dict(type='FLoRA', rank=r)) for r in (8, 16, 32)))),
+        *(('FLoRA', r, dict(type='FLoRA', rank=r)) for r in (8, 16, 32)),
+        ('TriLoRA', 16, dict(type='TriLoRA', rank=16)),
+        *((m, '-', dict(type=m)) for m in ('IA3', 'SSL', 'SSB')))),
 )
 
 
@@ -104,7 +108,7 @@ def budget_table(backbones: Sequence[tuple[str, Mapping[str, Any], Sequence[tupl
     for label, backbone, rows in backbones:
         targets = (backbone.get('adapter') or {}).get('targets')
         for method, rank, adapter in rows:
-            options = dict(adapter) if targets is None or adapter['type'] == 'BitFit' else \
+            options = dict(adapter) if targets is None or METHODS[adapter['type']].trains_bias else \
                 dict(adapter, targets=list(targets))
             n, base = adapter_budget(backbone, options)
             lines.append(f'| {label} | {method} | {rank} | {_millions(n)} | {_percent(n, base)} |')

@@ -4,7 +4,9 @@ OpenMMLab registries build a config with their ``build_func``. :func:`install_ad
 function of mmengine's root ``MODELS`` registry and of every registry derived from it (mmdet's, mmseg's,
 mmrotate's...; registries created later inherit the wrapped function from their parent). The wrapper only acts on
 a config that has an ``adapter`` key and whose class does not take ``adapter`` itself (flora_mm's own backbones
-do): it removes the key, builds the module with the original function and calls :func:`attach_adapter`.
+do): it removes the key, builds the module with the original function and calls :func:`attach_adapter`. A whole
+model it builds (an mmengine ``BaseModel``) whose adapters use an MPC regulariser gets ``loss_mpc`` added to its
+training losses (:func:`add_mpc_loss`).
 
 So ``model.backbone.adapter=dict(type='FLoRA', rank=8)`` works for ResNet, Swin, mmseg's backbones..., and
 ``--cfg-options model.backbone.adapter.type=LoRA`` or ``model.backbone.adapter=None`` from the command line.
@@ -20,12 +22,15 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from mmengine.logging import print_log
+from mmengine.model import BaseModel
 from mmengine.registry import MODELS, Registry
 from torch import nn
 
-from ..adapters import adapter_parameters, count_parameters, inject_adapters, register_compatible_layer
+from ..adapters import (adapter_parameters, count_parameters, inject_adapters, mpc_layers, mpc_loss,
+                        register_compatible_layer)
+from .checkpoint import BASE_METADATA_KEY, base_identity
 
-__all__ = ['attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
+__all__ = ['add_mpc_loss', 'attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
 
 
 def register_mm_layers() -> None:
@@ -60,17 +65,26 @@ def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
     return module
 
 
-def _has_pretrained_init(module: nn.Module) -> bool:
+def _pretrained_checkpoint(module: nn.Module) -> str | None:
+    """The checkpoint of the module's own ``Pretrained`` init_cfg, if any."""
     cfgs = getattr(module, 'init_cfg', None)
-    return any(isinstance(c, Mapping) and c.get('type') == 'Pretrained' and c.get('checkpoint')
-               for c in (cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]))
+    for c in cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]:
+        if isinstance(c, Mapping) and c.get('type') == 'Pretrained' and c.get('checkpoint'):
+            return str(c['checkpoint'])
+    return None
 
 
-def _refuse_random_base(module: nn.Module, state_dict, prefix: str, *args) -> None:
+def _has_pretrained_init(module: nn.Module) -> bool:
+    return _pretrained_checkpoint(module) is not None
+
+
+def _refuse_random_base(module: nn.Module, state_dict, prefix: str, local_metadata=None, *args) -> None:
     """``load_state_dict`` pre-hook of an adapted backbone: an *adapter-only* state dict (the adapter's tensors
     without the frozen base weights) loaded into a backbone whose base was never initialised -- e.g. stock mmdet
     ``tools/test.py`` with a config lacking ``AdapterCheckpointHook`` -- would evaluate the adapter on random
-    weights. The base is loaded from the backbone's ``Pretrained`` init_cfg first; without one this raises."""
+    weights. The base is loaded from the backbone's ``Pretrained`` init_cfg first; without one this raises. Where
+    the checkpoint recorded its base's identity (``state_dict._metadata``, see ``adapter_checkpoint``), the
+    rebuilt base must be that file (SHA-256), else ``ValueError`` names both."""
     state = getattr(module, 'adapter_state', None)
     if state is None or getattr(module, 'is_init', True):
         return
@@ -88,6 +102,17 @@ def _refuse_random_base(module: nn.Module, state_dict, prefix: str, *args) -> No
               f'was not initialised: loading its pretrained base from init_cfg first', logger='current',
               level=logging.WARNING)
     module.init_weights()
+    recorded = (local_metadata or {}).get(BASE_METADATA_KEY)
+    if recorded is None:
+        return
+    checkpoint = _pretrained_checkpoint(module)
+    now = base_identity(checkpoint)
+    for source in recorded:
+        if source['sha256'] is None or source['sha256'] != now:
+            raise ValueError(f'{name}: refusing the adapter-only checkpoint: this backbone\'s base {checkpoint} '
+                             f'(sha256 {now}) is not the base the adapter was trained on, {source["checkpoint"]} '
+                             f'(sha256 {source["sha256"]}). To load it anyway, add '
+                             f'dict(type="AdapterCheckpointHook", check_base=False) to custom_hooks.')
 
 
 def _takes_adapter(cfg: Mapping, registry: Registry) -> bool:
@@ -103,6 +128,29 @@ def _takes_adapter(cfg: Mapping, registry: Registry) -> bool:
         return False
 
 
+def add_mpc_loss(model: nn.Module) -> bool:
+    """If adapters of ``model`` use an MPC regulariser (``mpc='orthogonal'`` / ``'diagonal'``), add it to the
+    losses the model returns in ``mode='loss'`` as ``loss_mpc`` (:func:`~flora_mm.adapters.mpc_loss`): mmengine's
+    ``parse_losses`` sums it into the loss it back-propagates (AMP's loss scale included) and logs it as its own
+    key. Each layer's term is computed in that layer's forward, where DDP and FSDP (``use_orig_params``) hold its
+    factors whole. Idempotent; nothing is registered (nothing costs) without MPC. Returns whether it was added."""
+    if getattr(model, '_flora_mpc_hook', None) is not None:
+        return True
+    layers = mpc_layers(model)
+    if not layers:
+        return False
+
+    def hook(module, args, kwargs, output):
+        if kwargs.get('mode') == 'loss' and isinstance(output, dict):
+            output['loss_mpc'] = mpc_loss(module, layers)
+        return output
+
+    model._flora_mpc_hook = model.register_forward_hook(hook, with_kwargs=True)
+    print_log(f'{type(model).__name__}: loss_mpc added to the training losses ({len(layers)} layers with an MPC '
+              f'regulariser)', logger='current')
+    return True
+
+
 def _wrap(build_func: Callable) -> Callable:
     if getattr(build_func, '_flora_original', None) is not None:
         return build_func
@@ -115,8 +163,11 @@ def _wrap(build_func: Callable) -> Callable:
             module = build_func(cfg, *args, registry=registry, **kwargs)
             if adapter is not None:
                 attach_adapter(module, adapter)
-            return module
-        return build_func(cfg, *args, registry=registry, **kwargs)
+        else:
+            module = build_func(cfg, *args, registry=registry, **kwargs)
+        if isinstance(module, BaseModel):  # a whole model (detector, segmentor): the one that returns losses
+            add_mpc_loss(module)
+        return module
 
     build_with_adapter._flora_original = build_func
     return build_with_adapter

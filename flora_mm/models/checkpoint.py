@@ -15,19 +15,21 @@ it carries.
 from __future__ import annotations
 
 import json
+import os
 import os.path as osp
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlparse
 
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from .. import weights
-from ..adapters import adapted_layers, state_dict_mismatches
+from ..adapters import StateDictMismatchError, adapted_layers, state_dict_mismatches
 
-__all__ = ['CONTAINER_KEYS', 'PretrainedMixin', 'WRAPPER_PREFIXES', 'read_checkpoint', 'load_base_weights',
-           'unwrap_state_dict']
+__all__ = ['BASE_METADATA_KEY', 'CONTAINER_KEYS', 'PretrainedMixin', 'WRAPPER_PREFIXES', 'base_identity', 'checkpoint_file',
+           'read_checkpoint', 'load_base_weights', 'unwrap_state_dict']
 
 #: Keys under which training scripts store the model's state dict (mmengine, the official repos, DeepSpeed).
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
@@ -35,6 +37,8 @@ CONTAINER_KEYS = ('state_dict', 'model', 'module')
 #: InternVL chat models.
 WRAPPER_PREFIXES = ('module.', 'backbone.', 'vision_model.')
 _INDEX_NAMES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
+#: Key of an adapter's base identities in its module's entry of ``state_dict._metadata`` (adapter-only checkpoints).
+BASE_METADATA_KEY = 'flora_mm_base'
 
 
 @CheckpointLoader.register_scheme(prefixes=weights.SCHEME)
@@ -42,6 +46,50 @@ def load_from_flora_mm(filename: str, map_location=None) -> dict:
     """mmengine loader for ``flora_mm://NAME``: the shipped state dict, after its SHA-256 check (a task model with
     its base backbone's tensors under ``backbone.``)."""
     return weights.load(filename, map_location)
+
+
+def _hub_file(url: str) -> str:
+    """Where mmengine's ``load_from_http`` (``torch.hub.load_state_dict_from_url``) keeps a downloaded URL."""
+    import torch.hub
+    return osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+
+
+def checkpoint_file(checkpoint: str) -> str | None:
+    """The local file (or folder of a sharded checkpoint) that loading ``checkpoint`` reads: the path itself,
+    the verified file of ``flora_mm://NAME``, the hub-cache copy of an ``http(s)://`` or ``open-mmlab://`` URL
+    once downloaded; ``None`` where it cannot be known (not downloaded yet, other remote schemes)."""
+    checkpoint = str(checkpoint)
+    if checkpoint.startswith(weights.SCHEME):
+        return str(weights.resolve(checkpoint))
+    for prefix in ('open-mmlab://', 'openmmlab://'):
+        if checkpoint.startswith(prefix):
+            from mmengine.runner.checkpoint import get_deprecated_model_names, get_external_models
+            name = checkpoint[len(prefix):]
+            name = get_deprecated_model_names().get(name, name)
+            checkpoint = get_external_models().get(name, '')
+    if checkpoint.startswith(('http://', 'https://')):
+        checkpoint = _hub_file(checkpoint)
+    elif '://' in checkpoint:
+        return None
+    path = osp.expanduser(checkpoint)
+    return path if osp.exists(path) else None
+
+
+def base_identity(checkpoint: str) -> str | None:
+    """The identity of a pretrained base: the SHA-256 of the file that loading ``checkpoint`` reads
+    (:func:`checkpoint_file`; for a folder, of its files' names and hashes; for a shipped task model, of its file
+    and its base's), or ``None`` where that file is not known (see :func:`checkpoint_file`)."""
+    path = checkpoint_file(checkpoint)
+    if path is None:
+        return None
+    if str(checkpoint).startswith(weights.SCHEME):
+        entry = weights.WEIGHTS[str(checkpoint)[len(weights.SCHEME):]]
+        if entry.base is not None:  # a task model: its file and its base's file
+            return weights.sha256_text(f'{weights.sha256(path)}+{base_identity(weights.SCHEME + entry.base)}')
+    if osp.isdir(path):
+        files = sorted(f for f in os.listdir(path) if osp.isfile(osp.join(path, f)))
+        return weights.sha256_text('\n'.join(f'{f} {weights.sha256(osp.join(path, f))}' for f in files))
+    return weights.sha256(path)
 
 
 def _read_file(path: str) -> Mapping[str, Tensor]:
@@ -63,7 +111,7 @@ def _read_sharded(index_path: str) -> dict[str, Tensor]:
         absent, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         twice = sorted(set(tensors) & set(state))
         if absent or extra or twice:
-            raise KeyError(f'shard {shard} does not match {osp.basename(index_path)}: keys the index puts there but '
+            raise StateDictMismatchError(f'shard {shard} does not match {osp.basename(index_path)}: keys the index puts there but '
                            f'missing {absent[:10]} ({len(absent)}), keys the index does not list there {extra[:10]} '
                            f'({len(extra)}), keys already read from another shard {twice[:10]} ({len(twice)})')
         state.update(tensors)
@@ -128,7 +176,7 @@ def load_base_weights(model: nn.Module, checkpoint: str | Mapping[str, Tensor],
     base_keys = {k for k in own if not k.startswith(skip)} - adapter_keys
     problems = state_dict_mismatches(own, state, required=base_keys)
     if problems:
-        raise KeyError(f'checkpoint {source} does not fit {model.extra_repr() or type(model).__name__}:\n  '
+        raise StateDictMismatchError(f'checkpoint {source} does not fit {model.extra_repr() or type(model).__name__}:\n  '
                        + '\n  '.join(problems))
     model.load_state_dict(state, strict=False)
     print_log(f'{type(model).__name__}: loaded {len(state)} tensors from {source}', logger='current')

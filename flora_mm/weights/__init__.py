@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-__all__ = ['SCHEME', 'WEIGHTS', 'ShippedWeights', 'load', 'resolve', 'sha256']
+__all__ = ['SCHEME', 'WEIGHTS', 'ShippedWeights', 'load', 'resolve', 'sha256', 'sha256_text']
 
 SCHEME = 'flora_mm://'
 FOLDER = Path(__file__).resolve().parent
@@ -99,11 +99,17 @@ WEIGHTS: dict[str, ShippedWeights] = {
 
 
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a whole file, read ``chunk`` bytes at a time (the one file hash of flora_mm)."""
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a text (UTF-8)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _name(uri: str) -> str:

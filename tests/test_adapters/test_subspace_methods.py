@@ -286,3 +286,33 @@ def test_flora_with_dora_starts_at_the_base_and_keeps_its_magnitude_keys():
     assert set(layer.state_dict()) >= {'weight', 'bias', 'flora_core', 'dora_magnitude'}
     torch.testing.assert_close(layer.dora_magnitude, conv.weight.detach().flatten(1).norm(dim=1))
     assert math.isclose(layer.scale, 1.0)
+
+
+def test_a_training_forward_leaves_its_regulariser_for_mpc_loss():
+    """The term of a training forward (computed while the layer's factors are whole, as under FSDP) is the one
+    mpc_loss returns -- and it is consumed, so the next step's loss never reuses it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 3))
+    inject_adapters(model, dict(type='LoRA', rank=2, mpc='diagonal', mpc_weight=0.3))
+    perturb_adapters(model)
+    model(torch.randn(2, 6))
+    stashed = [model[i]._mpc_term for i in (0, 1)]
+    loss = mpc_loss(model)
+    assert loss.grad_fn is not None and not any('_mpc_term' in m.__dict__ for m in model)
+    torch.testing.assert_close(loss, 0.3 * (stashed[0] + stashed[1]) / 2)
+    torch.testing.assert_close(loss, mpc_loss(model))  # recomputed from the same factors: the same value
+
+
+@pytest.mark.parametrize('method, base, expected', [
+    ('LoRA', nn.Linear(7, 5), 2 * (7 + 5)),
+    ('LoRA', nn.Conv2d(4, 6, 3, groups=2), 2 * 3 ** 2 * (4 + 6 // 2)),
+    ('DoRA', nn.Linear(7, 5), 2 * (7 + 5) + 5),
+    ('TriLoRA', nn.Linear(7, 5), 2 * (7 + 5) + 2),
+    ('TriLoRA', nn.Conv2d(4, 6, 3, groups=2), 2 * 3 ** 2 * (4 + 6 // 2) + 2 * 3),
+    ('FLoRA', nn.Linear(7, 5), 2 ** 2 + 2 * (7 + 5)),
+    ('FLoRA', nn.Conv2d(4, 6, 3), 2 ** 2 * 2 ** 2 + 2 * (6 + 4) + 2 * 3 * 2),
+])
+def test_documented_parameter_counts(method, base, expected):
+    """The "parameters per layer" column of the README's method table (flora_mm.adapters.methods.method_table)."""
+    layer = inject_adapters(base, dict(type=method, rank=2, **({'kernel_rank': 2} if method == 'FLoRA' else {})))
+    assert sum(p.numel() for p in layer.adapter_parameters().values()) == expected

@@ -1,6 +1,7 @@
 """Adapter-only checkpoints: saved by the hook, loaded back onto the pretrained base (test, resume, Python API),
 swapped in one process, and refused with a list of reasons when they do not fit."""
 import copy
+import hashlib
 import subprocess
 import sys
 
@@ -119,7 +120,7 @@ def test_swapping_adapters_in_one_process(trained):
     (lambda cfg, tmp: cfg.model.backbone.adapter.update(rank=3), 'shape mismatch'),
     (lambda cfg, tmp: cfg.model.backbone.update(init_cfg=dict(type='Pretrained',
                                                               checkpoint=str(_with_base(tmp, seed=2)[1]))),
-     'is not the one the adapter was trained on'),
+     'is not the base the adapter was trained on'),
     (lambda cfg, tmp: cfg.model.backbone.update(init_cfg=None), 'has no Pretrained init_cfg'),
     (lambda cfg, tmp: setattr(cfg.model.backbone, 'adapter', dict(type='LoRA', rank=2)), 'unexpected keys'),
 ])
@@ -130,7 +131,7 @@ def test_checkpoint_that_does_not_fit_is_refused_with_reasons(trained, tmp_path,
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(KeyError, match=message):
+    with pytest.raises((KeyError, ValueError), match=message):
         load_adapter_checkpoint(model, str(ckpt_path))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing modified
 
@@ -151,3 +152,157 @@ def test_full_checkpoint_is_not_taken_for_an_adapter(trained, tmp_path):
     model = trained[4]
     with pytest.raises(ValueError, match='not an adapter-only checkpoint'):
         load_adapter_checkpoint(model, dict(state_dict=model.state_dict(), meta={}))
+
+
+# ------------------------------------------------------------------------------------------ base identity
+def _claiming(ckpt_path, **base):
+    """The trained adapter-only checkpoint, its recorded base replaced by ``base`` (module 'backbone')."""
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    ckpt['meta']['flora_mm']['base'] = [dict(module='backbone', **base)] if base else []
+    return ckpt
+
+
+def test_shipped_base_has_an_identity_the_sha256_of_its_file():
+    from flora_mm.models.checkpoint import base_identity
+    from flora_mm.weights import WEIGHTS
+    path = WEIGHTS['convnextv2_atto_source'].path
+    assert base_identity('flora_mm://convnextv2_atto_source') == hashlib.sha256(path.read_bytes()).hexdigest()
+    task = WEIGHTS['mask_rcnn_atto_source_coco']
+    own, base = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (task.path, path))
+    assert base_identity('flora_mm://mask_rcnn_atto_source_coco') == hashlib.sha256(f'{own}+{base}'.encode()).hexdigest()
+
+
+def test_identity_hashes_the_whole_file(tmp_path):
+    """More than one read block (16 MiB) and a change in the last byte: the hash covers every byte."""
+    from flora_mm.models.checkpoint import base_identity
+    data = bytearray(torch.randint(0, 256, ((17 << 20) + 5, ), dtype=torch.uint8).numpy().tobytes())
+    path = tmp_path / 'big.pth'
+    path.write_bytes(bytes(data))
+    assert base_identity(str(path)) == hashlib.sha256(bytes(data)).hexdigest()
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert base_identity(str(path)) == hashlib.sha256(bytes(data)).hexdigest()
+
+
+def test_url_base_is_identified_by_its_downloaded_copy(tmp_path, monkeypatch):
+    from flora_mm.models.checkpoint import base_identity
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    url = 'https://example.org/weights/convnextv2_tiny.pth?download=1'
+    assert base_identity(url) is None  # not downloaded: unknown, never "matches"
+    (tmp_path / 'hub/checkpoints').mkdir(parents=True)
+    (tmp_path / 'hub/checkpoints/convnextv2_tiny.pth').write_bytes(b'weights')
+    assert base_identity(url) == hashlib.sha256(b'weights').hexdigest()
+    assert base_identity('s3://bucket/model.pth') is None
+
+
+def test_adapter_trained_on_a_shipped_base_is_refused_on_another_base(trained):
+    """The checkpoint says it was trained on flora_mm://convnextv2_atto_source; the model's base is another file."""
+    cfg, base, ckpt_path, _, _ = trained
+    from flora_mm.weights import WEIGHTS
+    ckpt = _claiming(ckpt_path, checkpoint='flora_mm://convnextv2_atto_source',
+                     sha256=WEIGHTS['convnextv2_atto_source'].sha256)
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    with pytest.raises(ValueError, match=rf'(?s)base {base} \(sha256 [0-9a-f]{{64}}\) is not the base the adapter was '
+                                         r'trained on, flora_mm://convnextv2_atto_source.*check_base=False'):
+        load_adapter_checkpoint(model, ckpt)
+
+
+@pytest.mark.parametrize('base, message', [
+    (dict(checkpoint='https://example.org/base.pth', sha256=None), 'does not record which file its base'),
+    ({}, 'records no pretrained base'),
+])
+def test_unrecorded_base_is_refused_unless_overridden(trained, base, message):
+    cfg, _, ckpt_path, final, _ = trained
+    ckpt = _claiming(ckpt_path, **base)
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    with pytest.raises(ValueError, match=message):
+        load_adapter_checkpoint(model, ckpt)
+    load_adapter_checkpoint(model, ckpt, check_base=False)  # the explicit override
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in final.items())
+
+
+def test_hook_refuses_an_unrecorded_base_and_its_override_loads(trained, tmp_path):
+    cfg, _, ckpt_path, _, _ = trained
+    ckpt = _claiming(ckpt_path, checkpoint='https://example.org/base.pth', sha256=None)
+    path = tmp_path / 'claims_url.pth'
+    torch.save(ckpt, path)
+    for check_base in (True, False):
+        run = copy.deepcopy(cfg)
+        run.work_dir, run.load_from = str(tmp_path / f'w{check_base}'), str(path)
+        run.custom_hooks = [dict(type='AdapterCheckpointHook', check_base=check_base)]
+        runner = Runner.from_cfg(run)
+        if check_base:
+            with pytest.raises(ValueError, match='does not record which file its base'):
+                runner.test()
+        else:
+            assert runner.test()
+
+
+def test_stock_runner_without_the_hook_never_evaluates_on_a_random_base(trained, tmp_path):
+    """A config without AdapterCheckpointHook (stock mm tools): the adapted backbone notices the adapter-only
+    state dict and loads its pretrained base first."""
+    cfg, base, ckpt_path, final, _ = trained
+    run = copy.deepcopy(cfg)
+    run.work_dir, run.load_from = str(tmp_path / 'stock'), str(ckpt_path)
+    run.custom_hooks = []
+    runner = Runner.from_cfg(run)
+    runner.load_checkpoint(str(ckpt_path))  # what runner.test() does before testing (no init_weights)
+    state = runner.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in final.items())
+
+
+def test_stock_runner_refuses_an_adapter_without_a_base_to_rebuild(trained, tmp_path):
+    cfg, _, ckpt_path, _, _ = trained
+    run = copy.deepcopy(cfg)
+    run.work_dir, run.custom_hooks = str(tmp_path / 'stock'), []
+    run.model.backbone.init_cfg = None
+    runner = Runner.from_cfg(run)
+    with pytest.raises(RuntimeError, match='adapter would run on random weights'):
+        runner.load_checkpoint(str(ckpt_path))
+
+
+def test_mismatch_errors_print_one_problem_a_line(trained):
+    cfg, _, ckpt_path, _, _ = trained
+    changed = copy.deepcopy(cfg.model)
+    changed.backbone.adapter.update(rank=3)
+    with pytest.raises(KeyError) as info:
+        load_adapter_checkpoint(MODELS.build(changed), str(ckpt_path))
+    text = str(info.value)
+    assert '\\n' not in text and text.startswith('adapter-only checkpoint does not fit the model:\n  shape mismatches')
+
+
+@pytest.mark.parametrize('content, cause', [
+    (b'', 'the file is empty'),
+    (bytes(range(256)) * 8, 'cannot read checkpoint'),
+    (b'PK\x03\x04' + b'\x00' * 100, 'cannot read checkpoint'),
+])
+def test_unreadable_checkpoint_names_the_file_and_never_advises_unsafe_loading(tmp_path, content, cause):
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from flora_mm.compat import UnreadableCheckpointError
+    path = tmp_path / 'broken.pth'
+    path.write_bytes(content)
+    for load in (lambda: CheckpointLoader.load_checkpoint(str(path), map_location='cpu'),
+                 lambda: load_adapter_checkpoint(torch.nn.Linear(1, 1), str(path))):
+        with pytest.raises(UnreadableCheckpointError) as info:
+            load()
+        text = str(info.value)
+        assert str(path) in text and cause in text and f'({len(content):,} bytes)' in text
+        assert 'weights_only' not in text
+
+
+def test_stock_runner_refuses_a_different_base_through_the_state_dict_metadata(trained, tmp_path):
+    """Without AdapterCheckpointHook the backbone rebuilds its base from init_cfg -- and compares it with the
+    identity the checkpoint carries in its state dict's metadata."""
+    cfg, base, ckpt_path, _, _ = trained
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    assert ckpt['state_dict']._metadata['backbone']['flora_mm_base'] == [
+        dict(checkpoint=str(base), sha256=hashlib.sha256(base.read_bytes()).hexdigest())]
+    run = copy.deepcopy(cfg)
+    run.work_dir, run.custom_hooks = str(tmp_path / 'stock'), []
+    other = _with_base(tmp_path, seed=2)[1]
+    run.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(other))
+    runner = Runner.from_cfg(run)
+    with pytest.raises(ValueError, match=rf'base {other} \(sha256 [0-9a-f]{{64}}\) is not the base the adapter was '
+                                         rf'trained on, {base}'):
+        runner.load_checkpoint(str(ckpt_path))

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import flora_mm  # noqa: F401
-from flora_mm.adapters import adapted_layers, inject_adapters
+from flora_mm.adapters import adapted_layers, adapter_parameters, inject_adapters
 from flora_mm.engine import DeltaWeightStatsHook, FrozenParamsCheckHook, check_frozen, delta_stats
 from tests.logcapture import logged
 
@@ -130,6 +130,41 @@ def test_non_strict_hook_logs_the_touched_and_the_gradient_less_parameters(tmp_p
     assert any(' ERROR ' in line and "frozen parameters were changed" in line and 'backbone.0.weight' in line
                for line in log)
     assert any(' WARNING ' in line and "received no gradient" in line and "'unused'" in line for line in log)
+
+
+class DeadAdapterModel(ToyModel):
+    """An adapter whose branch is multiplied by 0 before the loss (what ``scale=0`` did): its parameters get
+    gradients, all exactly zero."""
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = super().forward(inputs, labels, mode)
+        if mode == 'loss':
+            dead = sum(p.sum() for n, p in adapter_parameters(self.backbone).items() if n.startswith('2.'))
+            out['loss'] = out['loss'] + 0.0 * dead
+        return out
+
+
+def test_hook_reports_parameters_whose_gradient_is_exactly_zero(tmp_path):
+    model = DeadAdapterModel(adapter=dict(type='LoRA', rank=2))
+    model.backbone[2].forward = lambda x: nn.functional.conv2d(x, model.backbone[2].weight, model.backbone[2].bias,
+                                                               padding=1)  # the adapter of layer 2 is bypassed
+    _run(tmp_path, model)
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    dead = sorted(f'backbone.{n}' for n in adapter_parameters(model.backbone) if n.startswith('2.'))
+    assert f"{len(dead)} trainable parameters received only exactly-zero gradients in the first 2 iterations" in log
+    assert all(f"'{n}'" in log for n in dead)
+    n_trainable = sum(p.requires_grad for p in model.parameters())
+    assert f'{n_trainable - len(dead)}/{n_trainable} trainable parameters got non-zero gradients' in log
+
+
+def test_zero_gradients_at_step_one_by_design_are_not_reported(tmp_path):
+    """FLoRA's factors get exactly zero gradient while the core is 0 (step 1), non-zero after one step."""
+    model = ToyModel(adapter=dict(type='FLoRA', rank=2))
+    _run(tmp_path, model)
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    n_trainable = sum(p.requires_grad for p in model.parameters())
+    assert f'{n_trainable}/{n_trainable} trainable parameters got non-zero gradients in the first 2 iterations' in log
+    assert 'exactly-zero' not in log
 
 
 def test_hooks_are_registered_and_buildable_from_config():

@@ -66,3 +66,10 @@ def test_readme_budget_table_is_what_the_tool_prints_now():
     from tests.test_tools import load_tool
     table = load_tool('param_budget').readme_table()
     assert docblocks.read_block(ROOT / 'README.md', 'tools/param_budget.py', 'budgets') == table
+
+
+def test_readme_method_table_is_the_declarations():
+    from flora_mm import docblocks
+    from flora_mm.adapters.methods import method_table
+    from tests.test_configs.smoke import ROOT
+    assert docblocks.read_block(ROOT / 'README.md', 'tools/param_budget.py', 'methods') == method_table()

@@ -105,7 +105,7 @@ def test_sequential_internvit_run_reports_routes_and_setup(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--arch', 'internvit-tiny', '--img',
                            '28x42', '--batch', '1', '--reps', '1', '--warmup', '1', '--amp', 'bf16', '--base-dtype',
                            'bf16', '--with-cp', '--sequential', '--skip-memory', '--methods', 'lora', 'flora',
-                           'infer_base', 'infer_flora_merged', '--json', str(out)],
+                           'infer_base', 'infer_flora_merged', '--json', str(out), '--gemm-n', '256'],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -148,3 +148,23 @@ def test_flop_count_of_conv_training_step_is_three_forwards(groups):
     with FlopCounterMode(display=False) as forward:
         conv(x)
     assert benchmark.flop_count(lambda: conv(x).sum().backward()) == 3 * forward.get_total_flops()
+
+
+@pytest.mark.parametrize('method, layer, count', [
+    ('trilora', 'TriLoRA', None), ('ia3', 'IA3', None), ('ssl', 'SSL', None), ('ssb', 'SSB', None),
+    ('lora_mpc_o', 'LoRA', None), ('lora_mpc_n', 'LoRALinear', None)])
+def test_subspace_methods_build_and_step(method, layer, count):
+    """Each subspace-tuning method trains one step in the harness; the MPC_o step's loss includes the regulariser."""
+    import torch
+    from flora_mm.adapters import adapted_layers, mpc_loss
+    benchmark = load_tool('benchmark')
+    args = bench_args()
+    model, params = benchmark.build(method, args)
+    names = {type(m).__name__ for _, m in adapted_layers(model)}
+    assert params and names and all(n.startswith(layer) for n in names), names
+    step = benchmark.Step(method, args)
+    torch.manual_seed(0)
+    out = step()
+    assert torch.isfinite(out)
+    expected_mpc = method == 'lora_mpc_o'
+    assert (mpc_loss(step.model) is not None) == expected_mpc

@@ -26,6 +26,15 @@ def test_quick_demo_writes_summary_and_picture(tmp_path):
     picture = Image.open(tmp_path / 'work' / summary['picture'])
     assert picture.width == 2 * 64 * 5  # zero-shot, Base, FLoRA, Full, ground truth at twice the size
     assert 'Zero-shot' in proc.stdout and 'trainable backbone params' in proc.stdout
+    assert 'COCO mAP (%) on 4 target images' in proc.stdout  # what --quick evaluated, not the full demo's 64
+
+
+def test_cfg_options_put_another_adapter_in_floras_place():
+    runs = demo.fine_tuning_runs({'model.backbone.adapter.type': 'SSB'})
+    assert list(runs) == ['Base', 'SSB', 'Full'] and runs['SSB'] == {'model.backbone.adapter.type': 'SSB'}
+    assert demo.fine_tuning_runs({}) == demo.RUNS
+    budget = demo.trainable_backbone_params(runs['SSB'])
+    assert 0 < budget < demo.trainable_backbone_params(demo.RUNS['FLoRA'])  # per-channel scales: fewer than FLoRA's
 
 
 def test_spread_summarises_seeds(tmp_path):

@@ -1,6 +1,7 @@
 """tools/reproduce.py: runs go through tools/train.py / tools/test.py from the shipped source models, resume, and
 aggregate into paired differences with t intervals."""
 import json
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ reproduce = load_tool('reproduce')
 
 
 def _reproduce(out, *args):
+    env = dict(os.environ, OMP_NUM_THREADS='1')  # the threads a run records must not depend on the caller's shell
     return subprocess.run([sys.executable, str(ROOT / 'tools/reproduce.py'), '--quick', '--out', str(out),
-                           '--root', str(out / 'root'), *args], capture_output=True, text=True, timeout=900)
+                           '--root', str(out / 'root'), *args], capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_quick_runs_resume_and_aggregate(tmp_path):
@@ -99,6 +101,20 @@ def test_verdict_names_the_direction(tmp_path, diffs, verdict):
 ])
 def test_holm_adjustment_by_hand(pvalues, adjusted):
     assert reproduce.holm(pvalues) == pytest.approx(adjusted)
+
+
+def test_holm_family_spans_the_tasks_not_each_task(tmp_path):
+    """Two tasks with one pair each: the family is both pairs, so the smaller p is doubled (per task it would stay)."""
+    for task, diffs in (('dota', [1.0, 1.2, 0.9, 1.1, 1.0]), ('ade20k', [0.5, -0.4, 0.9, 0.2, 0.6])):
+        for seed, diff in enumerate(diffs):
+            _write(tmp_path, task, 'lora', seed, 0.50 + seed / 500)
+            _write(tmp_path, task, 'flora', seed, 0.50 + seed / 500 + diff / 100)
+    reproduce.aggregate(tmp_path)
+    pairs = sorted(json.loads((tmp_path / 'summary.json').read_text())['pairs'], key=lambda p: p['p'])
+    assert [(p['task'], p['a'], p['b']) for p in pairs] == [('dota', 'flora', 'lora'), ('ade20k', 'flora', 'lora')]
+    small, large = pairs
+    assert small['p_holm'] == pytest.approx(min(1.0, 2 * small['p']))
+    assert large['p_holm'] == pytest.approx(max(small['p_holm'], large['p']))
 
 
 def test_holm_spans_every_pair_of_the_design(tmp_path):

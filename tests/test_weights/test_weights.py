@@ -79,3 +79,18 @@ def test_entries_are_immutable_records():
     with pytest.raises(dataclasses.FrozenInstanceError):
         weights.WEIGHTS['convnextv2_atto_source'].sha256 = '0' * 64
     assert (ROOT / 'flora_mm' / 'weights').samefile(weights.FOLDER)
+
+
+def test_a_task_model_checks_the_sha256_of_its_base_too(tmp_path, monkeypatch):
+    """Loading a shipped task model (neck and heads) adds its base backbone's tensors: that base file is checked
+    like any other -- a corrupt base is refused even though the task model's own file is intact."""
+    task = weights.WEIGHTS['mask_rcnn_atto_source_coco']
+    base = weights.WEIGHTS[task.base]
+    (tmp_path / task.file).write_bytes(task.path.read_bytes())
+    data = bytearray(base.path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    (tmp_path / base.file).write_bytes(bytes(data))
+    monkeypatch.setattr(weights, 'FOLDER', tmp_path)
+    with pytest.raises(ValueError, match=rf'flora_mm://{task.base}: .* has SHA-256 [0-9a-f]{{64}}, expected '
+                                         rf'{base.sha256}'):
+        weights.load("flora_mm://mask_rcnn_atto_source_coco")
