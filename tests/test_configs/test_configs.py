@@ -84,3 +84,24 @@ def test_smoke_train_val_test_checkpoint_and_resume(task, tmp_path):
     assert saved['optimizer']['state'], 'optimizer state missing from the checkpoint'
     state = runner2.optim_wrapper.optimizer.state
     assert len(state) == len(saved['optimizer']['state'])
+
+
+def test_mpc_regulariser_is_a_logged_training_loss(tmp_path):
+    """An mm model whose adapter has an MPC regulariser returns ``loss_mpc`` with its training losses (summed into
+    the loss mmengine back-propagates, logged as its own key); the value is the adapter's own mpc_loss."""
+    from flora_mm.adapters import mpc_loss
+    cfg = smoke_config('ade20k', tmp_path)
+    cfg.model.backbone.adapter.update(mpc='diagonal', mpc_weight=0.5)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = next((tmp_path / 'work').glob('*/*.log')).read_text()
+    assert 'loss_mpc: ' in log and 'loss_mpc added to the training losses' in log
+    model = runner.model
+    model.train()
+    data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
+    losses = model(**data, mode='loss')
+    torch.testing.assert_close(losses['loss_mpc'], mpc_loss(model.backbone))
+    plain = smoke_config('ade20k', tmp_path / 'plain')
+    runner = Runner.from_cfg(plain)
+    assert 'loss_mpc' not in runner.model(**runner.model.data_preprocessor(
+        next(iter(runner.train_dataloader)), True), mode='loss')
