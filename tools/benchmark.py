@@ -260,32 +260,45 @@ def cuda_peak(step) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def peak_of(method: str, args) -> tuple[float, float]:
-    """``(peak MB, saved-for-backward MB)`` of ``method``; on CPU measured in a fresh subprocess."""
+def peaks_of(methods, args) -> dict[str, tuple[float, float]]:
+    """``{method: (peak MB, saved-for-backward MB)}``; on CPU measured in one fresh subprocess (the methods one after
+    the other, each profiled from a clean slate), which pays the interpreter and library start-up once."""
     if args.device == 'cuda':
-        step = Step(method, args)
-        step()
-        return cuda_peak(step), saved_bytes(step) / 2**20
-    cmd = [sys.executable, __file__, '--peak-only', method, '--arch', args.arch, '--img', str(args.img), '--batch',
+        out = {}
+        for method in methods:
+            step = Step(method, args)
+            step()
+            out[method] = (cuda_peak(step), saved_bytes(step) / 2**20)
+        return out
+    cmd = [sys.executable, __file__, '--peak-only', *methods, '--arch', args.arch, '--img', str(args.img), '--batch',
            str(args.batch), '--rank', str(args.rank), '--flora-rank', str(args.flora_rank), '--kernel-rank',
            str(args.kernel_rank), '--amp', args.amp, '--base-dtype', args.base_dtype] + ['--with-cp'] * args.with_cp
     cmd += ['--route-policy', args.route_policy] if args.route_policy else []
     cmd += ['--impl', args.impl] if args.impl else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    saved, peak = out.strip().splitlines()[-2:]
-    return float(peak), float(saved)
+    return {m: tuple(v) for m, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
-def _peak_only(method: str, args) -> None:
+def peak_of(method: str, args) -> tuple[float, float]:
+    """``(peak MB, saved-for-backward MB)`` of ``method`` (see :func:`peaks_of`)."""
+    return peaks_of([method], args)[method]
+
+
+def _peak_only(methods, args) -> None:
     from torch.profiler import ProfilerActivity, profile
     tiny = argparse.Namespace(**{**vars(args), 'batch': 1, 'img': 32})
-    Step(method, tiny)()  # one-time library initialisation (oneDNN kernels, thread pools) is not the method's
-    step = Step(method, args)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        for _ in range(3):
-            step()
-    print(saved_bytes(step) / 2**20)
-    print(live_bytes_peak(prof.events()) / 2**20)
+    out = {}
+    for method in methods:
+        Step(method, tiny)()  # one-time library initialisation (oneDNN kernels, thread pools) is not the method's
+        gc.collect()
+        step = Step(method, args)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            for _ in range(3):
+                step()
+        out[method] = (live_bytes_peak(prof.events()) / 2**20, saved_bytes(step) / 2**20)
+        del step, prof
+        gc.collect()
+    print(json.dumps(out))
 
 
 def saved_bytes(step) -> int:
@@ -351,8 +364,8 @@ def run_interleaved(methods, args) -> tuple[dict, float]:
         for name, step in steps.items():
             times[name].append(_timed(step, args.device))
     nan = (float('nan'), float('nan'))
-    results = {m: _result(step, times[m], *(nan if args.skip_memory else peak_of(m, args)))
-               for m, step in steps.items()}
+    peaks = {m: nan for m in steps} if args.skip_memory else peaks_of(list(steps), args)
+    results = {m: _result(step, times[m], *peaks[m]) for m, step in steps.items()}
     return results, _merged_diff(steps['infer_flora_merged']) if 'infer_flora_merged' in steps else float('nan')
 
 
@@ -449,7 +462,7 @@ def main():
     parser.add_argument('--json', default='work_dirs/benchmark/benchmark.json')
     parser.add_argument('--render', metavar='JSON', nargs='+',
                         help='only write the markdown table and PNG of saved reports, and print their summary')
-    parser.add_argument('--peak-only', help=argparse.SUPPRESS)
+    parser.add_argument('--peak-only', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.render:
         reports = {}

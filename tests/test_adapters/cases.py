@@ -15,8 +15,11 @@ LAYER_CASES = {
     'pointwise_conv2d': (lambda: nn.Conv2d(6, 8, 1, bias=False), (2, 6, 5, 5)),
     'rect_circular_conv2d': (lambda: nn.Conv2d(5, 7, (3, 5), padding=(1, 2), padding_mode='circular'), (1, 5, 8, 8)),
 }
-LOW_RANK_METHODS = ('FLoRA', 'LoRA', 'DoRA')
-METHODS = LOW_RANK_METHODS + ('BitFit', )
+LOW_RANK_METHODS = ('FLoRA', 'LoRA', 'DoRA', 'TriLoRA')
+SCALING_METHODS = ('IA3', 'SSL', 'SSB')
+#: every method that adapts layers, i.e. has routes
+LAYER_METHODS = LOW_RANK_METHODS + SCALING_METHODS
+METHODS = LAYER_METHODS + ('BitFit', )
 
 
 def make(case, seed=0):
@@ -41,3 +44,28 @@ def _has_bias(case):
 
 #: (method, case) pairs where the method has something to train (BitFit needs a bias).
 TRAINABLE_PAIRS = [(m, c) for m in METHODS for c in LAYER_CASES if m != 'BitFit' or _has_bias(c)]
+
+
+def assert_matches_reference(out, ref, x, xr, params, ref_params, atol=2e-5, rtol=1e-4):
+    """The layer's output and input gradient equal the reference's, and every adapter parameter's gradient equals
+    that of its raw copy in ``ref_params`` (both backward passes already run)."""
+    torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
+    torch.testing.assert_close(x.grad, xr.grad, atol=atol, rtol=rtol)
+    for name, param in params.items():
+        torch.testing.assert_close(param.grad, ref_params[name].grad, atol=2.5 * atol, rtol=rtol, msg=f'd/d{name}')
+
+
+def run_against_raw_copies(layer, shape, dropout, seed):
+    """Run ``layer`` forward and backward on a random input (dropout drawn from ``seed``); return what a reference
+    needs to redo it from raw tensors: ``(x, out, grad_out, mask, params, xr)`` -- the dropout mask regenerated from
+    the same seed as a mask on ones, detached leaf copies of the adapter parameters and of the input."""
+    import torch.nn.functional as F
+    x = torch.randn(shape, requires_grad=True)
+    torch.manual_seed(seed)
+    out = layer(x)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    torch.manual_seed(seed)
+    mask = F.dropout(torch.ones(shape), dropout, training=True) if dropout else torch.ones(shape)
+    params = {k: v.detach().clone().requires_grad_() for k, v in layer.adapter_parameters().items()}
+    return x, out, grad_out, mask, params, x.detach().clone().requires_grad_()

@@ -8,10 +8,11 @@ from torch import nn
 from flora_mm.adapters import (AdapterLayer, adapter_parameters, adapter_state_dict, count_parameters,
                                inject_adapters, load_adapter_state_dict, merge_adapters, tucker_merged,
                                tucker_product)
-from tests.test_adapters.cases import LAYER_CASES, LOW_RANK_METHODS, METHODS, TRAINABLE_PAIRS, make, perturb_adapters
+from tests.test_adapters.cases import (LAYER_CASES, LAYER_METHODS, LOW_RANK_METHODS, METHODS, TRAINABLE_PAIRS, make,
+                                      perturb_adapters)
 
 CFG = dict(FLoRA=dict(rank=3, kernel_rank=2, scale=4.0), LoRA=dict(rank=2, alpha=4), DoRA=dict(rank=2, alpha=4),
-           BitFit=dict(targets=['linear', 'conv']))
+           TriLoRA=dict(rank=2, alpha=4), IA3={}, SSL={}, SSB={}, BitFit=dict(targets=['linear', 'conv']))
 
 
 def inject(model, method, **kw):
@@ -37,7 +38,7 @@ def test_identity_at_init_and_only_adapter_grads(method, case):
 
 
 @pytest.mark.parametrize('case', LAYER_CASES)
-@pytest.mark.parametrize('method', LOW_RANK_METHODS)
+@pytest.mark.parametrize('method', LAYER_METHODS)
 def test_routes_agree_on_outputs_and_gradients(method, case):
     model, x = make(case)
     inject(model, method)
@@ -85,6 +86,8 @@ def _expected_count(method, layer):
     groups = getattr(layer, 'groups', 1)
     if method == 'BitFit':
         return 0 if layer.bias is None else out_c
+    if method in ('IA3', 'SSL', 'SSB'):  # one scale per output and / or per (layer) input channel
+        return out_c * (method != 'SSL') + in_c * groups * (method != 'IA3')
     if method == 'FLoRA':
         r, r3 = CFG['FLoRA']['rank'], CFG['FLoRA']['kernel_rank']
         ranks = [min(r, out_c), min(r, in_c)] + [min(r3, k) for k in kernel]
@@ -95,7 +98,8 @@ def _expected_count(method, layer):
     else:  # loralib ConvLoRA: A [r k, d_in k...], B [d_out/g k, r k]
         k1 = kernel[0]
         lora = r * k1 * (in_c * groups * math.prod(kernel) // k1) + (out_c // groups * k1) * r * k1
-    return lora + (out_c if method == 'DoRA' else 0)
+    rank = r * (kernel[0] if kernel else 1)
+    return lora + (out_c if method == 'DoRA' else 0) + (rank if method == 'TriLoRA' else 0)
 
 
 @pytest.mark.parametrize('case', LAYER_CASES)
@@ -300,13 +304,13 @@ def test_adapted_layer_is_still_an_instance_of_its_base(method):
     assert f'impl={model[0].impl}' in repr(model)
 
 
-@pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
+@pytest.mark.parametrize('method', LAYER_METHODS)
 def test_identity_holds_for_base_weights_loaded_after_injection(method):
     """The usual order in OpenMMLab: build (adapters injected), then init_weights loads the pretrained base."""
     torch.manual_seed(0)
     pretrained = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 5 * 5, 4))
     model = inject_adapters(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 5 * 5, 4)),
-                            dict(type=method, rank=2))
+                            dict(type=method, **CFG[method]))
     model.load_state_dict(pretrained.state_dict(), strict=False)
     x = torch.randn(2, 3, 7, 7)
     torch.testing.assert_close(model(x), pretrained(x))

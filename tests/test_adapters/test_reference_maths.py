@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flora_mm.adapters import adapter_parameters, inject_adapters
-from tests.test_adapters.cases import perturb_adapters
+from tests.test_adapters.cases import assert_matches_reference, perturb_adapters, run_against_raw_copies
 
 SCALE = 4.0  # not 1: a route that forgets the scale must show
 LAYERS = {
@@ -83,19 +83,7 @@ def test_route_matches_the_reference_formula(method, kind, route, dropout):
     perturb_adapters(layer)
     layer = layer[0]
     layer.set_route(route)
-    x = torch.randn(shape, requires_grad=True)
-    torch.manual_seed(123)
-    out = layer(x)
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
-
-    torch.manual_seed(123)
-    mask = F.dropout(torch.ones(shape), dropout, training=True) if dropout else torch.ones(shape)
-    p = {k: v.detach().clone().requires_grad_() for k, v in layer.adapter_parameters().items()}
-    xr = x.detach().clone().requires_grad_()
+    x, out, grad_out, mask, p, xr = run_against_raw_copies(layer, shape, dropout, seed=123)
     ref = reference_forward(method, layer, p, xr, xr * mask)
     ref.backward(grad_out)
-    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(x.grad, xr.grad, atol=2e-5, rtol=1e-4)
-    for name, param in adapter_parameters(layer).items():
-        torch.testing.assert_close(param.grad, p[name].grad, atol=5e-5, rtol=1e-4, msg=f'd/d{name}')
+    assert_matches_reference(out, ref, x, xr, adapter_parameters(layer), p)

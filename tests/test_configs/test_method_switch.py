@@ -17,10 +17,10 @@ DEMO = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
 
 
 @pytest.mark.parametrize('options, expected', [
-    ({'model.backbone.adapter.type': 'LoRA'}, 'LoRA'),
-    ({'model.backbone.adapter.type': 'DoRA'}, 'DoRA'),
-    ({'model.backbone.adapter.type': 'BitFit'}, 'BitFit'),
-    ({'model.backbone.adapter.type': 'FLoRA'}, 'FLoRA'),
+    *(({'model.backbone.adapter.type': m}, m) for m in ('LoRA', 'DoRA', 'TriLoRA', 'IA3', 'SSL', 'SSB', 'BitFit',
+                                                         'FLoRA')),
+    ({'model.backbone.adapter.mpc': 'orthogonal'}, 'FLoRA'),
+    ({'model.backbone.adapter.dora': True}, 'FLoRA'),
     ({'model.backbone.adapter': None}, None),
 ])
 def test_every_method_switch_builds_on_the_demo_config(options, expected):

@@ -15,7 +15,8 @@ RATIOS = {'flora_vs_lora_time', 'flora_vs_bound_time', 'flora_vs_bound_mem', 'do
 
 def test_quick_benchmark_report(tmp_path):
     out = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--quick', '--json', str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--quick', '--json', str(out),
+                           '--route-policy', 'cost_model'],  # routes by rule: deterministic, and no timing runs
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
