@@ -1,5 +1,6 @@
 """tools/make_source_models.py: the shipped source task models regenerate bit for bit (on a two-iteration
 schedule), ship only what their frozen base lacks, and load strictly into their configs' models."""
+import os
 import shlex
 import subprocess
 import sys
@@ -31,13 +32,17 @@ def _build(task: str):
 
 @pytest.mark.parametrize('task', list(tool.TASKS))
 def test_regeneration_is_bit_identical_and_exports_only_the_heads(task, tmp_path):
-    files = []
-    for run in ('a', 'b'):
+    files, procs = [], []
+    for run in ('a', 'b'):  # two independent runs at once, with the same thread count: they must match bit for bit
         cmd = [sys.executable, str(ROOT / 'tools' / 'make_source_models.py'), task, '--root', str(tmp_path / run),
                '--out-dir', str(tmp_path / run / 'out'), '--num-train', '8', '--num-val', '4', '--img-size', '64',
                '--cfg-options', *QUICK[task]]
-        subprocess.run(cmd, check=True, cwd=tmp_path, stdout=subprocess.DEVNULL)
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env=dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')))
         files.append(tmp_path / run / 'out' / f'{tool.TASKS[task]["name"]}.pth')
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-3000:]
     assert weights.sha256(files[0]) == weights.sha256(files[1])
     exported = torch.load(files[0])
     base = torch.load(weights.WEIGHTS[tool.BASE].path)
