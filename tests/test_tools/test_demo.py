@@ -49,3 +49,18 @@ def test_spread_summarises_seeds(tmp_path):
     assert '| Base | 1,200 | 31.0 (30.0 - 32.0) | 32.0 (31.0 - 33.0) |' in table
     assert '| FLoRA | 217,000 | 42.0 (40.0 - 44.0) | 43.0 (41.0 - 45.0) |' in table
     assert '| FLoRA - Base | +11.0 (+10.0 - +12.0) | +11.0 (+10.0 - +12.0) |' in table  # paired by seed
+
+
+def test_readme_demo_numbers_are_the_committed_runs():
+    """The README's demo table is tools/demo.py's table of results/demo/seed0.json, and its three-seed block is
+    tools/demo.py --spread over results/demo/seed*.json (regenerate them there)."""
+    from flora_mm import docblocks
+    runs = sorted((ROOT / 'results' / 'demo').glob('seed[0-9].json'))
+    assert [p.name for p in runs] == ['seed0.json', 'seed1.json', 'seed2.json']
+    readme = ROOT / 'README.md'
+    assert docblocks.read_block(readme, 'tools/demo.py', 'spread') == demo.spread(runs) + '\n'
+    # the printed table is the cold fresh-clone run the README quotes: the same numbers, its own minutes column
+    printed = [line.rsplit(None, 1)[0] for line in demo.table(json.loads(runs[0].read_text())).splitlines()]
+    lines = [line.rsplit(None, 1)[0] for line in readme.read_text().splitlines() if line.strip()]
+    start = lines.index(printed[0])
+    assert lines[start:start + len(printed)] == printed

@@ -227,3 +227,15 @@ def test_sgd_variant_changes_only_the_optimizer():
     assert adamw.optim_wrapper.optimizer.type == 'AdamW'
     for key in ('model', 'train_dataloader', 'param_scheduler', 'train_cfg', 'load_from'):
         assert sgd[key] == adamw[key], key
+
+
+def test_readme_and_report_tables_are_the_committed_runs():
+    """The README's headline table and the report's summary block are what tools/reproduce.py computes now from
+    the committed per-run files (results/adaptation/runs); regenerate them with --aggregate-only."""
+    from flora_mm import docblocks
+    runs = sorted((ROOT / 'results' / 'adaptation' / 'runs').glob('*/*.json'))
+    assert len(runs) >= 191
+    summary = reproduce.summarize([json.loads(p.read_text()) for p in runs])
+    assert docblocks.read_block(ROOT / 'README.md', 'tools/reproduce.py', 'headline') == reproduce.headline(summary)
+    assert docblocks.read_block(ROOT / 'docs' / 'reproduction.md', 'tools/reproduce.py', 'summary') == \
+        reproduce.render(summary)
