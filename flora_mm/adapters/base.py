@@ -245,20 +245,22 @@ class AdapterLayer:
         scale = self.dora_magnitude / _row_norm(direction.detach())
         return scale.view(-1, *(1, ) * (self.weight.dim() - 1))
 
-    def _output_scale(self, x_dim: int) -> Tensor:
-        scale = self._channel_scale().flatten()
-        # Linear output: [..., d_out]; ConvNd output: [N, d_out, *spatial].
-        return scale if self.weight.dim() == 2 else scale.view(-1, *(1, ) * (x_dim - 2))
+    def _per_channel(self, vector: Tensor, ndim: int) -> Tensor:
+        """A per-channel ``vector`` shaped to broadcast against this layer's ``ndim``-dimensional input or output:
+        Linear ``[..., C]``, ConvNd ``[N, C, *spatial]``."""
+        return vector if self.weight.dim() == 2 else vector.view(-1, *(1, ) * (ndim - 2))
 
-    def _add_bias(self, out: Tensor) -> Tensor:
-        if self.bias is None:
+    def _output_scale(self, x_dim: int) -> Tensor:
+        return self._per_channel(self._channel_scale().flatten(), x_dim)
+
+    def _add_bias(self, out: Tensor, bias: Tensor | None) -> Tensor:
+        if bias is None:
             return out
-        bias = self.bias.to(out.dtype)  # keep autocast's dtype
-        return out + (bias if self.weight.dim() == 2 else bias.view(-1, *(1, ) * (out.dim() - 2)))
+        return out + self._per_channel(bias.to(out.dtype), out.dim())  # keep autocast's dtype
 
     def _magnitude(self, out: Tensor, x_dim: int) -> Tensor:
         """DoRA on an output computed without bias: the channel scale, then the bias."""
-        return self._add_bias(out * self._output_scale(x_dim).to(out.dtype))
+        return self._add_bias(out * self._output_scale(x_dim).to(out.dtype), self.bias)
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:

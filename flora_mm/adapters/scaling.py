@@ -85,20 +85,13 @@ class ScalingLayer(AdapterLayer):
     def _prefer_branch(self) -> bool:
         return True  # elementwise products instead of the weight gradient of op
 
-    def _channels(self, vector: Tensor, x: Tensor) -> Tensor:
-        """``vector`` shaped to scale the channel dimension of ``x`` (last for Linear, 1 for convolutions)."""
-        return vector.to(x.dtype) if self.weight.dim() == 2 else vector.to(x.dtype).view(-1, *(1, ) * (x.dim() - 2))
-
     def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
         if self.IN_KEY:
-            x = x * self._channels(getattr(self, self.IN_KEY), x)
+            x = x * self._per_channel(getattr(self, self.IN_KEY).to(x.dtype), x.dim())
         out = self._op(x, self.weight, None)
         if self.OUT_KEY:
-            out = out * self._channels(getattr(self, self.OUT_KEY), out)
-        if bias is None:
-            return out
-        return out + (bias.to(out.dtype) if self.weight.dim() == 2 else
-                      bias.to(out.dtype).view(-1, *(1, ) * (out.dim() - 2)))
+            out = out * self._per_channel(getattr(self, self.OUT_KEY).to(out.dtype), out.dim())
+        return self._add_bias(out, bias)
 
 
 class IA3Layer(ScalingLayer):
