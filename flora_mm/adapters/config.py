@@ -107,11 +107,7 @@ class AdapterConfig:
             rank = own.get('rank', method.options.rank)
             methods._positive_int('rank', kind, rank)
             own['scale'] = float(alpha) / rank
-        options = method.options(**own)
-        options.validate(kind)
-        if 'scale' in own:
-            options = dataclasses.replace(options, scale=float(options.scale))
-        kwargs: dict[str, Any] = dict(type=kind, options=options)
+        kwargs: dict[str, Any] = dict(type=kind, options=method.options(**own))  # validated in __post_init__
         kwargs['targets'] = _as_tuple(cfg.pop('targets', method.default_targets), 'targets')
         for key in ('include', 'exclude'):
             kwargs[key] = _as_tuple(cfg.pop(key, ()), key)
@@ -126,6 +122,8 @@ class AdapterConfig:
                             f'{type(self.options).__name__}')
         self.options.validate(self.type)
         scale = getattr(self.options, 'scale', None)
+        if isinstance(scale, int):  # a validated number: kept as float, as the layers compute with it
+            object.__setattr__(self, 'options', dataclasses.replace(self.options, scale=float(scale)))
         if scale is not None and scale < 0:
             _logger.warning(f'{self.type} adapter: negative scale {scale:g}: the update is subtracted '
                             f'(W0 - {-scale:g} * dW); the same model as the positive scale with the core / factor '

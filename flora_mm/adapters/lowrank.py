@@ -24,16 +24,16 @@ to the training losses as ``loss_mpc``; it costs nothing where no layer has ``or
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import AdapterLayer
 from .config import AdapterConfig
+from .methods import MPC_NONLINEARITIES
 
-__all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'NONLINEARITIES', 'init_factor', 'mpc_layers', 'mpc_loss',
+__all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'init_factor', 'mpc_layers', 'mpc_loss',
            'mpc_penalty']
 
 #: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
@@ -42,8 +42,6 @@ __all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'NONLINEAR
 #: (patchify / downsampling convolution); see ``LowRankLayer._prefer_branch``.
 BRANCH_WIDTH_PER_RANK = 1.2
 BRANCH_OFFSETS = {'pointwise': 66, 'spatial': 26, 'strided': 196}
-#: The activations of MPC_n.
-NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(gelu=F.gelu, relu=F.relu, tanh=torch.tanh, silu=F.silu)
 
 
 @torch.no_grad()
@@ -111,7 +109,7 @@ class LowRankLayer(AdapterLayer):
         """The options every factorised method reads; called first by each ``_init_adapter``."""
         self.scale = cfg.scale
         self.mpc, self.mpc_weight = cfg.mpc, cfg.mpc_weight
-        self._act = NONLINEARITIES[cfg.mpc_nonlinearity] if cfg.mpc == 'nonlinear' else None
+        self._act = MPC_NONLINEARITIES[cfg.mpc_nonlinearity] if cfg.mpc == 'nonlinear' else None
         if self._act is not None and not self._supports_branch():
             raise ValueError(f"{type(self).__name__} {self._describe()}: mpc='nonlinear' puts the activation between "
                              f'the factors of a factorised branch, which this layer does not have (Linear layers; '

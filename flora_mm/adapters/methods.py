@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 __all__ = ['COMMON_OPTIONS', 'METHODS', 'method_table', 'MPC_FORMS', 'MPC_NONLINEARITIES', 'FLoRAOptions', 'LowRankOptions', 'Method',
            'NoOptions', 'option_names', 'register_method']
@@ -25,8 +29,9 @@ COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'impl', 'train_bias
 #: The matrix-pattern constraints of the subspace-tuning paper (Si et al., Sec. 4.2): ``orthogonal`` (eq. 20),
 #: ``diagonal`` (eq. 21), ``nonlinear`` (MPC_n: an activation between the two factors, eq. 25).
 MPC_FORMS = ('orthogonal', 'diagonal', 'nonlinear')
-#: Activations MPC_n can put between the factors.
-MPC_NONLINEARITIES = ('gelu', 'relu', 'tanh', 'silu')
+#: The activations MPC_n can put between the factors, by option value.
+MPC_NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(gelu=F.gelu, relu=F.relu, tanh=torch.tanh,
+                                                                 silu=F.silu)
 
 
 def _positive_int(name: str, method: str, value: Any) -> None:
@@ -43,8 +48,6 @@ def _number(name: str, method: str, value: Any) -> float:
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """A method without options of its own (BitFit; the scaling methods (IA)^3 / SSL / SSB)."""
-
-    method: ClassVar[str] = ''
 
     def validate(self, method: str) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the option and the method if a value is invalid."""
@@ -101,7 +104,7 @@ class LowRankOptions(NoOptions):
                              f'{self.mpc_weight!r}')
         if self.mpc_nonlinearity not in MPC_NONLINEARITIES:
             raise ValueError(f'{method} adapter: unknown mpc_nonlinearity {self.mpc_nonlinearity!r}; choose from '
-                             f'{MPC_NONLINEARITIES}')
+                             f'{tuple(MPC_NONLINEARITIES)}')
         if self.mpc == 'nonlinear' and self.dora:
             raise ValueError(f"{method} adapter: mpc='nonlinear' has no weight form, so DoRA's weight normalisation "
                              f'(dora=True) cannot apply to it')
