@@ -28,7 +28,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from ..adapters import StateDictMismatchError, adapter_states, state_dict_mismatches
-from ..models.checkpoint import BASE_METADATA_KEY, base_identity
+from ..models.checkpoint import BASE_METADATA_KEY, base_identity, pretrained_init_cfgs
 
 __all__ = ['OVERRIDE', 'AdapterCheckpointHook', 'adapter_checkpoint', 'is_adapter_only', 'load_adapter_checkpoint',
            'pretrained_sources', 'unwrap_model']
@@ -43,10 +43,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def _init_cfgs(module: nn.Module) -> Iterator[tuple[str, Mapping]]:
     for name, sub in module.named_modules():
-        cfgs = getattr(sub, 'init_cfg', None) if isinstance(sub, BaseModule) else None
-        for cfg in cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]:
-            if isinstance(cfg, Mapping) and cfg.get('type') == 'Pretrained' and cfg.get('checkpoint'):
-                yield name, cfg
+        if isinstance(sub, BaseModule):
+            yield from ((name, cfg) for cfg in pretrained_init_cfgs(sub))
 
 
 def pretrained_sources(model: nn.Module) -> list[dict[str, Any]]:
@@ -146,6 +144,18 @@ def _check_base(model: nn.Module, checkpoint: Mapping, defer_unknown: bool = Fal
     return deferred
 
 
+def _prepare_base(model: nn.Module, checkpoint: Mapping, check_base: bool, init_base: bool | None = None) -> None:
+    """Everything before an adapter-only checkpoint's tensors load: its keys fit the model, its base is the model's
+    (unless ``check_base`` is off) -- judged before anything is modified, except a base whose file is only known once
+    ``init_weights`` has downloaded it -- and the base is initialised (``init_base``; ``None``: if not yet)."""
+    _check_fits(model, checkpoint)
+    deferred = check_base and _check_base(model, checkpoint, defer_unknown=True)
+    if init_base or (init_base is None and not getattr(model, 'is_init', True)):
+        model.init_weights()
+    if deferred:  # a URL base is downloaded by init_weights: its file is known now
+        _check_base(model, checkpoint)
+
+
 def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, *, check_base: bool = True,
                             init_base: bool | None = None) -> dict:
     """Load an adapter-only checkpoint into ``model`` (swapping whatever adapter and heads it had).
@@ -168,12 +178,7 @@ def load_adapter_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping, 
     if not is_adapter_only(checkpoint):
         raise ValueError('not an adapter-only checkpoint (no meta.flora_mm.adapter_only); load full checkpoints '
                          'with load_from / load_checkpoint')
-    _check_fits(model, checkpoint)
-    deferred = check_base and _check_base(model, checkpoint, defer_unknown=True)  # before anything is modified
-    if init_base or (init_base is None and not getattr(model, 'is_init', True)):
-        model.init_weights()
-    if deferred:  # a URL base is downloaded by init_weights: its file is known now
-        _check_base(model, checkpoint)
+    _prepare_base(model, checkpoint, check_base, init_base)
     with torch.no_grad():
         model.load_state_dict(checkpoint['state_dict'], strict=False)
     return checkpoint['meta'][META_KEY]
@@ -242,10 +247,4 @@ class AdapterCheckpointHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not is_adapter_only(checkpoint):
             return
-        model = unwrap_model(runner.model)
-        _check_fits(model, checkpoint)
-        deferred = self.check_base and _check_base(model, checkpoint, defer_unknown=True)
-        if not getattr(model, 'is_init', True):
-            model.init_weights()
-        if deferred:
-            _check_base(model, checkpoint)
+        _prepare_base(unwrap_model(runner.model), checkpoint, self.check_base)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..adapters import (adapter_parameters, count_parameters, inject_adapters, mpc_layers, mpc_loss,
                         register_compatible_layer)
-from .checkpoint import BASE_METADATA_KEY, base_identity
+from .checkpoint import BASE_METADATA_KEY, base_identity, pretrained_init_cfgs
 
 __all__ = ['add_mpc_loss', 'attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
 
@@ -65,19 +65,6 @@ def attach_adapter(module: nn.Module, adapter: Mapping[str, Any]) -> nn.Module:
     return module
 
 
-def _pretrained_checkpoint(module: nn.Module) -> str | None:
-    """The checkpoint of the module's own ``Pretrained`` init_cfg, if any."""
-    cfgs = getattr(module, 'init_cfg', None)
-    for c in cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]:
-        if isinstance(c, Mapping) and c.get('type') == 'Pretrained' and c.get('checkpoint'):
-            return str(c['checkpoint'])
-    return None
-
-
-def _has_pretrained_init(module: nn.Module) -> bool:
-    return _pretrained_checkpoint(module) is not None
-
-
 def _refuse_random_base(module: nn.Module, state_dict, prefix: str, local_metadata=None, *args) -> None:
     """``load_state_dict`` pre-hook of an adapted backbone: an *adapter-only* state dict (the adapter's tensors
     without the frozen base weights) loaded into a backbone whose base was never initialised -- e.g. stock mmdet
@@ -93,7 +80,8 @@ def _refuse_random_base(module: nn.Module, state_dict, prefix: str, local_metada
     if not absent or not any(k in state_dict for k in adapter_keys):
         return  # a full checkpoint, or one that does not hold this adapter
     name = prefix.rstrip('.') or type(module).__name__
-    if not _has_pretrained_init(module):
+    pretrained = pretrained_init_cfgs(module)
+    if not pretrained:
         raise RuntimeError(f'{name}: an adapter-only checkpoint (without {len(absent)} frozen base tensors such as '
                            f'{absent[0]}) is loaded into a backbone whose base was never initialised and that has no '
                            f'Pretrained init_cfg: the adapter would run on random weights. Give the backbone '
@@ -105,7 +93,7 @@ def _refuse_random_base(module: nn.Module, state_dict, prefix: str, local_metada
     recorded = (local_metadata or {}).get(BASE_METADATA_KEY)
     if recorded is None:
         return
-    checkpoint = _pretrained_checkpoint(module)
+    checkpoint = str(pretrained[0]['checkpoint'])
     now = base_identity(checkpoint)
     for source in recorded:
         if source['sha256'] is None or source['sha256'] != now:

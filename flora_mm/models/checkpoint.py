@@ -29,7 +29,7 @@ from .. import weights
 from ..adapters import StateDictMismatchError, adapted_layers, state_dict_mismatches
 
 __all__ = ['BASE_METADATA_KEY', 'CONTAINER_KEYS', 'PretrainedMixin', 'WRAPPER_PREFIXES', 'base_identity', 'checkpoint_file',
-           'read_checkpoint', 'load_base_weights', 'unwrap_state_dict']
+           'load_base_weights', 'pretrained_init_cfgs', 'read_checkpoint', 'unwrap_state_dict']
 
 #: Keys under which training scripts store the model's state dict (mmengine, the official repos, DeepSpeed).
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
@@ -52,6 +52,13 @@ def _hub_file(url: str) -> str:
     """Where mmengine's ``load_from_http`` (``torch.hub.load_state_dict_from_url``) keeps a downloaded URL."""
     import torch.hub
     return osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+
+
+def pretrained_init_cfgs(module: nn.Module) -> list[Mapping]:
+    """The ``dict(type='Pretrained', checkpoint=...)`` entries of ``module``'s own ``init_cfg`` (a dict or a list)."""
+    cfgs = getattr(module, 'init_cfg', None)
+    return [c for c in (cfgs if isinstance(cfgs, (list, tuple)) else [cfgs])
+            if isinstance(c, Mapping) and c.get('type') == 'Pretrained' and c.get('checkpoint')]
 
 
 def checkpoint_file(checkpoint: str) -> str | None:
