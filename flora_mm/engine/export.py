@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, Registry, init_default_scope
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..adapters import AdapterConfig, StateDictMismatchError, merge_adapters, state_dict_mismatches
 from .adapter_checkpoint import is_adapter_only, load_adapter_checkpoint
+from .launch import config_dicts
 
 __all__ = ['flora_mm_types', 'merge_checkpoint', 'plain_config']
 
@@ -54,41 +55,24 @@ def _type_name(value: Any) -> str:
 
 def _drop_adapter_keys(node: Any) -> int:
     """Remove every ``adapter`` key of a dict that builds a module (has a ``type``); returns how many."""
-    count = 0
-    if isinstance(node, dict):
-        if 'type' in node and 'adapter' in node:
-            del node['adapter']
-            count += 1
-        for value in node.values():
-            count += _drop_adapter_keys(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _drop_adapter_keys(value)
-    return count
+    found = [d for d in config_dicts(node) if 'type' in d and 'adapter' in d]
+    for d in found:
+        del d['adapter']
+    return len(found)
 
 
 def _uses(node: Any, names: set[str]) -> list[str]:
     """The ``type`` values in ``node`` (recursively) that are among ``names``."""
-    if isinstance(node, dict):
-        found = [_type_name(node['type'])] if _type_name(node.get('type')) in names else []
-        return found + [t for v in node.values() for t in _uses(v, names)]
-    if isinstance(node, (list, tuple)):
-        return [t for v in node for t in _uses(v, names)]
-    return []
+    return [_type_name(d['type']) for d in config_dicts(node) if _type_name(d.get('type')) in names]
 
 
 def _drop_flora_pretrained(node: Any) -> None:
     """``init_cfg=dict(type='Pretrained', checkpoint='flora_mm://...')`` -> ``None``: the scheme needs flora_mm,
     and the merged checkpoint already holds those weights."""
-    if isinstance(node, dict):
-        init = node.get('init_cfg')
+    for d in config_dicts(node):
+        init = d.get('init_cfg')
         if isinstance(init, dict) and str(init.get('checkpoint', '')).startswith(f'{_PACKAGE}://'):
-            node['init_cfg'] = None
-        for value in node.values():
-            _drop_flora_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _drop_flora_pretrained(value)
+            d['init_cfg'] = None
 
 
 #: The config sections a runner builds objects from (other top-level keys are plain values, e.g. a ``_base_``
@@ -170,8 +154,4 @@ def merge_checkpoint(config: str, checkpoint: str, out_dir: str) -> tuple[Path, 
 
 
 def _has_adapter(node: Any) -> bool:
-    if isinstance(node, (dict, ConfigDict)):
-        return node.get('adapter') is not None or any(_has_adapter(v) for v in node.values())
-    if isinstance(node, (list, tuple)):
-        return any(_has_adapter(v) for v in node)
-    return False
+    return any(d.get('adapter') is not None for d in config_dicts(node))

@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 
 from .adapter_checkpoint import AdapterCheckpointHook
 
-__all__ = ['check_run_files', 'load_run_config', 'build_runner', 'shutdown_distributed']
+__all__ = ['check_run_files', 'config_dicts', 'load_run_config', 'build_runner', 'shutdown_distributed']
 
 
 def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | None = None,
@@ -77,15 +77,19 @@ def _local(path: Any) -> str | None:
     return None if '://' in path else osp.expanduser(path)
 
 
-def _pretrained_paths(node: Any) -> list[str]:
+def config_dicts(node: Any) -> list[dict]:
+    """Every dict inside a config value (nested dicts, lists, tuples), outermost first: what the config walkers of
+    flora_mm (files to check, merged-config clean-up) look through."""
     if isinstance(node, dict):
-        init = node.get('init_cfg')
-        found = [init['checkpoint']] if isinstance(init, dict) and init.get('type') == 'Pretrained' and \
-            init.get('checkpoint') else []
-        return found + [p for v in node.values() for p in _pretrained_paths(v)]
+        return [node, *(d for value in node.values() for d in config_dicts(value))]
     if isinstance(node, (list, tuple)):
-        return [p for v in node for p in _pretrained_paths(v)]
+        return [d for value in node for d in config_dicts(value)]
     return []
+
+
+def _pretrained_paths(node: Any) -> list[str]:
+    return [d['init_cfg']['checkpoint'] for d in config_dicts(node) if isinstance(d.get('init_cfg'), dict)
+            and d['init_cfg'].get('type') == 'Pretrained' and d['init_cfg'].get('checkpoint')]
 
 
 def check_run_files(cfg: Config, mode: str) -> None:
