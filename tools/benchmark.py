@@ -54,7 +54,7 @@ from collections import Counter
 
 import torch
 
-from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, mpc_loss, routes
+from flora_mm.adapters import adapted_layers, count_parameters, merge_adapters, mpc_layers, mpc_loss, routes
 from flora_mm.models import ConvNeXtV2, InternViT
 from flora_mm.models.budget import match_budget
 
@@ -176,6 +176,8 @@ class Step:
                 self.x.requires_grad_(True)
         self.scaler = torch.amp.GradScaler(args.device) if self.amp == torch.float16 and self.opt else None
         self.adapter_params = count_parameters(self.model)['adapter'] if method not in INFER else 0
+        # the layers with an MPC regulariser, found once: the timed step adds their term, as the mm integration does
+        self.mpc_layers = mpc_layers(self.model) if self.opt is not None else []
 
     def forward(self):
         with torch.autocast(self.device, dtype=self.amp or torch.float32, enabled=self.amp is not None):
@@ -186,9 +188,8 @@ class Step:
             with torch.no_grad():
                 return self.forward()
         out = sum(o.float().mean() for o in self.forward())
-        regulariser = mpc_loss(self.model) if self.opt is not None else None
-        if regulariser is not None:  # the MPC term, as the mm integration adds it to the losses
-            out = out + regulariser
+        if self.mpc_layers:
+            out = out + mpc_loss(self.model, self.mpc_layers)
         if self.scaler is not None:
             self.scaler.scale(out).backward()
             self.scaler.step(self.opt)
