@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / 'tools'
 CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
 SOURCE = 'flora_mm://mask_rcnn_atto_source_coco'
-DATA = dict(root='data/target_coco', num_train=256, num_val=64, img_size=128, seed=0, shift=True)
+DATA = dict(root='data/target_coco', num_train=256, num_val=64, num_test=256, img_size=128, seed=0, shift=True)
 #: The fine-tuning runs: name -> config overrides (the config itself is FLoRA).
 RUNS = {
     'Base': {'model.backbone.adapter': None, 'model.backbone.frozen_stages': 4},
@@ -41,7 +41,7 @@ RUNS = {
 }
 ZERO_SHOT = 'Zero-shot'
 #: --quick (the tests): tiny data, one epoch per run
-QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
+QUICK_DATA = dict(num_train=8, num_val=4, num_test=4, img_size=64)
 QUICK = {'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1, 'default_hooks.checkpoint.interval': 1}
 METRICS = ('bbox_mAP', 'segm_mAP')
 #: differences reported per seed by --spread
@@ -69,7 +69,7 @@ def _coco(metrics: dict) -> dict:
 
 def zero_shot(work_dir: Path, root: Path) -> dict:
     """The source model on the target validation set, no training."""
-    return _coco(test_config(TOOLS, ROOT / CONFIG, SOURCE, work_dir, RUNS['Base'], cwd=root))
+    return _coco(test_config(TOOLS, ROOT / CONFIG, SOURCE, work_dir, RUNS['Base'], cwd=root, split='val'))
 
 
 def finetune(work_dir: Path, overrides: dict, root: Path) -> dict:
@@ -129,8 +129,8 @@ def draw(work_dir: Path, checkpoints: dict[str, tuple[dict, str]], root: Path, n
     for name, (overrides, checkpoint) in checkpoints.items():
         model, cfg = _detector(overrides, checkpoint)
         if dataset is None:
-            cfg.test_dataloader.dataset.data_root = str(root / cfg.test_dataloader.dataset.data_root)
-            dataset = DATASETS.build(cfg.test_dataloader.dataset)
+            cfg.val_dataloader.dataset.data_root = str(root / cfg.val_dataloader.dataset.data_root)
+            dataset = DATASETS.build(cfg.val_dataloader.dataset)
             visualizer = DetLocalVisualizer.get_instance('flora_mm_demo')
             visualizer.dataset_meta = dataset.metainfo
             columns['Ground truth'] = []
@@ -176,7 +176,7 @@ def spread(paths: list[Path]) -> str:
     files, or the demo work dirs holding them)."""
     summaries = [json.loads((p / 'summary.json' if p.is_dir() else p).read_text()) for p in paths]
     seeds = [s['seed'] for s in summaries]
-    lines = [f'| method | trainable backbone params | bbox mAP mean (min - max) | segm mAP mean (min - max) |',
+    lines = ['| method | trainable backbone params | bbox mAP mean (min - max) | segm mAP mean (min - max) |',
              '|---|---:|---:|---:|']
     for name in summaries[0]['runs']:
         runs = [s['runs'][name] for s in summaries]

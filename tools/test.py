@@ -17,7 +17,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import flora_mm  # noqa: F401
 from flora_mm.engine import is_adapter_only
-from flora_mm.engine.launch import build_runner, check_run_files, load_run_config, shutdown_distributed
+from flora_mm.engine.launch import (build_runner, check_run_files, evaluate_on_validation, load_run_config,
+                                    shutdown_distributed)
 
 
 def parse_args():
@@ -30,6 +31,9 @@ def parse_args():
     parser.add_argument('--skip-base-check', action='store_true',
                         help='load an adapter-only checkpoint even if the config\'s pretrained base is not the file '
                              '(SHA-256) it was trained on, or that file was not recorded')
+    parser.add_argument('--split', choices=['test', 'val'], default='test',
+                        help='evaluate on the config\'s test split (default) or on its validation split '
+                             '(val_dataloader / val_evaluator)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -45,6 +49,8 @@ def main():
     args = parse_args()
     cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
                           check_base=not args.skip_base_check)
+    if args.split == 'val':
+        evaluate_on_validation(cfg)
     if args.adapter is not None:
         ckpt = CheckpointLoader.load_checkpoint(args.adapter, map_location='cpu')
         if not is_adapter_only(ckpt):

@@ -12,7 +12,9 @@ max_iters = 400
 model = dict(backbone=dict(frozen_stages=-1, adapter=dict(_delete_=True, type='FLoRA', rank=10, kernel_rank=2, scale=4.0)))
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
+# three disjoint splits: trainval (training), val (every choice), test (held out, its own random stream)
+test_dataloader = dict(dataset=dict(data_root=data_root, ann_file='test/annfiles/',
+                                    data_prefix=dict(img_path='test/images/')))
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

@@ -13,7 +13,9 @@ max_iters = 2000
 model = dict(backbone=dict(frozen_stages=-1, adapter=dict(_delete_=True, type='FLoRA', rank=10, kernel_rank=2, scale=4.0)))
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
+# three disjoint splits: training, validation (every choice), test (held out, its own random stream)
+test_dataloader = dict(dataset=dict(data_root=data_root,
+                                    data_prefix=dict(img_path='images/test', seg_map_path='annotations/test')))
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

@@ -15,9 +15,12 @@ model = dict(backbone=dict(frozen_stages=-1, adapter=dict(_delete_=True, type='F
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
+# three disjoint splits: train2017 (training), val2017 (every choice: tools/tune.py, schedules, the demo's table),
+# test2017 (held out; drawn from its own random stream, flora_mm.data.split_streams)
+test_dataloader = dict(dataset=dict(data_root=data_root, ann_file='annotations/instances_test2017.json',
+                                    data_prefix=dict(img='test2017/')))
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_test2017.json')
 
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [

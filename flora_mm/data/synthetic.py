@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ['COCO_CLASSES', 'DOTA_CLASSES', 'ADE_CLASSES', 'SOURCE_SHAPES', 'ensure_dataset', 'make_coco',
-           'make_dota', 'make_ade20k', 'source_scene']
+           'make_dota', 'make_ade20k', 'source_scene', 'split_streams']
 
 COCO_CLASSES = ('square', 'disc', 'triangle')
 #: A subset of DOTA-v1.0's class names (mmrotate's DOTADataset knows them).
@@ -190,15 +190,16 @@ def source_scene(rng: np.random.Generator, n: int, img_size: int = 64) -> tuple[
 
 
 def make_coco(root: str | Path, num_train: int = 64, num_val: int = 16, img_size: int = 128,
-              seed: int = 0, shift: bool = False) -> Path:
-    """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_{split}.json``.
+              seed: int = 0, shift: bool = False, num_test: int = 0) -> Path:
+    """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_{split}.json`` (and ``test2017``
+    with ``num_test`` images: a held-out test split, see :func:`split_streams`).
 
     ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`)."""
     root = Path(root)
-    rng = np.random.default_rng(seed)
     (root / 'annotations').mkdir(parents=True, exist_ok=True)
     categories = [dict(id=i + 1, name=n) for i, n in enumerate(COCO_CLASSES)]
-    for split, count in (('train2017', num_train), ('val2017', num_val)):
+    for split, count, rng in split_streams(seed, (('train2017', num_train), ('val2017', num_val)),
+                                           ('test2017', num_test)):
         (root / split).mkdir(exist_ok=True)
         images, annotations = [], []
         for idx in range(count):
@@ -242,13 +243,13 @@ def _oriented_object(kind: str, radius: float):
 
 
 def make_dota(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 256,
-              seed: int = 0, shift: bool = False) -> Path:
-    """Write ``root/{trainval,val}/{images/*.png,annfiles/*.txt}`` in DOTA-v1.0 format (after splitting).
+              seed: int = 0, shift: bool = False, num_test: int = 0) -> Path:
+    """Write ``root/{trainval,val}/{images/*.png,annfiles/*.txt}`` in DOTA-v1.0 format (after splitting), and
+    ``root/test/`` with ``num_test`` images (a held-out test split, see :func:`split_streams`).
 
     ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`)."""
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    for split, count in (('trainval', num_train), ('val', num_val)):
+    for split, count, rng in split_streams(seed, (('trainval', num_train), ('val', num_val)), ('test', num_test)):
         (root / split / 'images').mkdir(parents=True, exist_ok=True)
         (root / split / 'annfiles').mkdir(parents=True, exist_ok=True)
         for idx in range(count):
@@ -274,16 +275,17 @@ def make_dota(root: str | Path, num_train: int = 32, num_val: int = 8, img_size:
 
 
 def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_size: int = 128,
-                seed: int = 0, shift: bool = False) -> Path:
-    """Write ``root/images/{training,validation}/*.jpg`` and ``root/annotations/...*.png`` (ADE20K layout).
+                seed: int = 0, shift: bool = False, num_test: int = 0) -> Path:
+    """Write ``root/images/{training,validation}/*.jpg`` and ``root/annotations/...*.png`` (ADE20K layout), and
+    ``test`` folders with ``num_test`` images (a held-out test split, see :func:`split_streams`).
     ``shift``: a target domain far from the pretraining source (see :data:`SHIFT_DOC`).
 
     Scenes: sky above a horizon, floor below, building rectangles standing on the horizon, tree discs, and
     a wall patch; label values are 1-based indices into :data:`ADE_CLASSES`.
     """
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    for split, count in (('training', num_train), ('validation', num_val)):
+    for split, count, rng in split_streams(seed, (('training', num_train), ('validation', num_val)),
+                                           ('test', num_test)):
         (root / 'images' / split).mkdir(parents=True, exist_ok=True)
         (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
         for idx in range(count):
@@ -321,18 +323,34 @@ def make_ade20k(root: str | Path, num_train: int = 32, num_val: int = 8, img_siz
                 noisy = _texture(rng, np.asarray(img))
             else:
                 noisy = np.clip(np.asarray(img, float) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
-            prefix = 'ADE_train' if split == 'training' else 'ADE_val'
+            prefix = {'training': 'ADE_train', 'validation': 'ADE_val'}.get(split, 'ADE_test')
             Image.fromarray(noisy).save(root / 'images' / split / f'{prefix}_{idx:08d}.jpg', quality=95)
             lab.save(root / 'annotations' / split / f'{prefix}_{idx:08d}.png')
     return root
 
 
+#: The seed-sequence key of the test split's random stream (independent of the train / validation stream).
+TEST_STREAM = 7
+
+
+def split_streams(seed: int, shared: tuple, test: tuple[str, int]):
+    """``(split, count, rng)`` per split: the train and validation splits draw in turn from one stream
+    (``default_rng(seed)``, as before test splits existed, so they are unchanged), the test split from its own,
+    independent stream (``default_rng([seed, TEST_STREAM])``): adding or resizing it changes no other image."""
+    rng = np.random.default_rng(seed)
+    for split, count in shared:
+        yield split, count, rng
+    if test[1] > 0:
+        yield test[0], test[1], np.random.default_rng([seed, TEST_STREAM])
+
+
 def ensure_dataset(maker: str, out: str | Path, **kwargs) -> Path:
     """``out`` holding the dataset ``make_<task>(out, **kwargs)`` writes (``maker`` names the function), generated
-    unless a previous call completed it (``out/.complete``, which records the arguments)."""
+    unless a previous call with the same arguments completed it (``out/.complete`` records them; other arguments,
+    e.g. an added test split, regenerate it)."""
     out = Path(out)
     marker = out / '.complete'
-    if not marker.exists():
+    if not marker.exists() or json.loads(marker.read_text()) != json.loads(json.dumps(kwargs)):
         globals()[maker](out, **kwargs)
         marker.write_text(json.dumps(kwargs))
     return out

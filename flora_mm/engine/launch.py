@@ -2,6 +2,7 @@
 settings for machines without GPUs) and the runner it builds."""
 from __future__ import annotations
 
+import copy
 import os.path as osp
 from typing import Any
 
@@ -13,7 +14,8 @@ from mmengine.runner import Runner
 
 from .adapter_checkpoint import AdapterCheckpointHook
 
-__all__ = ['check_run_files', 'config_dicts', 'load_run_config', 'build_runner', 'shutdown_distributed']
+__all__ = ['check_run_files', 'config_dicts', 'evaluate_on_validation', 'load_run_config', 'build_runner',
+           'shutdown_distributed']
 
 
 def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | None = None,
@@ -56,6 +58,16 @@ def load_run_config(config: str, launcher: str = 'none', cfg_options: dict | Non
         wrapper.setdefault('device_ids', None)
         cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def evaluate_on_validation(cfg: Config) -> None:
+    """Point the test loop at the validation split (``tools/test.py --split val``): ``test_dataloader`` and
+    ``test_evaluator`` become copies of ``val_dataloader`` and ``val_evaluator``."""
+    missing = [key for key in ('val_dataloader', 'val_evaluator') if not cfg.get(key)]
+    if missing:
+        raise ValueError(f'{cfg.filename}: --split val needs {" and ".join(missing)} in the config')
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
 
 
 #: Where to find out how to get each kind of missing file.

@@ -58,9 +58,11 @@ def last_validation(work_dir: Path, metric: str) -> dict:
 
 def test_config(tools: Path, config: str | Path, checkpoint: str, work_dir: Path,
                 overrides: Mapping[str, Any] | None = None, cwd: Path | None = None,
-                log: Path | None = None, env: Mapping[str, str] | None = None) -> dict:
-    """Evaluate ``checkpoint`` with ``tools/test.py``; the metrics it dumped (``WORK_DIR/<time>/<time>.json``)."""
-    cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir)]
+                log: Path | None = None, env: Mapping[str, str] | None = None, split: str = 'test') -> dict:
+    """Evaluate ``checkpoint`` with ``tools/test.py`` on the config's ``split`` ('test' or 'val'); the metrics it
+    dumped (``WORK_DIR/<time>/<time>.json``)."""
+    cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir),
+           '--split', split]
     if overrides:
         cmd += ['--cfg-options', *cli_options(overrides)]
     before = set(work_dir.glob('*/*.json'))

@@ -53,3 +53,27 @@ def test_source_and_shifted_target_are_read_by_the_stock_datasets(make, read, tm
         assert all(a.read_bytes() == b.read_bytes() for a, b in zip(images, images2))  # deterministic
         roughness[shift] = np.mean([_roughness(p) for p in images])
     assert roughness[True] > 1.5 * roughness[False]
+
+
+# (maker, the images of the train, validation and test splits, relative to the root)
+SPLIT_GLOBS = [
+    (make_coco, ('train2017/*.jpg', 'val2017/*.jpg', 'test2017/*.jpg')),
+    (make_dota, ('trainval/images/*.png', 'val/images/*.png', 'test/images/*.png')),
+    (make_ade20k, ('images/training/*.jpg', 'images/validation/*.jpg', 'images/test/*.jpg')),
+]
+
+
+@pytest.mark.parametrize('make,globs', SPLIT_GLOBS, ids=['coco', 'dota', 'ade20k'])
+def test_test_split_is_held_out_and_changes_no_other_image(make, globs, tmp_path):
+    def pixels(root, pattern):
+        return [np.asarray(Image.open(p)) for p in sorted(root.glob(pattern))]
+
+    kwargs = dict(num_train=2, num_val=2, img_size=64, shift=True)
+    without, with_test = make(tmp_path / 'a', **kwargs), make(tmp_path / 'b', num_test=3, **kwargs)
+    assert not list(without.glob(globs[2]))  # no test split unless asked for
+    for pattern in globs[:2]:  # train and validation images are the same with or without a test split
+        assert all(np.array_equal(x, y) for x, y in zip(pixels(without, pattern), pixels(with_test, pattern), strict=True))
+    train, val, test = (pixels(with_test, g) for g in globs)
+    assert len(test) == 3
+    seen = [*train, *val]
+    assert not any(np.array_equal(t, s) for t in test for s in seen)  # its own images, not copies
