@@ -1,10 +1,10 @@
 """mmengine integration: the adapter optimizer-wrapper constructor, training hooks and adapter-only checkpoints."""
 from .adapter_checkpoint import (AdapterCheckpointHook, adapter_checkpoint, is_adapter_only, load_adapter_checkpoint,
                                  pretrained_sources, unwrap_model)
-from .hooks import DeltaWeightStatsHook, FrozenParamsCheckHook, delta_stats
+from .hooks import DeltaWeightStatsHook, FiniteLossHook, FrozenParamsCheckHook, OptunaPruningHook, delta_stats
 from .logs import read_scalars, scalar_curve
 from .optim_constructor import AdapterOptimWrapperConstructor, check_frozen, parameter_summary
 
-__all__ = ['AdapterCheckpointHook', 'AdapterOptimWrapperConstructor', 'DeltaWeightStatsHook', 'FrozenParamsCheckHook',
-           'adapter_checkpoint', 'check_frozen', 'delta_stats', 'is_adapter_only', 'load_adapter_checkpoint',
+__all__ = ['AdapterCheckpointHook', 'AdapterOptimWrapperConstructor', 'DeltaWeightStatsHook', 'FiniteLossHook',
+           'FrozenParamsCheckHook', 'OptunaPruningHook', 'adapter_checkpoint', 'check_frozen', 'delta_stats', 'is_adapter_only', 'load_adapter_checkpoint',
            'parameter_summary', 'pretrained_sources', 'read_scalars', 'scalar_curve', 'unwrap_model']

@@ -1,7 +1,10 @@
 """Training hooks for adapter runs."""
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os.path as osp
 
 import torch
 from mmengine.hooks import Hook
@@ -11,7 +14,7 @@ from torch import Tensor
 
 from .adapter_checkpoint import unwrap_model
 
-__all__ = ['DeltaWeightStatsHook', 'FrozenParamsCheckHook', 'delta_stats']
+__all__ = ['DeltaWeightStatsHook', 'FiniteLossHook', 'FrozenParamsCheckHook', 'OptunaPruningHook', 'delta_stats']
 
 
 def _fingerprint(param: Tensor) -> Tensor:
@@ -186,3 +189,73 @@ class DeltaWeightStatsHook(Hook):
         for key in ('fro', 'amp'):
             if f'delta/mean_{key}' in scalars:
                 runner.message_hub.update_scalar(f'train/delta_mean_{key}', scalars[f'delta/mean_{key}'])
+
+
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Stops a run whose loss is NaN or infinite, by raising ``FloatingPointError`` naming the iteration and the
+    loss terms that are not finite (a diverged run would otherwise train on and report a meaningless metric).
+    ``tools/tune.py`` adds it to every trial and records such a trial as failed, with this message."""
+
+    priority = 'VERY_HIGH'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        values = {k: float(torch.as_tensor(v).detach()) for k, v in (outputs or {}).items() if k.startswith('loss')}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(f'the loss diverged at iteration {runner.iter + 1}: '
+                                     + ', '.join(f'{k} = {v}' for k, v in bad.items()))
+
+
+@HOOKS.register_module()
+class OptunaPruningHook(Hook):
+    """Reports each validation result of a run to its Optuna trial and stops the run when the study's pruner says
+    so (``tools/tune.py`` adds it to a trial's config; the run is a separate process, so the trial is found again
+    in the study's storage).
+
+    The step reported is the training iteration of the validation. A pruned run stops training (mmengine's
+    ``train_loop.stop_training``), and leaves ``optuna_pruned.json`` (step, value) in its work dir for the study to
+    record the trial as pruned. Under DDP rank 0 reports and decides, every rank stops.
+
+    Args:
+        storage: The study's Optuna storage URL.
+        study_name: The study.
+        trial_id: The trial's storage id.
+        metric: The validation metric reported.
+        pruner: The pruner name (:data:`flora_mm.engine.tune.PRUNERS`).
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, storage: str, study_name: str, trial_id: int, metric: str, pruner: str = 'median') -> None:
+        self.storage, self.study_name, self.trial_id = storage, study_name, trial_id
+        self.metric, self.pruner = metric, pruner
+        self._trial = None
+
+    def before_train(self, runner) -> None:
+        from mmengine.dist import is_main_process
+        if is_main_process():
+            import optuna
+            from .tune import make_pruner
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                      sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(self.pruner))
+            self._trial = optuna.trial.Trial(study, self.trial_id)
+
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        from mmengine.dist import broadcast_object_list
+        decision = [None]
+        if self._trial is not None:
+            if self.metric not in (metrics or {}):
+                raise KeyError(f'OptunaPruningHook: validation gave {sorted(metrics or {})}, not {self.metric!r}')
+            value, step = float(metrics[self.metric]), runner.iter
+            self._trial.report(value, step)
+            if self._trial.should_prune():
+                decision = [dict(step=step, value=value)]
+        broadcast_object_list(decision)
+        if decision[0] is not None:
+            print_log(f'OptunaPruningHook: trial pruned at iteration {decision[0]["step"]} '
+                      f'({self.metric} {decision[0]["value"]:.4f})', logger='current')
+            runner.train_loop.stop_training = True
+            if runner.rank == 0:
+                with open(osp.join(runner.work_dir, 'optuna_pruned.json'), 'w') as f:
+                    json.dump(decision[0], f)
