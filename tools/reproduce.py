@@ -35,32 +35,12 @@ from typing import Any
 
 from flora_mm import docblocks
 from flora_mm.engine.runs import test_config, train_config
+from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / 'tools'
 
-TASKS = {  # target config, shipped source model, primary metric (+ others), factor to percent, target data
-    'coco': dict(config='configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py',
-                 source='flora_mm://mask_rcnn_atto_source_coco', metric='coco/bbox_mAP',
-                 extra=('coco/segm_mAP', 'coco/bbox_mAP_50'), to_percent=100,
-                 data=dict(maker='make_coco', root='data/target_coco', num_train=256, num_val=64, img_size=128),
-                 quick={'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
-                        'default_hooks.checkpoint.interval': 1}),
-    'dota': dict(config='configs/adaptation/oriented-rcnn_convnextv2-atto_target-dota.py',
-                 source='flora_mm://oriented_rcnn_atto_source_dota', metric='dota/mAP', extra=('dota/AP50', ),
-                 to_percent=100,
-                 data=dict(maker='make_dota', root='data/target_dota', num_train=256, num_val=64, img_size=128),
-                 quick={'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
-                        'default_hooks.checkpoint.interval': 2}),
-    'ade20k': dict(config='configs/adaptation/upernet_convnextv2-atto_target-ade20k.py',
-                   source='flora_mm://upernet_atto_source_ade20k', metric='mIoU', extra=('aAcc', 'mAcc'),
-                   to_percent=1,
-                   data=dict(maker='make_ade20k', root='data/target_ade20k', num_train=256, num_val=64, img_size=128),
-                   quick={'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
-                          'default_hooks.checkpoint.interval': 2}),
-}
 MIN_SEEDS = 5  # paired seeds a comparison needs (issue #16)
-QUICK_DATA = dict(num_train=8, num_val=4, img_size=64)
 ADAPTER = 'model.backbone.adapter'
 
 
@@ -146,12 +126,6 @@ PAIR_GROUP = {**{pair: 'grid' for pair in GRID_PAIRS},
               **{pair: name for name, m in MECHANISMS.items() for pair in m['pairs']}}
 
 
-def ensure_data(task: str, root: Path, quick: bool) -> None:
-    from flora_mm.data import ensure_dataset
-    spec = dict(TASKS[task]['data'], **(QUICK_DATA if quick else {}))
-    ensure_dataset(spec.pop('maker'), root / spec.pop('root'), seed=0, shift=True, **spec)
-
-
 _BUILD_LOCK = threading.Lock()  # the registries' default scope is global: one budget count at a time
 
 
@@ -193,7 +167,7 @@ def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bo
     start = time.time()
     if method == 'zero_shot':
         metrics = test_config(TOOLS, config, spec['source'], work_dir, overrides, cwd=root,
-                              log=work_dir / 'test.log', env=env)
+                              log=work_dir / 'test.log', env=env, split='val')  # the split the study reports
     else:
         metrics = train_config(TOOLS, config, work_dir, overrides, spec['metric'], cwd=root,
                                log=work_dir / 'train.log', env=env)
@@ -486,7 +460,7 @@ def main():
         methods = list(dict.fromkeys([*args.methods, *(v for m in args.mechanisms for v in MECHANISMS[m]['variants'])]))
         plan = planned_runs(args.tasks, methods, args.seeds)
         for task in dict.fromkeys(task for task, _, _ in plan):
-            ensure_data(task, root, args.quick)  # before the runs: parallel runs must not generate it twice
+            ensure_task_data(task, root, args.quick)  # before the runs: parallel runs must not generate it twice
         threads = int(os.environ.get('OMP_NUM_THREADS') or max(1, (os.cpu_count() or 1) // args.jobs))
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_one, out, task, method, seed, args.repeat, args.quick, root, threads)

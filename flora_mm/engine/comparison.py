@@ -1,0 +1,227 @@
+"""The tuned, pre-registered comparison (``docs/preregistration.md``; command line: ``tools/tuned_study.py``).
+
+Every method that trains backbone parameters gets the same search: the learning rate of what it trains, as a
+multiplier on the target config's AdamW learning rate (:data:`LR_GRID`, factor 4 apart), run through
+:mod:`flora_mm.engine.tune`'s grid mode on the validation split with one seed per point; heads and neck keep the
+config's setting. Rank-based methods are held at the budget of :data:`REFERENCE` by the budget solver (within
+:data:`BUDGET_TOLERANCE`). The selected point is the best validation value; if it lies at an edge of the grid the
+grid is extended on that side (:func:`extension`) before any test run. Test runs read the test split once, at
+the selected setting only (:func:`selected_lr_mult` refuses otherwise).
+
+Every run file records split, seed, threads, route policy, commit (and whether the tree was dirty), the budget,
+and the resolved config the run trained.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from .targets import TASKS
+from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
+
+__all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'VALIDATION_SEED', 'budget_table',
+           'curves_table', 'extension', 'method_overrides', 'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study']
+
+ADAPTER = 'model.backbone.adapter'
+#: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
+#: 1% of LoRA with integer ranks; see docs/preregistration.md).
+REFERENCE = dict(type='LoRA', rank=16, scale=1.0)
+BUDGET_TOLERANCE = 0.01
+SOLVE = 'solve'  # a rank solved to REFERENCE's budget
+#: method -> the target config's adapter replaced by these options (None: no adapter), and frozen stages
+METHODS: dict[str, dict[str, Any]] = {
+    'base': dict(adapter=None, frozen_stages=4),
+    'full': dict(adapter=None),
+    'bitfit': dict(adapter=dict(type='BitFit')),
+    'lora': dict(adapter=REFERENCE),
+    'dora': dict(adapter=dict(type='DoRA', rank=SOLVE, scale=1.0)),
+    'flora': dict(adapter=dict(type='FLoRA', rank=SOLVE, kernel_rank=2, scale=4.0)),
+    'trilora': dict(adapter=dict(type='TriLoRA', rank=SOLVE, scale=1.0)),
+    'ia3': dict(adapter=dict(type='IA3')),
+    'ssl': dict(adapter=dict(type='SSL')),
+    'ssb': dict(adapter=dict(type='SSB')),
+    'lora_mpc_o': dict(adapter=dict(REFERENCE, mpc='orthogonal', mpc_weight=0.1)),
+    'lora_mpc_d': dict(adapter=dict(REFERENCE, mpc='diagonal', mpc_weight=0.1)),
+    'lora_mpc_n': dict(adapter=dict(type='LoRA', rank=SOLVE, scale=1.0, mpc='nonlinear', targets=['linear'])),
+}
+#: Methods with nothing to tune in the backbone (Base trains heads only): one run per seed, no grid.
+UNTUNED = ('base', )
+#: The learning-rate multipliers every tuned method is validated at (x the config's AdamW 2e-4).
+LR_GRID = (0.0625, 0.25, 1.0, 4.0, 16.0)
+GRID_FACTOR = 4.0
+MAX_EXTENSIONS = 4  # grid points added beyond LR_GRID before the selection gives up (an error, not a choice)
+VALIDATION_SEED = 100
+#: Deterministic runs: fixed threads, rule-based adapter routes (no timing-dependent choice).
+RUN_ENV = {'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2', 'FLORA_MM_ROUTE_POLICY': 'cost_model'}
+
+
+def _solved_adapter(cfg: Config, adapter: Mapping[str, Any]) -> dict:
+    from mmengine.registry import init_default_scope
+    from ..models.budget import adapter_budget, solve_rank
+    adapter = dict(adapter)
+    if adapter.get('rank') == SOLVE:
+        init_default_scope(cfg.get('default_scope'))
+        target = adapter_budget(cfg.model.backbone, REFERENCE)[0]
+        adapter['rank'] = solve_rank(cfg.model.backbone, {**adapter, 'rank': 1}, target)[0]
+    return adapter
+
+
+def method_overrides(task: str, method: str, root: Path) -> dict:
+    """``--cfg-options`` that turn the task's target config into ``method`` (ranks solved to the budget)."""
+    if method not in METHODS:
+        raise KeyError(f'unknown method {method!r}; choose from {sorted(METHODS)}')
+    spec = METHODS[method]
+    overrides: dict[str, Any] = {}
+    if spec['adapter'] is None:
+        overrides[ADAPTER] = None
+    else:
+        cfg = Config.fromfile(str(root / TASKS[task]['config']))
+        overrides[ADAPTER] = dict(_delete_=True, **_solved_adapter(cfg, spec['adapter']))
+    if 'frozen_stages' in spec:
+        overrides['model.backbone.frozen_stages'] = spec['frozen_stages']
+    return overrides
+
+
+def budget_table(root: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
+    """Markdown: per task and method, the solved rank, the trainable backbone parameters and the gap to the
+    reference budget (the pre-registration's budget table, generated)."""
+    from mmengine.registry import init_default_scope
+    from ..models.budget import adapter_budget, trainable_parameters
+    lines = ['| task | method | adapter rank | adapter parameters | vs LoRA r=16 | trainable backbone |',
+             '|---|---|---:|---:|---:|---:|']
+    for task in tasks:
+        target = Config.fromfile(str(root / TASKS[task]['config']))
+        init_default_scope(target.get('default_scope'))
+        reference = adapter_budget(target.model.backbone, REFERENCE)[0]
+        for method in METHODS:
+            cfg = Config.fromfile(str(root / TASKS[task]['config']))
+            cfg.merge_from_dict(method_overrides(task, method, root))
+            adapter = cfg.model.backbone.get('adapter')
+            count = adapter_budget(cfg.model.backbone, adapter)[0] if adapter else 0
+            gap = f'{100 * (count / reference - 1):+.2f}%' if adapter and 'rank' in adapter else '-'
+            lines.append(f'| {task} | {method} | {adapter.get("rank", "-") if adapter else "-"} | {count:,} | {gap} '
+                         f'| {trainable_parameters(cfg.model.backbone)[0]:,} |')
+    return '\n'.join(lines)
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> None:
+    """The committed record of one validation run (``out/validation/<task>/<method>/lr<mult>_s<seed>.json``)."""
+    mult = record['params'][LR_MULT]
+    configs = record.get('configs') or []
+    resolved = Path(configs[0]).read_text() if configs and Path(configs[0]).exists() else None
+    data = dict(task=task, method=method, split='val', lr_mult=mult, seeds=record['seeds'],
+                state=record.get('state'), metric=record['metric'], value=record.get('value'),
+                fail_reason=record.get('fail_reason'), minutes=record.get('minutes'),
+                threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
+                commit=_git(root, 'rev-parse', 'HEAD'), dirty=bool(_git(root, 'status', '--porcelain', '--',
+                                                                         'flora_mm', 'configs', 'tools')),
+                overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
+                resolved_config=resolved)
+    path = out / 'validation' / task / method / f'lr{mult:g}_s{record["seeds"][0]}.json'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + '\n')
+
+
+def validation_study(task: str, method: str, root: Path, out: Path, grid: tuple[float, ...] = LR_GRID,
+                     quick: bool = False, log=print) -> Study:
+    """The validation grid of (task, method) as a resumable tune study in ``root/work_dirs/tuned/``, each finished
+    trial also written to ``out/validation/`` (the files the selection reads and git keeps)."""
+    if method in UNTUNED:
+        raise ValueError(f'{method} trains no backbone parameter: it has no learning-rate grid')
+    spec = TASKS[task]
+    name = f'{method}_grid' + ''.join(f'_{g:g}' for g in grid)
+    settings = StudySettings(
+        config=root / spec['config'], work_dir=root / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task
+        / method, params=[SearchParam(LR_MULT, 'grid', values=tuple(grid))], metric=spec['metric'],
+        seeds=(VALIDATION_SEED, ), pruner='none', study_name=name,
+        cfg_options={**method_overrides(task, method, root), **(spec['quick'] if quick else {})})
+    launch = subprocess_launcher(root / 'tools', cwd=root, env=RUN_ENV)
+    return Study(settings, launch, log=log, on_record=lambda r: _run_file(out, task, method, root, r))
+
+
+def validation_records(out: Path, task: str, method: str) -> list[dict]:
+    """The finished validation runs of (task, method), by learning-rate multiplier."""
+    folder = out / 'validation' / task / method
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('lr*_s*.json'))] if folder.exists() else []
+    return sorted(runs, key=lambda r: r['lr_mult'])
+
+
+def _value(run: dict) -> float:
+    value = run.get('value')
+    return value if run.get('state') == 'COMPLETE' and value is not None and math.isfinite(value) else -math.inf
+
+
+def extension(out: Path, task: str, method: str) -> tuple[float, ...]:
+    """The next grid points the selection rule needs: none when the best validation value is interior; else the
+    point one factor beyond the edge it sits on (a failed / diverged point counts as worst)."""
+    runs = validation_records(out, task, method)
+    done = {r['lr_mult'] for r in runs}
+    missing = tuple(g for g in LR_GRID if g not in done)
+    if missing:
+        return missing
+    best = max(runs, key=_value)
+    mults = sorted(done)
+    if best['lr_mult'] in (mults[0], mults[-1]) and len(mults) >= len(LR_GRID) + MAX_EXTENSIONS:
+        raise RuntimeError(f'{task}/{method}: the best validation value is still at the edge lr_mult '
+                           f'{best["lr_mult"]:g} after {MAX_EXTENSIONS} extensions of the grid; inspect the runs')
+    if best['lr_mult'] == mults[0]:
+        return (mults[0] / GRID_FACTOR, )
+    if best['lr_mult'] == mults[-1]:
+        return (mults[-1] * GRID_FACTOR, )
+    return ()
+
+
+def selected_lr_mult(out: Path, task: str, method: str) -> float:
+    """The validation study's choice for (task, method); refuses while the grid is incomplete or its best point
+    is at an edge (a test run at any other setting is refused by construction)."""
+    if method in UNTUNED:
+        return 1.0
+    pending = extension(out, task, method)
+    if pending:
+        raise RuntimeError(f'{task}/{method}: the validation study has not selected a setting yet (still to run: '
+                           f'lr_mult {", ".join(f"{g:g}" for g in pending)}); tools/tuned_study.py validate')
+    return max(validation_records(out, task, method), key=_value)['lr_mult']
+
+
+def run_validation(task: str, method: str, root: Path, out: Path, quick: bool = False, log=print) -> float:
+    """Run (or resume) the validation grid of (task, method), extending it until its best point is interior; the
+    selected multiplier."""
+    while pending := extension(out, task, method):
+        study = validation_study(task, method, root, out, grid=pending, quick=quick, log=log)
+        study.optimize()
+    return selected_lr_mult(out, task, method)
+
+
+def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
+    """Markdown: each method's validation curve (metric in % per learning-rate multiplier; 'x' a failed run) and
+    its selection ('pending' until interior), from the run files."""
+    lines = []
+    for task in tasks:
+        runs = {m: validation_records(out, task, m) for m in METHODS if m not in UNTUNED}
+        mults = sorted({r['lr_mult'] for rs in runs.values() for r in rs})
+        if not mults:
+            continue
+        scale = TASKS[task]['to_percent']
+        lines += [f'\n**{task}** ({TASKS[task]["metric"]}, %, validation split, seed {VALIDATION_SEED})\n',
+                  '| method | ' + ' | '.join(f'x{m:g}' for m in mults) + ' | selected |',
+                  '|---|' + '---:|' * (len(mults) + 1)]
+        for method, rs in runs.items():
+            by = {r['lr_mult']: r for r in rs}
+            cells = ['-' if m not in by else ('x' if _value(by[m]) == -math.inf else f'{scale * by[m]["value"]:.1f}')
+                     for m in mults]
+            try:
+                choice = f'x{selected_lr_mult(out, task, method):g}'
+            except RuntimeError:
+                choice = 'pending'
+            lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {choice} |')
+    return '\n'.join(lines).strip()

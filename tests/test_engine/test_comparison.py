@@ -1,0 +1,73 @@
+"""The tuned comparison's rules (flora_mm.engine.comparison): budgets within 1% of the reference, the selection rule
+and its edge extension, the refusal to test an unselected setting; the records are written here by hand, as a
+finished validation run writes them."""
+import json
+import math
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from flora_mm.engine import comparison as C
+from flora_mm.models.budget import adapter_budget
+from tests.test_configs.smoke import ROOT
+
+
+def _record(out, mult, value, task='coco', method='flora', state='COMPLETE'):
+    path = out / 'validation' / task / method / f'lr{mult:g}_s{C.VALIDATION_SEED}.json'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(lr_mult=mult, value=value, state=state)))
+
+
+@pytest.mark.parametrize('curve,pending,selected', [
+    ({}, C.LR_GRID, None),                                                         # nothing ran
+    ({0.0625: .1, 0.25: .2, 1: .3}, (4.0, 16.0), None),                            # grid incomplete
+    ({0.0625: .1, 0.25: .2, 1: .5, 4: .3, 16: .1}, (), 1.0),                       # interior optimum
+    ({0.0625: .1, 0.25: .2, 1: .3, 4: .4, 16: .5}, (64.0, ), None),                # upper edge: extend up
+    ({0.0625: .6, 0.25: .2, 1: .3, 4: .4, 16: .5}, (0.015625, ), None),            # lower edge: extend down
+    ({0.0625: .1, 0.25: .2, 1: .3, 4: .4, 16: .5, 64: .45}, (), 16.0),             # extended, now interior
+    ({0.0625: .1, 0.25: .2, 1: .3, 4: .4, 16: math.nan}, (), 4.0),                 # a diverged point is worst
+    ({0.0625: .1, 0.25: .3, 1: .3, 4: .2, 16: .1}, (), 0.25),                      # a tie: the smaller multiplier
+])
+def test_selection_rule_and_edge_extension(tmp_path, curve, pending, selected):
+    for mult, value in curve.items():
+        _record(tmp_path, mult, value, state='FAIL' if math.isnan(value) else 'COMPLETE')
+    assert C.extension(tmp_path, 'coco', 'flora') == tuple(pending)
+    if selected is None:
+        with pytest.raises(RuntimeError, match='has not selected a setting yet'):
+            C.selected_lr_mult(tmp_path, 'coco', 'flora')
+    else:
+        assert C.selected_lr_mult(tmp_path, 'coco', 'flora') == selected
+
+
+def test_a_method_still_at_an_edge_after_the_extensions_is_an_error(tmp_path):
+    mults = [0.0625 * 4 ** i for i in range(len(C.LR_GRID) + C.MAX_EXTENSIONS)]
+    for i, mult in enumerate(mults):
+        _record(tmp_path, mult, i)  # increasing to the last point
+    with pytest.raises(RuntimeError, match='still at the edge'):
+        C.extension(tmp_path, 'coco', 'flora')
+
+
+def test_grid_is_log_spaced_a_factor_four_apart_with_five_points():
+    ratios = {b / a for a, b in zip(C.LR_GRID, C.LR_GRID[1:])}
+    assert len(C.LR_GRID) >= 5 and ratios == {C.GRID_FACTOR} and 1.0 in C.LR_GRID
+
+
+@pytest.mark.parametrize('method', [m for m, spec in C.METHODS.items()
+                                    if spec['adapter'] is not None and 'rank' in spec['adapter']])
+def test_rank_methods_are_within_one_percent_of_the_reference_budget(method):
+    """Oracle: the adapter budget counted on the built backbone, against LoRA r=16's."""
+    cfg = Config.fromfile(str(ROOT / C.TASKS['coco']['config']))
+    init_default_scope(cfg.default_scope)
+    reference = adapter_budget(cfg.model.backbone, C.REFERENCE)[0]
+    cfg.merge_from_dict(C.method_overrides('coco', method, ROOT))
+    budget = adapter_budget(cfg.model.backbone, cfg.model.backbone.adapter)[0]
+    assert abs(budget / reference - 1) <= C.BUDGET_TOLERANCE
+    assert cfg.model.backbone.adapter.type == C.METHODS[method]['adapter']['type']  # replaced, not merged
+    assert 'kernel_rank' not in cfg.model.backbone.adapter or method == 'flora'
+
+
+def test_base_is_untuned():
+    with pytest.raises(ValueError, match='no learning-rate grid'):
+        C.validation_study('coco', 'base', ROOT, ROOT / 'unused')
+    assert C.selected_lr_mult(ROOT / 'unused', 'coco', 'base') == 1.0

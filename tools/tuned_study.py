@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""The tuned, pre-registered comparison (docs/preregistration.md; the library: flora_mm.engine.comparison).
+
+    tools/tuned_study.py budgets [--write docs/preregistration.md]  # the pre-registration's budget table
+    tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
+    tools/tuned_study.py curves                                   # validation curves and selections so far
+
+One training process at a time (2 threads, rule-based routes); each finished run is written to
+results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
+"""
+import argparse
+from pathlib import Path
+
+from flora_mm import docblocks
+from flora_mm.engine.comparison import METHODS, UNTUNED, budget_table, curves_table, run_validation
+from flora_mm.engine.targets import TASKS, ensure_task_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('command', choices=['budgets', 'validate', 'curves'])
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
+    parser.add_argument('--methods', nargs='+', default=[m for m in METHODS if m not in UNTUNED],
+                        choices=[m for m in METHODS if m not in UNTUNED])
+    parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
+    parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
+    parser.add_argument('--write', type=Path, help='budgets: rewrite the generated budget block of this document')
+    args = parser.parse_args()
+    if args.command == 'budgets':
+        table = budget_table(ROOT, tuple(args.tasks))
+        if args.write:
+            docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'budgets')
+        print(table)
+    elif args.command == 'curves':
+        print(curves_table(args.out, tuple(args.tasks)))
+    else:
+        for task in args.tasks:
+            ensure_task_data(task, ROOT, args.quick)
+            for method in args.methods:
+                choice = run_validation(task, method, ROOT, args.out, quick=args.quick)
+                print(f'[tuned] {task}/{method}: selected lr_mult {choice:g}', flush=True)
+        print(curves_table(args.out, tuple(args.tasks)))
+
+
+if __name__ == '__main__':
+    main()
