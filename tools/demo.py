@@ -200,6 +200,9 @@ def main():
     parser.add_argument('--no-picture', action='store_true')
     parser.add_argument('--root', type=Path, default=ROOT, help='where data/target_coco goes (default: the repo)')
     parser.add_argument('--quick', action='store_true', help='tiny data, one epoch per run (smoke test)')
+    parser.add_argument('--runs', nargs='+', metavar='NAME',
+                        help=f'only these runs (default: all: {ZERO_SHOT}, Base, FLoRA or the --cfg-options adapter, '
+                             f'Full)')
     parser.add_argument('--spread', type=Path, nargs='+', help='summarise these summary.json (or work dirs) instead')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='overrides of the adapted run, e.g. model.backbone.adapter.type=IA3')
@@ -207,14 +210,20 @@ def main():
     if args.spread:
         print(spread(args.spread))
         return
+    runs_spec = fine_tuning_runs(args.cfg_options)
+    wanted = args.runs or [ZERO_SHOT, *runs_spec]
+    unknown = sorted(set(wanted) - {ZERO_SHOT, *runs_spec})
+    if unknown:
+        parser.error(f'--runs: unknown run(s) {unknown}; choose from {[ZERO_SHOT, *runs_spec]}')
+    runs_spec = {name: spec for name, spec in runs_spec.items() if name in wanted}
     start = time.time()
     work_dir, root = args.work_dir.resolve(), args.root.resolve()
     ensure_data(root, args.quick)
     runs = {}
-    t0 = time.time()
-    runs[ZERO_SHOT] = dict(zero_shot(work_dir / 'zero_shot', root), trainable_backbone_params=0,
-                           minutes=round((time.time() - t0) / 60, 2))
-    runs_spec = fine_tuning_runs(args.cfg_options)
+    if ZERO_SHOT in wanted:
+        t0 = time.time()
+        runs[ZERO_SHOT] = dict(zero_shot(work_dir / 'zero_shot', root), trainable_backbone_params=0,
+                               minutes=round((time.time() - t0) / 60, 2))
     for name, overrides in runs_spec.items():
         t0 = time.time()
         metrics = finetune(work_dir / name.lower(),
@@ -224,7 +233,7 @@ def main():
     summary = dict(runs=runs, seed=args.seed, config=CONFIG, source=SOURCE, cfg_options=dict(args.cfg_options),
                    data=dict(DATA, **(QUICK_DATA if args.quick else {})), quick=args.quick)
     if not args.no_picture:
-        checkpoints = {ZERO_SHOT: (RUNS['Base'], SOURCE)}
+        checkpoints = {ZERO_SHOT: (RUNS['Base'], SOURCE)} if ZERO_SHOT in wanted else {}
         for name in runs_spec:
             checkpoints[name] = (runs_spec[name], last_checkpoint(work_dir / name.lower()))
         summary['picture'] = draw(work_dir, checkpoints, root).name  # beside summary.json

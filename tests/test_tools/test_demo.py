@@ -13,20 +13,35 @@ demo = load_tool('demo')
 
 
 def test_quick_demo_writes_summary_and_picture(tmp_path):
+    """Zero-shot (tools/test.py) and one fine-tuning run (tools/train.py) end to end; Base and Full are the same
+    path with other --cfg-options (their budgets: the next test)."""
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/demo.py'), '--quick', '--root', str(tmp_path),
-                           '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True, timeout=900)
+                           '--work-dir', str(tmp_path / 'work'), '--runs', 'Zero-shot', 'FLoRA'],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / 'work' / 'summary.json').read_text())
-    assert list(summary['runs']) == ['Zero-shot', 'Base', 'FLoRA', 'Full']
+    assert list(summary['runs']) == ['Zero-shot', 'FLoRA']
     for run in summary['runs'].values():
         assert set(run) >= {'bbox_mAP', 'segm_mAP', 'trainable_backbone_params', 'minutes'}
-    params = {name: run['trainable_backbone_params'] for name, run in summary['runs'].items()}
-    assert params['Zero-shot'] == 0 < params['Base'] < params['FLoRA'] < params['Full']
+    assert summary['runs']['Zero-shot']['trainable_backbone_params'] == 0
+    assert summary['runs']['FLoRA']['trainable_backbone_params'] == demo.trainable_backbone_params(demo.RUNS['FLoRA'])
     assert summary['minutes'] >= sum(run['minutes'] for run in summary['runs'].values())
     picture = Image.open(tmp_path / 'work' / summary['picture'])
-    assert picture.width == 2 * 64 * 5  # zero-shot, Base, FLoRA, Full, ground truth at twice the size
+    assert picture.width == 2 * 64 * 3  # zero-shot, FLoRA, ground truth at twice the size
     assert 'Zero-shot' in proc.stdout and 'trainable backbone params' in proc.stdout
     assert 'COCO mAP (%) on 4 target images' in proc.stdout  # what --quick evaluated, not the full demo's 64
+
+
+def test_the_demo_runs_and_their_budgets():
+    assert list(demo.RUNS) == ['Base', 'FLoRA', 'Full']
+    params = {name: demo.trainable_backbone_params(overrides) for name, overrides in demo.RUNS.items()}
+    assert 0 < params['Base'] < params['FLoRA'] < params['Full']
+
+
+def test_unknown_runs_are_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/demo.py'), '--quick', '--root', str(tmp_path),
+                           '--runs', 'FLoRA', 'LoRA'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown run(s) ['LoRA']" in proc.stderr
 
 
 def test_cfg_options_put_another_adapter_in_floras_place():

@@ -20,12 +20,13 @@ def _reproduce(out, *args):
 
 
 def test_quick_runs_resume_and_aggregate(tmp_path):
-    # the cheapest task keeps this test short; the detection pipelines are covered by the smoke tests
+    # the cheapest task and one seed keep this test short (four real runs, two at a time); the detection
+    # pipelines are covered by the smoke tests, the pairing and intervals by the synthetic run files below
     proc = _reproduce(tmp_path, '--tasks', 'ade20k', '--methods', 'zero_shot', 'base', 'lora', 'flora',
-                      '--seeds', '0', '1', '--jobs', '2')
+                      '--seeds', '0', '--jobs', '2')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / 'runs' / 'ade20k').glob('*.json')}
-    assert set(results) == {'zero_shot_s0', 'base_s0', 'lora_s0', 'flora_s0', 'base_s1', 'lora_s1', 'flora_s1'}
+    assert set(results) == {'zero_shot_s0', 'base_s0', 'lora_s0', 'flora_s0'}
     assert all('mIoU' in r['metrics'] and r['commit'] and r['quick'] and r['threads'] == 1 for r in results.values())
     lora, flora = results['lora_s0']['budget'], results['flora_s0']['budget']
     assert results['zero_shot_s0']['budget']['backbone_trainable'] == 0
@@ -35,9 +36,8 @@ def test_quick_runs_resume_and_aggregate(tmp_path):
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert {(m['task'], m['method']) for m in summary['methods']} == {
         ('ade20k', m) for m in ('zero_shot', 'base', 'lora', 'flora')}
-    assert {(p['a'], p['b']) for p in summary['pairs']} == {('flora', 'lora'), ('flora', 'base'), ('lora', 'base')}
-    assert summary['cost']['ade20k']['runs'] == 7
-    assert summary['short']['ade20k'] == {'base': 2, 'lora': 2, 'flora': 2}  # zero-shot needs one
+    assert summary['cost']['ade20k']['runs'] == 4
+    assert summary['short']['ade20k'] == {'base': 1, 'lora': 1, 'flora': 1}  # zero-shot needs one
 
     again = _reproduce(tmp_path, '--tasks', 'ade20k', '--methods', 'flora', '--seeds', '0')
     assert again.returncode == 0 and '[ade20k] flora_s0 ...' not in again.stdout  # finished runs are skipped
