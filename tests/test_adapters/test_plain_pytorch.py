@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.test_configs.smoke import ROOT
 
 SCRIPT = textwrap.dedent('''
@@ -44,6 +46,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.subprocess
 def test_adapter_core_without_openmmlab_or_timm():
     proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'plain pytorch ok' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]

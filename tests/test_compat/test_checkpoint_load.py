@@ -64,6 +64,7 @@ def test_cpu_distributed_init_without_cuda(monkeypatch):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_checkpoint_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys

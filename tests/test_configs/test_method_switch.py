@@ -41,6 +41,7 @@ def test_a_typo_in_a_switched_config_is_still_an_error():
         MODELS.build(cfg.model.backbone)
 
 
+@pytest.mark.subprocess
 def test_tools_train_switches_the_demo_config_to_lora(tmp_path):
     data = make_coco(tmp_path / 'coco', num_train=2, num_val=1, img_size=64)
     ann = str(data / 'annotations' / 'instances_val2017.json')

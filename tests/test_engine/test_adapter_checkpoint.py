@@ -77,6 +77,7 @@ def test_resume_from_an_adapter_only_checkpoint(trained, tmp_path):
     assert all(torch.equal(v, final[k]) for k, v in runner.model.state_dict().items())
 
 
+@pytest.mark.subprocess
 def test_tools_test_with_adapter_flag(trained, tmp_path):
     cfg, _, ckpt_path, _, _ = trained
     path = tmp_path / 'cfg.py'

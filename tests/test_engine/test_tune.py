@@ -180,6 +180,7 @@ KILLED = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.subprocess
 def test_a_killed_study_resumes_the_trial_whose_process_died(tmp_path):
     work = tmp_path / 'study'
     proc = subprocess.Popen([sys.executable, '-c', KILLED, str(work)], cwd=ROOT, start_new_session=True)

@@ -13,6 +13,7 @@ RATIOS = {'flora_vs_lora_time', 'flora_vs_bound_time', 'flora_vs_bound_mem', 'do
           'merged_vs_base_infer_time', 'flora_vs_lora_flop', 'flora_vs_lora_time_floor'}
 
 
+@pytest.mark.subprocess
 def test_quick_benchmark_report(tmp_path):
     out = tmp_path / 'bench.json'
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--quick', '--json', str(out),
@@ -101,6 +102,7 @@ def test_amp_steps_keep_fp32_trainables_and_a_low_precision_base(arch, amp, base
         assert {m.scale for _, m in benchmark.adapted_layers(vit)} == {0.04}
 
 
+@pytest.mark.subprocess
 def test_sequential_internvit_run_reports_routes_and_setup(tmp_path):
     out = tmp_path / 'vit.json'
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/benchmark.py'), '--arch', 'internvit-tiny', '--img',

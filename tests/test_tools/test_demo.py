@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from tests.test_configs.smoke import ROOT
@@ -12,6 +13,7 @@ from tests.test_tools import load_tool
 demo = load_tool('demo')
 
 
+@pytest.mark.subprocess
 def test_quick_demo_writes_summary_and_picture(tmp_path):
     """Zero-shot (tools/test.py) and one fine-tuning run (tools/train.py) end to end; Base and Full are the same
     path with other --cfg-options (their budgets: the next test)."""
@@ -38,6 +40,7 @@ def test_the_demo_runs_and_their_budgets():
     assert 0 < params['Base'] < params['FLoRA'] < params['Full']
 
 
+@pytest.mark.subprocess
 def test_unknown_runs_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/demo.py'), '--quick', '--root', str(tmp_path),
                            '--runs', 'FLoRA', 'LoRA'], capture_output=True, text=True, timeout=120)

@@ -20,6 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.subprocess
 def test_dist_train_two_cpu_processes(tmp_path):
     cfg = smoke_config('coco', tmp_path)
     cfg.custom_imports = dict(imports=['flora_mm', 'tests.test_tools.rank_dump'], allow_failed_imports=False)
@@ -38,6 +39,7 @@ def test_dist_train_two_cpu_processes(tmp_path):
     assert any(k.endswith('flora_core') and v.abs().sum() > 0 for k, v in ranks[0].items()), 'adapters did not train'
 
 
+@pytest.mark.subprocess
 def test_test_tool_evaluates_a_checkpoint(tmp_path):
     from mmengine.runner import Runner
     cfg = smoke_config('coco', tmp_path)
@@ -83,6 +85,7 @@ def _fsdp_config(variant, tmp_path):
     return cfg
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('variant', ['full', 'adapter', 'adapter_mpc'])
 def test_fsdp_two_cpu_processes_train_resume_and_match_one_process(variant, tmp_path):
     cfg = _fsdp_config(variant, tmp_path)

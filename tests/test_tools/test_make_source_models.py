@@ -30,6 +30,7 @@ def _build(task: str):
     return MODELS.build(cfg.model)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('task', list(tool.TASKS))
 def test_regeneration_is_bit_identical_and_exports_only_the_heads(task, tmp_path):
     files, procs = [], []

@@ -102,6 +102,7 @@ WITHOUT_FLORA = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_merged_stock_backbone_runs_in_stock_mmdet_without_flora_mm(tmp_path):
     cfg = smoke_config('coco', tmp_path)
     cfg.model.backbone = dict(type='ResNet', depth=18, out_indices=(0, 1, 2, 3), norm_eval=True, style='pytorch',

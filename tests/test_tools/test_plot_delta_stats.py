@@ -35,6 +35,7 @@ def test_curves_follow_the_hook_scalars(runs):
     assert layer['fro'][0] == [1, 2, 3]
 
 
+@pytest.mark.subprocess
 def test_cli_writes_a_png(runs, tmp_path):
     out = tmp_path / 'fig4.png'
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/plot_delta_stats.py'), runs['FLoRA'], runs['LoRA'],

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from flora_mm.data import SOURCE_SHAPES, source_scene
@@ -23,6 +24,7 @@ def test_source_scene_is_deterministic_and_labelled():
             assert np.abs(fg - bg).sum() > 40
 
 
+@pytest.mark.subprocess
 def test_pretrain_quick_run_loads_through_init_cfg(tmp_path):
     out = tmp_path / 'base.pth'
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/pretrain_base.py'), '--out', str(out), '--steps', '2',

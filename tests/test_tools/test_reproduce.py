@@ -19,6 +19,7 @@ def _reproduce(out, *args):
                            '--root', str(out / 'root'), *args], capture_output=True, text=True, timeout=900, env=env)
 
 
+@pytest.mark.subprocess
 def test_quick_runs_resume_and_aggregate(tmp_path):
     # the cheapest task and one seed keep this test short (four real runs, two at a time); the detection
     # pipelines are covered by the smoke tests, the pairing and intervals by the synthetic run files below

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from flora_mm.data import ensure_dataset
@@ -20,6 +21,7 @@ def _data(root):
                    shift=True)
 
 
+@pytest.mark.subprocess
 def test_tpe_study_trains_three_trials_and_draws_its_plots(tmp_path):
     _data(tmp_path)
     study = tmp_path / 'study'
@@ -39,6 +41,7 @@ def test_tpe_study_trains_three_trials_and_draws_its_plots(tmp_path):
         assert image.width > 100 and len(set(image.convert('L').getdata())) > 2  # drawn, not blank
 
 
+@pytest.mark.subprocess
 def test_the_best_config_trains(tmp_path):
     _data(tmp_path)
     settings = StudySettings(config=DEMO, work_dir=tmp_path / 'study', params=[SearchParam.parse(f'{LR_MULT}=1,2')],
