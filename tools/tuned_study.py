@@ -3,7 +3,7 @@
 
     tools/tuned_study.py budgets [--write docs/preregistration.md]  # the pre-registration's budget table
     tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
-    tools/tuned_study.py curves                                   # validation curves and selections so far
+    tools/tuned_study.py curves [--write README.md]               # validation curves and selections so far
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
 results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
@@ -26,7 +26,7 @@ def main():
                         choices=[m for m in METHODS if m not in UNTUNED])
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
-    parser.add_argument('--write', type=Path, help='budgets: rewrite the generated budget block of this document')
+    parser.add_argument('--write', type=Path, help='budgets / curves: rewrite the generated block of this document')
     args = parser.parse_args()
     if args.command == 'budgets':
         table = budget_table(ROOT, tuple(args.tasks))
@@ -34,7 +34,10 @@ def main():
             docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'budgets')
         print(table)
     elif args.command == 'curves':
-        print(curves_table(args.out, tuple(args.tasks)))
+        table = curves_table(args.out, tuple(args.tasks))
+        if args.write:
+            docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'curves')
+        print(table)
     else:
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)

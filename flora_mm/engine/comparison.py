@@ -199,7 +199,23 @@ def run_validation(task: str, method: str, root: Path, out: Path, quick: bool = 
     while pending := extension(out, task, method):
         study = validation_study(task, method, root, out, grid=pending, quick=quick, log=log)
         study.optimize()
+        keep_plots(study, out, task, method)
     return selected_lr_mult(out, task, method)
+
+
+def keep_plots(study: Study, out: Path, task: str, method: str) -> list[Path]:
+    """Finish a validation study (best config, Optuna's plots in its work dir) and copy its plots to
+    ``out/plots/<task>_<method>[_<grid>]_<plot>.png`` (the main grid without the grid in the name)."""
+    import shutil
+    grid = tuple(study.settings.params[0].values)
+    tag = f'{task}_{method}' + ('' if grid == LR_GRID else '_' + '_'.join(f'{g:g}' for g in grid))
+    kept = []
+    for plot in study.finish().get('plots', []):
+        target = out / 'plots' / f'{tag}_{Path(plot).name}'
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot, target)
+        kept.append(target)
+    return kept
 
 
 def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:

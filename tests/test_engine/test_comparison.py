@@ -71,3 +71,25 @@ def test_base_is_untuned():
     with pytest.raises(ValueError, match='no learning-rate grid'):
         C.validation_study('coco', 'base', ROOT, ROOT / 'unused')
     assert C.selected_lr_mult(ROOT / 'unused', 'coco', 'base') == 1.0
+
+
+def test_readme_validation_curves_are_the_run_files():
+    from flora_mm import docblocks
+    block = docblocks.read_block(ROOT / 'README.md', 'tools/tuned_study.py', 'curves')
+    assert block == C.curves_table(ROOT / 'results' / 'tuned') + '\n'
+
+
+@pytest.mark.slow
+def test_preregistration_budget_table_is_what_the_solver_gives_now():
+    from flora_mm import docblocks
+    block = docblocks.read_block(ROOT / 'docs' / 'preregistration.md', 'tools/tuned_study.py', 'budgets')
+    assert block == C.budget_table(ROOT) + '\n'
+
+
+def test_curves_table_marks_failed_points_and_pending_selections(tmp_path):
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .5, 4: .3, 16: math.nan}.items():
+        _record(tmp_path, mult, value, state='FAIL' if math.isnan(value) else 'COMPLETE')
+    _record(tmp_path, 1.0, 0.4, method='lora')
+    table = C.curves_table(tmp_path, ('coco', ))
+    assert '| flora | 10.0 | 20.0 | 50.0 | 30.0 | x | x1 |' in table
+    assert '| lora | - | - | 40.0 | - | - | pending |' in table
