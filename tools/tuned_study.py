@@ -4,6 +4,7 @@
     tools/tuned_study.py budgets [--write docs/preregistration.md]  # the pre-registration's budget table
     tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
     tools/tuned_study.py curves [--write README.md]               # validation curves and selections so far
+    tools/tuned_study.py test --tasks coco                        # test split, selected settings only
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
 results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
@@ -12,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import METHODS, UNTUNED, budget_table, curves_table, run_validation
+from flora_mm.engine.comparison import (METHODS, TEST_SEEDS, UNTUNED, budget_table, curves_table, run_test_split,
+                                        run_validation)
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['budgets', 'validate', 'curves'])
+    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test'])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
-    parser.add_argument('--methods', nargs='+', default=[m for m in METHODS if m not in UNTUNED],
-                        choices=[m for m in METHODS if m not in UNTUNED])
+    parser.add_argument('--methods', nargs='+', choices=list(METHODS),
+                        help='default: every tuned method (validate), every method (test)')
+    parser.add_argument('--seeds', type=int, nargs='+', help='test: these seeds (default: the pre-registered ones)')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
     parser.add_argument('--write', type=Path, help='budgets / curves: rewrite the generated block of this document')
@@ -38,10 +41,18 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'curves')
         print(table)
+    elif args.command == 'test':
+        for task in args.tasks:
+            ensure_task_data(task, ROOT, args.quick)
+            for method in args.methods or list(METHODS):
+                for seed in args.seeds or TEST_SEEDS[method]:
+                    run = run_test_split(task, method, seed, ROOT, args.out, quick=args.quick)
+                    print(f'[tuned] {task}/{method} seed {seed} (lr_mult {run["lr_mult"]:g}): test {run["metric"]} '
+                          f'{run["value"]:.4f}', flush=True)
     else:
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)
-            for method in args.methods:
+            for method in args.methods or [m for m in METHODS if m not in UNTUNED]:
                 choice = run_validation(task, method, ROOT, args.out, quick=args.quick)
                 print(f'[tuned] {task}/{method}: selected lr_mult {choice:g}', flush=True)
         print(curves_table(args.out, tuple(args.tasks)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,8 +26,9 @@ from mmengine.config import Config
 from .targets import TASKS
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
-__all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'VALIDATION_SEED', 'budget_table',
-           'curves_table', 'extension', 'method_overrides', 'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study']
+__all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
+           'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
+           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -216,6 +218,68 @@ def keep_plots(study: Study, out: Path, task: str, method: str) -> list[Path]:
         shutil.copyfile(plot, target)
         kept.append(target)
     return kept
+
+
+#: The paired test seeds (docs/preregistration.md, section 4).
+TEST_SEEDS = {**{m: tuple(range(5)) for m in METHODS}, **{m: tuple(range(10)) for m in ('flora', 'lora', 'dora')}}
+PREREGISTRATION = 'docs/preregistration.md'
+
+
+def preregistration_commit(root: Path) -> str:
+    """The commit that first added the pre-registration; refuses while it is missing or has uncommitted edits
+    (test-split runs must follow a committed protocol)."""
+    first = _git(root, 'log', '--diff-filter=A', '--format=%H', '--', PREREGISTRATION).splitlines()
+    if not first:
+        raise RuntimeError(f'{PREREGISTRATION} is not committed: no test-split run before the pre-registration')
+    if _git(root, 'status', '--porcelain', '--', PREREGISTRATION):
+        raise RuntimeError(f'{PREREGISTRATION} has uncommitted changes: commit them (listed under "Changes after the '
+                           f'first test run") before a test-split run')
+    return first[-1]
+
+
+def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, quick: bool = False,
+                   workspace: Path | None = None) -> dict:
+    """Train (task, method) at its selected learning-rate multiplier with ``seed`` and evaluate it once on the test
+    split (per-image predictions kept for the bootstrap); the run file ``out/test/<task>/<method>/s<seed>.json``.
+    Refused before the pre-registration, or while the validation study has not selected a setting. ``root``: the
+    repository (configs, tools); ``workspace``: where ``data/`` and ``work_dirs/`` are (default: ``root``)."""
+    workspace = workspace or root
+    from .runs import last_checkpoint, last_validation, test_config
+    from .tune import apply_params
+    path = out / 'test' / task / method / f's{seed}.json'
+    if path.exists():
+        return json.loads(path.read_text())
+    prereg = preregistration_commit(root)
+    mult = selected_lr_mult(out, task, method)
+    spec = TASKS[task]
+    work_dir = workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method / f'test_s{seed}'
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg = Config.fromfile(str(root / spec['config']))
+    cfg.merge_from_dict({**method_overrides(task, method, root), **(spec['quick'] if quick else {}),
+                         'randomness.seed': seed})
+    if method not in UNTUNED:
+        apply_params(cfg, {LR_MULT: mult})
+    config = work_dir / 'config.py'
+    cfg.dump(str(config))
+    start = time.time()
+    subprocess_launcher(root / 'tools', cwd=workspace, env=RUN_ENV)(config, work_dir, work_dir / 'train.log')
+    val = last_validation(work_dir, spec['metric'])[spec['metric']]
+    metrics = test_config(root / 'tools', config, last_checkpoint(work_dir), work_dir / 'test', cwd=workspace,
+                          log=work_dir / 'test.log', env=RUN_ENV, split='test',
+                          predictions=work_dir / 'test_predictions.pkl')
+    data = dict(task=task, method=method, seed=seed, split='test', lr_mult=mult, metric=spec['metric'],
+                value=metrics[spec['metric']], metrics={k: metrics[k] for k in (spec['metric'], *spec['extra'])
+                                                        if k in metrics},
+                validation_value=val, minutes=round((time.time() - start) / 60, 3),
+                threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
+                commit=_git(root, 'rev-parse', 'HEAD'), preregistration_commit=prereg,
+                dirty=bool(_git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
+                predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
+                overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
+                resolved_config=config.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + '\n')
+    return data
 
 
 def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:

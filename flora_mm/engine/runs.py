@@ -58,11 +58,12 @@ def last_validation(work_dir: Path, metric: str) -> dict:
 
 def test_config(tools: Path, config: str | Path, checkpoint: str, work_dir: Path,
                 overrides: Mapping[str, Any] | None = None, cwd: Path | None = None,
-                log: Path | None = None, env: Mapping[str, str] | None = None, split: str = 'test') -> dict:
+                log: Path | None = None, env: Mapping[str, str] | None = None, split: str = 'test',
+                predictions: Path | None = None) -> dict:
     """Evaluate ``checkpoint`` with ``tools/test.py`` on the config's ``split`` ('test' or 'val'); the metrics it
-    dumped (``WORK_DIR/<time>/<time>.json``)."""
+    dumped (``WORK_DIR/<time>/<time>.json``). ``predictions``: also dump the per-image predictions there (.pkl)."""
     cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir),
-           '--split', split]
+           '--split', split] + (['--out', str(predictions)] if predictions is not None else [])
     if overrides:
         cmd += ['--cfg-options', *cli_options(overrides)]
     before = set(work_dir.glob('*/*.json'))

@@ -3,6 +3,7 @@ and its edge extension, the refusal to test an unselected setting; the records a
 finished validation run writes them."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 from mmengine.config import Config
@@ -93,3 +94,49 @@ def test_curves_table_marks_failed_points_and_pending_selections(tmp_path):
     table = C.curves_table(tmp_path, ('coco', ))
     assert '| flora | 10.0 | 20.0 | 50.0 | 30.0 | x | x1 |' in table
     assert '| lora | - | - | 40.0 | - | - | pending |' in table
+
+
+def test_no_test_split_run_before_the_preregistration_or_a_selection(tmp_path):
+    import subprocess
+    repo = tmp_path / 'repo'
+    repo.mkdir()
+    subprocess.run(['git', 'init', '-q', str(repo)], check=True)
+    with pytest.raises(RuntimeError, match='is not committed'):
+        C.preregistration_commit(repo)
+    (repo / 'docs').mkdir()
+    (repo / C.PREREGISTRATION).write_text('protocol\n')
+    git = ['git', '-C', str(repo), '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run([*git, 'add', '.'], check=True)
+    subprocess.run([*git, 'commit', '-qm', 'prereg'], check=True)
+    first = C.preregistration_commit(repo)
+    (repo / C.PREREGISTRATION).write_text('protocol, edited\n')
+    with pytest.raises(RuntimeError, match='uncommitted changes'):
+        C.preregistration_commit(repo)
+    subprocess.run([*git, 'commit', '-qam', 'amend the protocol'], check=True)
+    assert C.preregistration_commit(repo) == first  # the first commit dates it
+    with pytest.raises(RuntimeError, match='has not selected a setting yet'):  # nothing validated in tmp_path
+        C.run_test_split('coco', 'flora', 0, ROOT, tmp_path / 'out', quick=True)
+    assert not (tmp_path / 'out' / 'test').exists()
+
+
+def test_preregistered_seeds_are_paired_and_cover_the_protocol():
+    assert all(set(range(5)) <= set(seeds) for seeds in C.TEST_SEEDS.values())
+    assert all(len(C.TEST_SEEDS[m]) >= 10 for m in ('flora', 'lora', 'dora'))
+
+
+@pytest.mark.subprocess
+def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_split(tmp_path):
+    from flora_mm.engine.targets import ensure_task_data
+    out = tmp_path / 'out'
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .3, 4: .5, 16: .4}.items():
+        _record(out, mult, value, task='ade20k', method='lora')
+    ensure_task_data('ade20k', tmp_path, quick=True)
+    run = C.run_test_split('ade20k', 'lora', 3, ROOT, out, quick=True, workspace=tmp_path)
+    assert run['lr_mult'] == 4.0 and run['split'] == 'test' and run['seed'] == 3
+    assert run['preregistration_commit'] == C.preregistration_commit(ROOT)
+    resolved = Config.fromstring(run['resolved_config'], '.py')
+    assert resolved.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 4.0
+    assert resolved.randomness.seed == 3 and resolved.model.backbone.adapter.rank == 16
+    assert 'images/test' in resolved.test_dataloader.dataset.data_prefix.img_path
+    assert (tmp_path / 'work_dirs').exists() and Path(run['predictions']).stat().st_size > 0
+    assert C.run_test_split('ade20k', 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
