@@ -5,7 +5,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
     './_base_/convnextv2_large_flora.py'
 ]
-custom_imports = dict(imports=['flora_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['flora_mm.mm'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

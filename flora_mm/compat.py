@@ -1,6 +1,7 @@
 """Fixes for running the pinned OpenMMLab stack (mmengine 0.10.7, mmcv 2.1) on a modern torch.
 
-Each fix names the upstream behaviour it works around. Applied once, on ``import flora_mm``.
+Each fix names the upstream behaviour it works around and the versions it is for (:data:`FIXES`); they are applied
+once, by :mod:`flora_mm.mm` (the OpenMMLab entry), never on ``import flora_mm``.
 """
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import argparse
 import functools
 import os
 import pickle
+import re
 
 import numpy as np
 import torch
 
-__all__ = ['CHECKPOINT_SAFE_GLOBALS', 'UnreadableCheckpointError', 'apply', 'unreadable_checkpoint']
+__all__ = ['APPLIED', 'CHECKPOINT_SAFE_GLOBALS', 'FIXES', 'UnreadableCheckpointError', 'apply', 'unreadable_checkpoint']
 
 
 def _numpy_pickle_globals() -> list:
@@ -78,8 +80,43 @@ def unreadable_checkpoint(filename: str, err: BaseException) -> UnreadableCheckp
 CHECKPOINT_SAFE_GLOBALS: list = []
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r'\d+', text)[:3])
+
+
+def _mmengine_version() -> tuple[int, ...]:
+    import mmengine
+    return _version(mmengine.__version__)
+
+
+def _add_checkpoint_safe_globals() -> None:
+    CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals() + [argparse.Namespace])
+    torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
+
+
+def _mmengine_0_10() -> bool:
+    return _mmengine_version()[:2] == (0, 10)
+
+
+#: The fixes: (name, the versions it is for, guard, fix). A fix is applied only while its guard holds for the
+#: installed versions; a newer mmengine that changed the behaviour gets none of them (and :data:`APPLIED` says so).
+FIXES = (
+    ('checkpoint_safe_globals', 'torch >= 2.6 (torch.load weights_only=True) with mmengine 0.10.x',
+     lambda: _version(torch.__version__) >= (2, 6) and _mmengine_0_10(), lambda: _add_checkpoint_safe_globals()),
+    ('cpu_distributed_init', 'mmengine 0.10.x (_init_dist_pytorch always calls torch.cuda.set_device)',
+     _mmengine_0_10, lambda: _patch_cpu_distributed_init()),
+    ('fsdp_optim_state_loading', 'mmengine 0.10.x with torch >= 2.1 (optim_state_dict_to_load argument order)',
+     lambda: _mmengine_0_10() and _version(torch.__version__) >= (2, 1), lambda: _patch_fsdp_optim_state_loading()),
+    ('local_checkpoint_errors', 'mmengine 0.10.x (local checkpoint read errors name no file)',
+     _mmengine_0_10, lambda: _patch_local_checkpoint_errors()),
+)
+#: The names of the fixes :func:`apply` applied in this process.
+APPLIED: list[str] = []
+_DONE: list[bool] = []
+
+
 def apply() -> None:
-    """Apply every compatibility fix (idempotent).
+    """Apply the compatibility fixes whose version guard holds (idempotent; :data:`FIXES`, :data:`APPLIED`).
 
     * torch >= 2.6 defaults to ``torch.load(weights_only=True)``; mmengine 0.10.7's ``CheckpointLoader`` calls
       ``torch.load`` without ``weights_only``, so resuming fails on the ``HistoryBuffer`` / numpy objects that
@@ -99,13 +136,13 @@ def apply() -> None:
       model, optimizer)`` in torch 2.0's argument order; torch >= 2.1 takes ``(model, optim, optim_state_dict)``,
       so resuming an FSDP run fails (``unhashable type: 'dict'``). The same call is made with keywords.
     """
-    if CHECKPOINT_SAFE_GLOBALS:
+    if _DONE:
         return
-    CHECKPOINT_SAFE_GLOBALS.extend(_numpy_pickle_globals() + _mmengine_pickle_globals() + [argparse.Namespace])
-    torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
-    _patch_cpu_distributed_init()
-    _patch_fsdp_optim_state_loading()
-    _patch_local_checkpoint_errors()
+    _DONE.append(True)
+    for name, _, guard, fix in FIXES:
+        if guard():
+            fix()
+            APPLIED.append(name)
 
 
 def _patch_cpu_distributed_init() -> None:

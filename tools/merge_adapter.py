@@ -10,13 +10,13 @@ The merged model has exactly the state_dict keys of the un-adapted model (adapte
 ``nn.Conv2d`` / ``nn.Linear``), and the written config has no ``adapter``, no flora_mm hooks or optimizer
 constructor and, for stock backbones (ResNet, Swin...), no ``flora_mm`` in ``custom_imports``: the stock runner of
 mmdet / mmseg / mmrotate evaluates and deploys it with flora_mm not installed. flora_mm's own backbones
-(ConvNeXtV2, InternViT) still need ``custom_imports=dict(imports=['flora_mm'])`` for their classes (printed).
+(ConvNeXtV2, InternViT) still need ``custom_imports=dict(imports=['flora_mm.mm'])`` for their classes (printed).
 Refuses to write if a merged weight is not finite; the input checkpoint is only read. The logic is
 :func:`flora_mm.engine.export.merge_checkpoint`.
 """
 import argparse
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.engine.export import merge_checkpoint
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm import docblocks
 from flora_mm.adapters.methods import method_table
 from flora_mm.models.budget import README_BUDGETS, adapter_budget, budget_table, match_budget, solve_rank

@@ -15,7 +15,7 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.engine import is_adapter_only
 from flora_mm.engine.launch import (build_runner, check_run_files, evaluate_on_validation, load_run_config,
                                     shutdown_distributed)

@@ -9,7 +9,7 @@ import os
 import torch
 from mmengine.config import Config, DictAction
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.engine.launch import build_runner, check_run_files, load_run_config, shutdown_distributed
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.engine.tune import LR_MULT, PRUNERS, SearchParam, Study, StudySettings, subprocess_launcher
 
 TOOLS = Path(__file__).resolve().parent

@@ -8,3 +8,7 @@ from .optim_constructor import AdapterOptimWrapperConstructor, check_frozen, par
 __all__ = ['AdapterCheckpointHook', 'AdapterOptimWrapperConstructor', 'DeltaWeightStatsHook', 'FiniteLossHook',
            'FrozenParamsCheckHook', 'OptunaPruningHook', 'adapter_checkpoint', 'check_frozen', 'delta_stats', 'is_adapter_only', 'load_adapter_checkpoint',
            'parameter_summary', 'pretrained_sources', 'read_scalars', 'scalar_curve', 'unwrap_model']
+
+from .. import mm as _mm  # noqa: E402  (flora_mm's OpenMMLab parts need the integration enabled)
+
+_mm.enable()

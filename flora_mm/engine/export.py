@@ -6,7 +6,7 @@ checkpoint with a config that stock mmdet / mmseg / mmrotate tools load.
 flora_mm understands from the config: every ``adapter=`` key, flora_mm's hooks, its optimizer-wrapper
 constructor, ``flora_mm://`` pretrained paths (the merged checkpoint holds every weight) and, where nothing of
 flora_mm is left, ``flora_mm`` from ``custom_imports``. A model built from flora_mm's own backbones
-(``ConvNeXtV2``, ``InternViT``) still needs ``custom_imports=dict(imports=['flora_mm'])`` for those classes; the
+(``ConvNeXtV2``, ``InternViT``) still needs ``custom_imports=dict(imports=['flora_mm.mm'])`` for those classes; the
 returned notes say so.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent('''
     from torch import nn
     import flora_mm.adapters as A
     import flora_mm
-    assert not flora_mm.WITH_MMENGINE and not hasattr(flora_mm, 'engine')
+    assert not hasattr(flora_mm, 'engine') and not hasattr(flora_mm, 'mm')
     assert list(torch.serialization.get_safe_globals()) == safe_before and torch.load is load_before
     loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mmengine', 'mmcv', 'timm')
                     and sys.modules[m] is not None)
@@ -50,3 +50,41 @@ SCRIPT = textwrap.dedent('''
 def test_adapter_core_without_openmmlab_or_timm():
     proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'plain pytorch ok' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+WITH_MMENGINE = textwrap.dedent('''
+    import sys
+    import torch
+    from mmengine import registry as R
+    from mmengine.dist import utils as dist_utils
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from mmengine._strategy.fsdp import FSDPStrategy
+
+    def snapshot():
+        registries = {name: getattr(R, name) for name in dir(R) if isinstance(getattr(R, name), R.Registry)}
+        return dict(safe_globals=list(torch.serialization.get_safe_globals()), load=torch.load,
+                    init_dist=dist_utils._init_dist_pytorch, local_loader=CheckpointLoader._schemes[''],
+                    fsdp_optim=FSDPStrategy.load_optim_state_dict,
+                    builds={n: r.build_func for n, r in registries.items()},
+                    modules={n: sorted(r.module_dict) for n, r in registries.items()})
+
+    before = snapshot()
+    import flora_mm
+    import flora_mm.adapters as A
+    from torch import nn
+    model = A.inject_adapters(nn.Sequential(nn.Linear(4, 4)), dict(type='LoRA', rank=2))
+    model(torch.randn(1, 4)).sum().backward()
+    assert snapshot() == before, {k: v for k, v in snapshot().items() if v != before[k]}
+    assert not any(m in sys.modules for m in ('flora_mm.mm', 'flora_mm.engine', 'flora_mm.models', 'flora_mm.compat'))
+    import flora_mm.mm  # the explicit entry does change them
+    after = snapshot()
+    changed = sorted(k for k in after if after[k] != before[k])
+    assert changed == ['builds', 'fsdp_optim', 'init_dist', 'local_loader', 'modules', 'safe_globals'], changed
+    print('core import changes nothing')
+''')
+
+
+@pytest.mark.subprocess
+def test_importing_the_core_changes_nothing_in_mmengine_torch_or_the_registries():
+    proc = subprocess.run([sys.executable, '-c', WITH_MMENGINE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and 'core import changes nothing' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]

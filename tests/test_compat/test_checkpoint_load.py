@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-import flora_mm  # noqa: F401  (applies the fixes)
+import flora_mm.mm  # noqa: F401  (applies the fixes)
 
 
 def _checkpoint_bytes():

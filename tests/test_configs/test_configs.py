@@ -9,7 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.adapters import adapter_state_dict, count_parameters
 from tests.test_configs.smoke import ROOT, TASK_CONFIGS, smoke_config
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.registry import MODELS, init_default_scope
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.adapters import AdapterState, count_parameters
 from flora_mm.data import make_coco
 from flora_mm.engine.launch import load_run_config

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import flora_mm  # noqa: F401  (registers the mm scopes we read with)
+import flora_mm.mm  # noqa: F401  (registers the mm scopes we read with)
 from flora_mm.data import ADE_CLASSES, COCO_CLASSES, DOTA_CLASSES, make_ade20k, make_coco, make_dota
 
 

@@ -2,7 +2,7 @@
 import pytest
 from mmengine.config import Config
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.data import make_coco
 from flora_mm.engine.launch import check_run_files, load_run_config
 from tests.test_configs.smoke import ROOT

@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import Dataset
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.adapters import adapted_layers, adapter_parameters, inject_adapters
 from flora_mm.engine import DeltaWeightStatsHook, FrozenParamsCheckHook, check_frozen, delta_stats
 from tests.logcapture import logged

@@ -2,7 +2,7 @@
 import pytest
 from mmengine.registry import init_default_scope
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.models.budget import adapter_budget, match_budget, solve_rank
 
 CASES = {

@@ -5,7 +5,7 @@ from mmengine.hub import get_config
 from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS, init_default_scope
 from mmengine.structures import PixelData
 
-import flora_mm  # noqa: F401
+import flora_mm.mm  # noqa: F401
 from flora_mm.adapters import AdapterLayer, adapted_layers, adapter_state_dict
 
 ADAPTER = dict(type='FLoRA', rank=2, kernel_rank=2, scale=4.0)

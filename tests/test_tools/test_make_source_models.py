@@ -22,7 +22,7 @@ SHIPPED = {spec['name']: task for task, spec in tool.TASKS.items() if spec['name
 
 
 def _build(task: str):
-    import flora_mm  # noqa: F401
+    import flora_mm.mm  # noqa: F401
     from mmengine.registry import MODELS, init_default_scope
     cfg = Config.fromfile(str(ROOT / tool.TASKS[task]['config']))
     init_default_scope(cfg.default_scope)

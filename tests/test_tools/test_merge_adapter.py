@@ -38,7 +38,7 @@ def test_merged_model_matches_adapted_model(task, tmp_path):
     assert 'adapter' not in cfg2.model.backbone and 'constructor' not in cfg2.optim_wrapper
     assert not any('flora_mm' in str(h['type']) or h['type'] in ('AdapterCheckpointHook', 'FrozenParamsCheckHook')
                    for h in cfg2.get('custom_hooks', []))
-    assert cfg2.custom_imports.imports == ['flora_mm']  # flora_mm's own ConvNeXtV2 still needs it
+    assert cfg2.custom_imports.imports == ['flora_mm.mm']  # flora_mm's own ConvNeXtV2 still needs it
     plain = MODELS.build(cfg2.model)
     plain.load_state_dict(torch.load(merged_ckpt)['state_dict'], strict=True)
     assert not any(isinstance(m, AdapterLayer) for m in plain.modules())
