@@ -33,8 +33,9 @@ __all__ = ['low_rank_linear']
 
 def _rank_major(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for a product with a small (rank) dimension, computed as ``(b^T a^T)^T`` so that the rank is the
-    row count of the GEMM MKL runs: 2-7x faster at r = 8 on CPU (e.g. ``[768, 2048] @ [2048, 8]`` 2.4 -> 0.37 ms,
-    ``[512, 1536] @ [1536, 8]`` 0.52 -> 0.21 ms), about equal at r = 40. The result is a transposed view."""
+    row count of the GEMM the CPU BLAS runs, which is faster there for small ranks and about equal for large ones
+    (``tools/benchmark_layers.py`` prints the measured ratios on the machine at hand). The result is a transposed
+    view."""
     return (b.t() @ a.t()).t()
 
 

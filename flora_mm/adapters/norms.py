@@ -2,8 +2,8 @@
 
 On CUDA, ``F.layer_norm(x, shape, w, b)`` with ``w.requires_grad = False`` and ``b.requires_grad = True`` fails in
 backward once the normalised rows exceed 65,536 (``NativeLayerNormBackward0 returned an invalid gradient at index
-2 - got [0]``; measured with torch 2.11 on an H200: 512 ... 65,536 rows pass, 131,072 fail) -- every BitFit run on a
-real detection input. The affine map is linear in the bias, so
+2 - got [0]``; seen with torch 2.11 on an H200, where 65,536 rows passed and 131,072 failed; ``tools/gpu_check.sh``
+checks it on the GPU at hand) -- every BitFit run on a real detection input. The affine map is linear in the bias, so
 
     layer_norm(x, shape, w, b)  ==  layer_norm(x, shape, w, None) + b
     group_norm(x, g, w, b)      ==  group_norm(x, g, w, None) + b[None, :, None, ...]
