@@ -284,7 +284,7 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
 
 def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
     """Markdown: each method's validation curve (metric in % per learning-rate multiplier; 'x' a failed run) and
-    its selection ('pending' until interior), from the run files."""
+    its selection ('pending' until interior), from the run files; methods without a run are listed after."""
     lines = []
     for task in tasks:
         runs = {m: validation_records(out, task, m) for m in METHODS if m not in UNTUNED}
@@ -295,7 +295,10 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
         lines += [f'\n**{task}** ({TASKS[task]["metric"]}, %, validation split, seed {VALIDATION_SEED})\n',
                   '| method | ' + ' | '.join(f'x{m:g}' for m in mults) + ' | selected |',
                   '|---|' + '---:|' * (len(mults) + 1)]
+        waiting = [m for m, rs in runs.items() if not rs]
         for method, rs in runs.items():
+            if not rs:
+                continue
             by = {r['lr_mult']: r for r in rs}
             cells = ['-' if m not in by else ('x' if _value(by[m]) == -math.inf else f'{scale * by[m]["value"]:.1f}')
                      for m in mults]
@@ -304,4 +307,6 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
             except RuntimeError:
                 choice = 'pending'
             lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {choice} |')
+        if waiting:
+            lines.append(f'\nNot run yet: {", ".join(waiting)}.')
     return '\n'.join(lines).strip()
