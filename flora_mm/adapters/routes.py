@@ -15,6 +15,9 @@ Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`)
   depend on timing noise, so two runs of one config could take different routes and differ by float rounding,
   which training amplifies to seed-to-seed size (measured: docs/reproduction.md, "Noise and determinism").
 
+Under ``torch.distributed`` every rank takes rank 0's measured choice (one broadcast per signature), so DDP / FSDP
+ranks compute every layer the same way.
+
 Pinning ``impl='merged' | 'branch' | 'two_pass'`` in the adapter config bypasses both. Timing noise can make two
 runs choose differently; the routes compute the same function (to float rounding), so only bit-reproducibility is
 affected -- use the disk cache, ``cost_model`` or a pinned ``impl`` where that matters.
@@ -147,5 +150,19 @@ def choose(key: tuple, candidates: tuple[str, ...], make_step: Callable[[str], C
             timed = measure(candidates, make_step, device_type)
             route = min(timed, key=timed.get)
             _write_disk(path, text, route)
+        route = _agree(route)
         _cache[text] = route
     return route
+
+
+def _agree(route: str) -> str:
+    """Under ``torch.distributed`` (DDP, FSDP), every rank takes rank 0's choice: each rank measures on its own
+    device and timing noise could make them differ, and ranks computing the same layer by different routes would
+    differ by float rounding. All ranks reach a layer's first training forward together, so this collective is
+    entered by all of them in the same order."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return route
+    chosen = [route]
+    dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]

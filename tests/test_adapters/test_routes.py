@@ -192,3 +192,35 @@ def test_signature_includes_dropout():
     without dropout."""
     x = torch.randn(5, 4)
     assert small(0.0).route_key(x) != small(0.2).route_key(x)
+
+
+def _ddp_rank(rank: int, port: int, out: str) -> None:
+    import json
+    import os
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.distributed.init_process_group('gloo', rank=rank, world_size=2)
+    try:
+        fastest = 'branch' if rank == 0 else 'merged'  # each rank's own timing disagrees with the other's
+
+        def measure(candidates, make_step, device_type, reps=None):
+            return {r: (1.0 if r == fastest else 2.0) for r in candidates}
+        routes.measure = measure
+        routes.clear_cache()
+        model = adapted()
+        model(torch.randn(5, 16)).sum().backward()
+        with open(f'{out}/rank{rank}.json', 'w') as f:
+            json.dump([model[i].impl for i in (0, 2, 4)], f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.subprocess
+def test_under_ddp_every_rank_takes_rank_zeros_measured_route(tmp_path):
+    import json
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_rank, args=(port, str(tmp_path)), nprocs=2)
+    chosen = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert chosen == [['branch'] * 3, ['branch'] * 3]
