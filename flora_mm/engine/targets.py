@@ -8,7 +8,8 @@ from pathlib import Path
 __all__ = ['QUICK_DATA', 'TASKS', 'ensure_task_data']
 
 #: target config, shipped source model, primary metric (+ others), factor to percent, target data (train /
-#: validation / test splits; the test split has its own random stream), the overrides of a test-size run
+#: validation / test splits; the test split has its own random stream), the overrides of a test-size run, and
+#: (where written) the per-image statistics a test run keeps for the bootstrap (flora_mm.engine.analysis)
 TASKS = {
     'coco': dict(config='configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py',
                  source='flora_mm://mask_rcnn_atto_source_coco', metric='coco/bbox_mAP',
@@ -26,7 +27,7 @@ TASKS = {
                         'default_hooks.checkpoint.interval': 2}),
     'ade20k': dict(config='configs/adaptation/upernet_convnextv2-atto_target-ade20k.py',
                    source='flora_mm://upernet_atto_source_ade20k', metric='mIoU', extra=('aAcc', 'mAcc'),
-                   to_percent=1,
+                   to_percent=1, image_stats='segmentation',
                    data=dict(maker='make_ade20k', root='data/target_ade20k', num_train=256, num_val=64,
                              num_test=256, img_size=128),
                    quick={'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,

@@ -3,8 +3,8 @@ and its edge extension, the refusal to test an unselected setting; the records a
 finished validation run writes them."""
 import json
 import math
-from pathlib import Path
 
+import numpy as np
 import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -139,5 +139,8 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     assert resolved.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 4.0
     assert resolved.randomness.seed == 3 and resolved.model.backbone.adapter.rank == 16
     assert 'images/test' in resolved.test_dataloader.dataset.data_prefix.img_path
-    assert (tmp_path / 'work_dirs').exists() and Path(run['predictions']).stat().st_size > 0
+    from flora_mm.engine.analysis import miou
+    stats = np.asarray(run['image_stats'])  # per test image and class: intersection, union
+    assert stats.shape == (4, 5, 2) and miou(stats) == pytest.approx(run['value'], abs=0.01)
+    assert run['predictions'] is None and not list(tmp_path.glob('work_dirs/**/test_predictions.pkl'))
     assert C.run_test_split('ade20k', 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
