@@ -277,25 +277,48 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
                 predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
                 resolved_config=config.read_text())
-    if spec.get('image_stats') == 'segmentation':
-        data.update(_segmentation_stats(cfg, work_dir / 'test_predictions.pkl', metrics[spec['metric']]))
+    if spec.get('image_stats'):
+        data.update(_IMAGE_STATS[spec['image_stats']](cfg, work_dir / 'test_predictions.pkl', metrics[spec['metric']],
+                                                       workspace))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + '\n')
     return data
 
 
-def _segmentation_stats(cfg: Config, predictions: Path, reported: float) -> dict:
-    """The per-image intersection / union counts of a segmentation test run (for the bootstrap), checked against
-    the mIoU the evaluator reported; the bulky prediction dump (logits) is then removed."""
+def _load(predictions: Path) -> list:
     import pickle
-    from .analysis import miou, segmentation_stats
     with open(predictions, 'rb') as f:
-        stats = segmentation_stats(pickle.load(f), cfg.model.decode_head.num_classes)
-    if abs(miou(stats) - reported) > 0.01 + 1e-9:  # the evaluator rounds to 0.01
-        raise RuntimeError(f'{predictions}: per-image statistics give mIoU {miou(stats):.3f}, the evaluator '
-                           f'reported {reported}; not keeping inconsistent statistics')
+        return pickle.load(f)
+
+
+def _checked(kind: str, value: float, reported: float, tolerance: float, predictions: Path, stats: dict) -> dict:
+    """Keep per-image statistics only if they reproduce the evaluator's number; then drop the bulky dump."""
+    if abs(value - reported) > tolerance + 1e-9:
+        raise RuntimeError(f'{predictions}: per-image {kind} statistics give {value:.4f}, the evaluator reported '
+                           f'{reported}; not keeping inconsistent statistics')
     predictions.unlink()
-    return dict(image_stats_kind='segmentation', image_stats=stats.tolist(), predictions=None)
+    return dict(image_stats_kind=kind, image_stats=stats, predictions=None)
+
+
+def _segmentation_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
+    """Per-image intersection / union counts of a segmentation test run (mmseg rounds mIoU to 0.01)."""
+    from .analysis import miou, segmentation_stats
+    stats = segmentation_stats(_load(predictions), cfg.model.decode_head.num_classes)
+    return _checked('segmentation', miou(stats), reported, 0.01, predictions, stats.tolist())
+
+
+def _coco_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
+    """Per-detection matching and per-image ground-truth counts of a COCO test run (mmdet rounds to 0.001)."""
+    from .analysis import bbox_map, coco_stats
+    evaluator = cfg.test_evaluator
+    stats = coco_stats(str(workspace / evaluator.ann_file), _load(predictions),
+                       cfg.test_dataloader.dataset.metainfo.classes)
+    return _checked('coco', bbox_map(stats), reported, 0.0005, predictions,
+                    {k: v.tolist() for k, v in stats.items()})
+
+
+#: per-image statistics by the kind a task names (TASKS[task]['image_stats'])
+_IMAGE_STATS = {'segmentation': _segmentation_stats, 'coco': _coco_stats}
 
 
 def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:

@@ -13,7 +13,7 @@ __all__ = ['QUICK_DATA', 'TASKS', 'ensure_task_data']
 TASKS = {
     'coco': dict(config='configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py',
                  source='flora_mm://mask_rcnn_atto_source_coco', metric='coco/bbox_mAP',
-                 extra=('coco/segm_mAP', 'coco/bbox_mAP_50'), to_percent=100,
+                 extra=('coco/segm_mAP', 'coco/bbox_mAP_50'), to_percent=100, image_stats='coco',
                  data=dict(maker='make_coco', root='data/target_coco', num_train=256, num_val=64, num_test=256,
                            img_size=128),
                  quick={'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,

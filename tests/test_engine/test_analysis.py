@@ -66,3 +66,75 @@ def test_bootstrap_refuses_unpaired_or_mismatched_runs():
         paired_bootstrap({0: stats, 1: stats}, {1: stats, 2: stats}, miou)
     with pytest.raises(ValueError, match='different numbers of test images'):
         paired_bootstrap({0: stats, 1: stats}, {0: stats[:3], 1: stats}, miou)
+
+
+def _coco_case(tmp_path, counts=None, seed=0, n=8):
+    """A COCO annotation file and mmdet-style detections; ``counts`` duplicates image i counts[i] times (as new
+    images with the same annotations and detections)."""
+    import json
+    rng = np.random.default_rng(seed)
+    classes = ('a', 'b', 'c')
+    base = []
+    for i in range(n):
+        gts = [(rng.uniform(0, 60, 2), rng.uniform(8, 30, 2), int(rng.integers(3))) for _ in range(rng.integers(0, 5))]
+        dets = []
+        for xy, wh, c in gts:
+            if rng.random() < 0.8:  # a detection near the object, jittered
+                j = rng.normal(0, 3, 4)
+                dets.append(([xy[0] + j[0], xy[1] + j[1], xy[0] + wh[0] + j[2], xy[1] + wh[1] + j[3]],
+                             rng.uniform(0.3, 1), c if rng.random() < 0.9 else (c + 1) % 3))
+        for _ in range(rng.integers(0, 4)):  # background detections
+            xy = rng.uniform(0, 60, 2)
+            dets.append(([xy[0], xy[1], xy[0] + 10, xy[1] + 12], rng.uniform(0, 0.8), int(rng.integers(3))))
+        base.append((gts, dets))
+    counts = np.ones(n, dtype=int) if counts is None else np.asarray(counts)
+    images, anns, samples = [], [], []
+    for i, c in enumerate(counts):
+        for _ in range(c):
+            img_id = len(images) + 1
+            images.append(dict(id=img_id, width=100, height=100, file_name=f'{img_id}.jpg'))
+            gts, dets = base[i]
+            for xy, wh, cls in gts:
+                anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=cls + 1, iscrowd=0,
+                                 bbox=[*xy, *wh], area=float(wh[0] * wh[1])))
+            samples.append(dict(img_id=img_id, pred_instances=dict(
+                bboxes=torch.tensor([d[0] for d in dets], dtype=torch.float32).reshape(-1, 4),
+                scores=torch.tensor([d[1] for d in dets]), labels=torch.tensor([d[2] for d in dets]))))
+    path = tmp_path / f'ann_{seed}_{"_".join(map(str, counts))}.json'
+    path.write_text(json.dumps(dict(images=images, annotations=anns,
+                                    categories=[dict(id=k + 1, name=c) for k, c in enumerate(classes)])))
+    return str(path), samples, classes
+
+
+def _pycocotools_map(ann_file, samples):
+    import contextlib
+    import io
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ann_file)
+        res = [dict(image_id=s['img_id'], category_id=int(l) + 1, score=float(sc),
+                    bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]])
+               for s in samples for b, sc, l in zip(s['pred_instances']['bboxes'].tolist(),
+                                                    s['pred_instances']['scores'], s['pred_instances']['labels'])]
+        ev = COCOeval(gt, gt.loadRes(res), 'bbox')
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[0]
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_bbox_map_of_the_statistics_is_pycocotools(tmp_path, seed):
+    from flora_mm.engine.analysis import bbox_map, coco_stats
+    ann, samples, classes = _coco_case(tmp_path, seed=seed)
+    assert bbox_map(coco_stats(ann, samples, classes)) == pytest.approx(_pycocotools_map(ann, samples), abs=1e-9)
+
+
+def test_bbox_map_counts_are_close_to_duplicating_images(tmp_path):
+    from flora_mm.engine.analysis import bbox_map, coco_stats
+    counts = [2, 0, 1, 3, 0, 1, 1, 0]
+    ann, samples, classes = _coco_case(tmp_path)
+    weighted = bbox_map(coco_stats(ann, samples, classes), np.asarray(counts))
+    ann2, samples2, _ = _coco_case(tmp_path, counts=counts)
+    assert weighted == pytest.approx(_pycocotools_map(ann2, samples2), abs=0.005)
