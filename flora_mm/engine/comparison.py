@@ -317,8 +317,15 @@ def _coco_stats(cfg: Config, predictions: Path, reported: float, workspace: Path
                     {k: v.tolist() for k, v in stats.items()})
 
 
+def _dota_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
+    """Per-detection matching and per-image ground-truth counts of a DOTA test run (mmrotate rounds to 0.001)."""
+    from .analysis import dota_stats, rbox_map
+    stats = dota_stats(_load(predictions), len(cfg.test_dataloader.dataset.metainfo.classes))
+    return _checked('dota', rbox_map(stats), reported, 0.0005, predictions, {k: v.tolist() for k, v in stats.items()})
+
+
 #: per-image statistics by the kind a task names (TASKS[task]['image_stats'])
-_IMAGE_STATS = {'segmentation': _segmentation_stats, 'coco': _coco_stats}
+_IMAGE_STATS = {'segmentation': _segmentation_stats, 'coco': _coco_stats, 'dota': _dota_stats}
 
 
 def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:

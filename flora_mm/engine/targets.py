@@ -20,7 +20,7 @@ TASKS = {
                         'default_hooks.checkpoint.interval': 1}),
     'dota': dict(config='configs/adaptation/oriented-rcnn_convnextv2-atto_target-dota.py',
                  source='flora_mm://oriented_rcnn_atto_source_dota', metric='dota/mAP', extra=('dota/AP50', ),
-                 to_percent=100,
+                 to_percent=100, image_stats='dota',
                  data=dict(maker='make_dota', root='data/target_dota', num_train=256, num_val=64, num_test=256,
                            img_size=128),
                  quick={'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,

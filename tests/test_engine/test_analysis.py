@@ -138,3 +138,48 @@ def test_bbox_map_counts_are_close_to_duplicating_images(tmp_path):
     weighted = bbox_map(coco_stats(ann, samples, classes), np.asarray(counts))
     ann2, samples2, _ = _coco_case(tmp_path, counts=counts)
     assert weighted == pytest.approx(_pycocotools_map(ann2, samples2), abs=0.005)
+
+
+def _dota_case(seed=0, n=6, classes=3):
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n):
+        gts = [(*rng.uniform(20, 100, 2), *rng.uniform(8, 30, 2), rng.uniform(-1.5, 1.5), int(rng.integers(classes)))
+               for _ in range(rng.integers(0, 5))]
+        dets = []
+        for *box, c in gts:
+            if rng.random() < 0.8:
+                dets.append((*(np.asarray(box) + rng.normal(0, [2, 2, 2, 2, 0.1])), rng.uniform(0.3, 1),
+                             c if rng.random() < 0.9 else (c + 1) % classes))
+        for _ in range(rng.integers(0, 3)):
+            dets.append((*rng.uniform(20, 100, 2), 12, 10, 0.3, rng.uniform(0, 0.8), int(rng.integers(classes))))
+        t = lambda rows, cols: torch.tensor([r[:cols] for r in rows], dtype=torch.float32).reshape(-1, cols)
+        samples.append(dict(
+            pred_instances=dict(bboxes=t(dets, 5), scores=torch.tensor([d[5] for d in dets]),
+                                labels=torch.tensor([d[6] for d in dets], dtype=torch.long)),
+            gt_instances=dict(bboxes=t(gts, 5), labels=torch.tensor([g[5] for g in gts], dtype=torch.long)),
+            ignored_instances=dict(bboxes=torch.zeros(0, 5), labels=torch.zeros(0, dtype=torch.long))))
+    return samples
+
+
+def _mmrotate_map(samples, classes=3):
+    from mmrotate.evaluation.functional import eval_rbbox_map
+    dets, anns = [], []
+    for s in samples:
+        p, g = s['pred_instances'], s['gt_instances']
+        dets.append([np.hstack([p['bboxes'][p['labels'] == k].numpy(), p['scores'][p['labels'] == k].numpy()[:, None]])
+                     for k in range(classes)])
+        anns.append(dict(bboxes=g['bboxes'].numpy(), labels=g['labels'].numpy(), bboxes_ignore=np.zeros((0, 5)),
+                         labels_ignore=np.zeros(0)))
+    return eval_rbbox_map(dets, anns, iou_thr=0.5, use_07_metric=True, box_type='rbox', nproc=1)[0]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_rbox_map_of_the_statistics_is_mmrotates_eval_rbbox_map(seed):
+    from flora_mm.engine.analysis import dota_stats, rbox_map
+    samples = _dota_case(seed)
+    stats = dota_stats(samples, 3)
+    assert rbox_map(stats) == pytest.approx(_mmrotate_map(samples), abs=1e-6)  # mmrotate sums in float32
+    counts = np.array([2, 0, 1, 3, 1, 0])  # weights = duplicated images (no tied duplicates in 11-point AP)
+    duplicated = [s for s, c in zip(samples, counts) for _ in range(c)]
+    assert rbox_map(stats, counts) == pytest.approx(_mmrotate_map(duplicated), abs=0.01)

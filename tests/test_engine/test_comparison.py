@@ -126,7 +126,7 @@ def test_preregistered_seeds_are_paired_and_cover_the_protocol():
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize('task,stats_metric', [('ade20k', 'miou'), ('coco', 'bbox_map')])
+@pytest.mark.parametrize('task,stats_metric', [('ade20k', 'miou'), ('coco', 'bbox_map'), ('dota', 'rbox_map')])
 def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_split(tmp_path, task, stats_metric):
     from flora_mm.engine import analysis
     from flora_mm.engine.targets import ensure_task_data
@@ -144,7 +144,7 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     # per-image statistics (for the bootstrap over test images) that reproduce the evaluator's number
     stats = run['image_stats']
     stats = np.asarray(stats) if task == 'ade20k' else {k: np.asarray(v) for k, v in stats.items()}
-    rounding = 0.01 if task == 'ade20k' else 0.0005  # mmseg reports mIoU to 0.01, mmdet mAP to 0.001
+    rounding = 0.01 if task == 'ade20k' else 0.0005  # mmseg reports mIoU to 0.01, mmdet / mmrotate mAP to 0.001
     assert abs(getattr(analysis, stats_metric)(stats) - run['value']) <= rounding + 1e-9
     assert run['predictions'] is None and not list(tmp_path.glob('work_dirs/**/test_predictions.pkl'))
     assert C.run_test_split(task, 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
