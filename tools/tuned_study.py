@@ -5,6 +5,7 @@
     tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
     tools/tuned_study.py curves [--write README.md]               # validation curves and selections so far
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
+    tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
 results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
@@ -13,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import (METHODS, TEST_SEEDS, UNTUNED, budget_table, curves_table, run_test_split,
-                                        run_validation)
+from flora_mm.engine.comparison import (METHODS, TEST_SEEDS, UNTUNED, budget_table, curves_table, report,
+                                        run_test_split, run_validation)
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test'])
+    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report'])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='default: every tuned method (validate), every method (test)')
     parser.add_argument('--seeds', type=int, nargs='+', help='test: these seeds (default: the pre-registered ones)')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
-    parser.add_argument('--write', type=Path, help='budgets / curves: rewrite the generated block of this document')
+    parser.add_argument('--write', type=Path, help='budgets / curves / report: rewrite the generated block of this document')
     args = parser.parse_args()
     if args.command == 'budgets':
         table = budget_table(ROOT, tuple(args.tasks))
@@ -41,6 +42,11 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'curves')
         print(table)
+    elif args.command == 'report':
+        text = report(args.out, tuple(args.tasks))
+        if args.write:
+            docblocks.replace_block(args.write, text + '\n', 'tools/tuned_study.py', 'report')
+        print(text)
     elif args.command == 'test':
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mmengine.config import Config
 
 from .targets import TASKS
@@ -28,7 +29,8 @@ from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launche
 
 __all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
-           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study']
+           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study', 'PRIMARY', 'CLAIMS',
+           'analyse', 'compare', 'heldout_runs', 'holm', 'report', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -355,4 +357,140 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
             lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {choice} |')
         if waiting:
             lines.append(f'\nNot run yet: {", ".join(waiting)}.')
+    return '\n'.join(lines).strip()
+
+
+# -- the analysis (docs/preregistration.md, section 5) ------------------------------------------------------------
+#: The primary comparisons (method a - method b) of every task: Holm's family is all of them over the tasks.
+PRIMARY = (('flora', 'lora'), ('flora', 'dora'), ('dora', 'lora'), ('flora', 'trilora'), ('trilora', 'lora'),
+           ('lora_mpc_o', 'lora'), ('lora_mpc_d', 'lora'), ('lora_mpc_n', 'lora'), ('ssb', 'ssl'), ('ssb', 'ia3'),
+           ('ssl', 'ia3'))
+#: The papers' claims: name -> the comparisons that must hold, each ('>' | '~', a, b).
+CLAIMS = {
+    'FLoRA paper: FLoRA > LoRA and DoRA at a matched budget': (('>', 'flora', 'lora'), ('>', 'flora', 'dora')),
+    'Subspace paper: P(AGB) > P(ADB) > P(AB) (FLoRA > diagonal core > LoRA)': (('>', 'flora', 'trilora'),
+                                                                              ('>', 'trilora', 'lora')),
+    'Subspace paper: MPC_o improves LoRA': (('>', 'lora_mpc_o', 'lora'), ),
+    'Subspace paper: MPC_d improves LoRA': (('>', 'lora_mpc_d', 'lora'), ),
+    'Subspace paper: MPC_n improves LoRA': (('>', 'lora_mpc_n', 'lora'), ),
+    'Subspace paper: SSB > SSL ~ (IA)3': (('>', 'ssb', 'ssl'), ('~', 'ssl', 'ia3')),
+}
+EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
+
+
+def heldout_runs(out: Path, task: str, method: str) -> dict[int, dict]:
+    """The test-split run files of (task, method), by seed."""
+    folder = out / 'test' / task / method
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
+    return {r['seed']: r for r in runs}
+
+
+def _per_image(task: str, run: dict):
+    """A run's per-image statistics and the metric function (in points) of the task."""
+    from . import analysis
+    kind = run.get('image_stats_kind')
+    if kind == 'segmentation':
+        return np.asarray(run['image_stats']), analysis.miou
+    stats = {k: np.asarray(v) for k, v in run['image_stats'].items()}
+    metric = analysis.bbox_map if kind == 'coco' else analysis.rbox_map
+    return stats, lambda s, counts=None: 100 * metric(s, counts)
+
+
+def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dict | None:
+    """Paired difference a - b on the test split: the bootstrap over seeds and test images, and the seed-only t
+    interval; None while fewer than 2 paired seeds exist."""
+    from scipy import stats as st
+    from .analysis import paired_bootstrap
+    ra, rb = heldout_runs(out, task, a), heldout_runs(out, task, b)
+    seeds = sorted(set(ra) & set(rb))
+    if len(seeds) < 2:
+        return None
+    sa = {s: _per_image(task, ra[s]) for s in seeds}
+    sb = {s: _per_image(task, rb[s]) for s in seeds}
+    metric = sa[seeds[0]][1]
+    result = paired_bootstrap({s: v[0] for s, v in sa.items()}, {s: v[0] for s, v in sb.items()}, metric,
+                              resamples=resamples)
+    diffs = np.asarray([metric(sa[s][0]) - metric(sb[s][0]) for s in seeds])
+    half = st.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+    result.update(a=a, b=b, task=task, t_lo=float(diffs.mean() - half), t_hi=float(diffs.mean() + half))
+    return result
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given)."""
+    order = np.argsort(pvalues)
+    adjusted, running = np.empty(len(pvalues)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def verdict(result: dict | None, relation: str = '>') -> str:
+    """The pre-registered verdict of one comparison (needs ``holm_p``)."""
+    if result is None:
+        return 'unresolved (no data)'
+    inside = -EQUIVALENCE <= result['lo'] and result['hi'] <= EQUIVALENCE
+    if relation == '~':
+        return 'supported' if inside else ('not supported' if result['lo'] > EQUIVALENCE or result['hi'] < -EQUIVALENCE
+                                           else 'unresolved')
+    if result['lo'] > 0 and result['holm_p'] < 0.05:
+        return 'supported'
+    if result['hi'] < 0 or inside:
+        return 'not supported'
+    return 'unresolved'
+
+
+def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> dict:
+    """Every primary comparison on every task with Holm's correction over the family, and each claim's verdict
+    per task and overall (supported on at least two tasks and contradicted on none)."""
+    results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
+    present = [k for k, r in results.items() if r is not None]
+    for key, p in zip(present, holm([results[k]['p'] for k in present])):
+        results[key]['holm_p'] = p
+    claims = {}
+    for name, parts in CLAIMS.items():
+        per_task = {}
+        for t in tasks:
+            marks = [verdict(results[(t, a, b)], rel) for rel, a, b in parts]
+            per_task[t] = ('supported' if all(m == 'supported' for m in marks) else
+                           'not supported' if any(m == 'not supported' for m in marks) else 'unresolved')
+        supported = sum(v == 'supported' for v in per_task.values())
+        against = sum(v == 'not supported' for v in per_task.values())
+        claims[name] = dict(per_task=per_task, overall='supported' if supported >= 2 and not against else
+                            'not supported' if against else 'unresolved')
+    return dict(comparisons=[r for r in results.values() if r is not None], claims=claims)
+
+
+def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> str:
+    """Markdown of the tuned comparison from its run files: per task the methods (selected multiplier, test mean
+    +- sd over seeds), every primary comparison (bootstrap interval over seeds and test images, seed-only t
+    interval, Holm-adjusted p, verdict), and each claim's verdict per task and overall."""
+    result = analyse(out, tasks, resamples)
+    lines = []
+    for task in tasks:
+        rows = []
+        for method in METHODS:
+            runs = heldout_runs(out, task, method)
+            if not runs:
+                continue
+            values = np.asarray([_per_image(task, r)[1](_per_image(task, r)[0]) for r in runs.values()])
+            sd = f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else ''
+            rows.append(f'| {method} | x{next(iter(runs.values())).get("lr_mult", 1):g} | {values.mean():.2f}{sd} '
+                        f'| {len(values)} |')
+        if not rows:
+            continue
+        lines += [f'\n### {task} ({TASKS[task]["metric"]}, %, test split)\n',
+                  '| method | lr multiplier | mean +- sd | seeds |', '|---|---:|---:|---:|', *rows]
+        mine = [r for r in result['comparisons'] if r['task'] == task]
+        if mine:
+            lines += ['', '| a - b | mean | 95% bootstrap (seeds and test images) | 95% t (seeds) | Holm p | '
+                      'verdict for a > b |', '|---|---:|---:|---:|---:|---|']
+            lines += [f'| {r["a"]} - {r["b"]} | {r["mean"]:+.2f} | [{r["lo"]:+.2f}, {r["hi"]:+.2f}] | '
+                      f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}] | {r["holm_p"]:.3f} | {verdict(r)} |' for r in mine]
+    if not lines:
+        return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
+    lines += ['\n### Claims\n', '| claim | ' + ' | '.join(tasks) + ' | overall |', '|---|' + '---|' * (len(tasks) + 1)]
+    lines += [f'| {name} | ' + ' | '.join(c['per_task'][t] for t in tasks) + f' | {c["overall"]} |'
+              for name, c in result['claims'].items()]
     return '\n'.join(lines).strip()

@@ -148,3 +148,58 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     assert abs(getattr(analysis, stats_metric)(stats) - run['value']) <= rounding + 1e-9
     assert run['predictions'] is None and not list(tmp_path.glob('work_dirs/**/test_predictions.pkl'))
     assert C.run_test_split(task, 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
+
+
+def test_holm_against_the_step_down_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> monotone 0.06
+    assert C.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+@pytest.mark.parametrize('lo,hi,holm_p,relation,expected', [
+    (0.2, 1.5, 0.01, '>', 'supported'),
+    (0.2, 1.5, 0.20, '>', 'unresolved'),        # resolved per comparison, not after Holm
+    (-1.5, -0.2, 0.01, '>', 'not supported'),   # resolved the other way
+    (-0.4, 0.3, 0.90, '>', 'not supported'),    # practically equal
+    (-0.8, 1.2, 0.50, '>', 'unresolved'),
+    (-0.4, 0.3, 0.90, '~', 'supported'),
+    (0.6, 1.2, 0.01, '~', 'not supported'),
+    (-0.8, 0.3, 0.50, '~', 'unresolved'),
+])
+def test_verdicts_follow_the_preregistered_rules(lo, hi, holm_p, relation, expected):
+    assert C.verdict(dict(lo=lo, hi=hi, holm_p=holm_p), relation) == expected
+
+
+def _test_run(out, method, seed, stats):
+    path = out / 'test' / 'ade20k' / method / f's{seed}.json'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(seed=seed, image_stats_kind='segmentation', image_stats=stats.tolist())))
+
+
+def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.integers(50, 100, size=(40, 5, 1))
+    for seed in range(5):
+        for method, hit in (('flora', 0.80), ('lora', 0.70), ('dora', 0.70), ('trilora', 0.75)):
+            inter = (base * (hit + rng.normal(0, 0.01, size=base.shape))).astype(np.int64)
+            _test_run(tmp_path, method, seed, np.concatenate([inter, 2 * base - inter], axis=2))
+    result = C.analyse(tmp_path, tasks=('ade20k', ), resamples=300)
+    pairs = {(r['a'], r['b']): r for r in result['comparisons']}
+    assert set(pairs) == {('flora', 'lora'), ('flora', 'dora'), ('dora', 'lora'), ('flora', 'trilora'),
+                          ('trilora', 'lora')}  # the others have no runs
+    assert pairs[('flora', 'lora')]['lo'] > 0 and pairs[('flora', 'lora')]['covers'] == 'seeds and test images'
+    assert all(r['holm_p'] >= r['p'] for r in pairs.values())
+    claims = result['claims']
+    assert claims['FLoRA paper: FLoRA > LoRA and DoRA at a matched budget']['per_task'] == {'ade20k': 'supported'}
+    assert claims['Subspace paper: SSB > SSL ~ (IA)3']['per_task'] == {'ade20k': 'unresolved'}  # no runs
+    assert claims['FLoRA paper: FLoRA > LoRA and DoRA at a matched budget']['overall'] == 'unresolved'  # one task
+    text = C.report(tmp_path, tasks=('ade20k', ), resamples=300)
+    assert '| flora - lora |' in text and '| FLoRA paper: FLoRA > LoRA and DoRA at a matched budget | supported |' in text
+    assert C.report(tmp_path / 'nothing', tasks=('ade20k', )).startswith('No test-split run yet')
+
+
+def test_the_comparison_page_is_the_run_files():
+    from flora_mm import docblocks
+    page = ROOT / 'docs' / 'tuned_comparison.md'
+    assert docblocks.read_block(page, 'tools/tuned_study.py', 'curves') == C.curves_table(ROOT / 'results' / 'tuned') + '\n'
+    if not (ROOT / 'results' / 'tuned' / 'test').exists():  # the report block is checked cheaply until test runs exist
+        assert docblocks.read_block(page, 'tools/tuned_study.py', 'report') == C.report(ROOT / 'results' / 'tuned') + '\n'
