@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ['markers', 'read_block', 'replace_block']
+__all__ = ['markdown_table', 'markers', 'read_block', 'replace_block']
 
 
 def markers(tool: str, name: str) -> tuple[str, str]:
@@ -35,3 +35,9 @@ def replace_block(doc: Path, text: str, tool: str, name: str) -> None:
     head, _, tail = _split(doc, tool, name)
     begin, end = markers(tool, name)
     Path(doc).write_text(f'{head}{begin}\n{text}{end}{tail}')
+
+
+def markdown_table(header: list[str], rows: list[list[str]], right: int = 1) -> list[str]:
+    """The lines of a Markdown table; columns from index ``right`` on are right-aligned (numbers)."""
+    rule = '|' + '|'.join('---:' if i >= right else '---' for i in range(len(header))) + '|'
+    return ['| ' + ' | '.join(header) + ' |', rule, *('| ' + ' | '.join(row) + ' |' for row in rows)]

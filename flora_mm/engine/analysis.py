@@ -117,23 +117,28 @@ def coco_stats(ann_file: str, detections: Sequence[Mapping], classes: Sequence[s
     return dict(dets=np.asarray(rows, dtype=float).reshape(-1, 5), gts=gts)
 
 
+def _by_class(stats: Mapping[str, np.ndarray], counts: np.ndarray | None):
+    """Per class that has ground truth among the drawn images: (ground truths counted with the image weights, its
+    detections of drawn images sorted by score -- stable, in image order for ties --, their image weights)."""
+    dets, gts = np.asarray(stats['dets']), np.asarray(stats['gts'])
+    weights_img = np.ones(gts.shape[0]) if counts is None else np.asarray(counts, dtype=float)
+    for k in range(gts.shape[1]):
+        positives = float(weights_img @ gts[:, k])
+        if positives == 0:
+            continue
+        mine = dets[dets[:, 1] == k]
+        w = weights_img[mine[:, 0].astype(int)]
+        mine, w = mine[w > 0], w[w > 0]
+        order = np.argsort(-mine[:, 2], kind='mergesort')
+        yield positives, mine[order], w[order]
+
+
 def bbox_map(stats: Mapping[str, np.ndarray], counts: np.ndarray | None = None) -> float:
     """COCO bbox AP@[.5:.95] (a fraction, as mmdet reports it) of the images weighted by ``counts``: pycocotools'
     accumulation (stable sort by score, cumulative true / false positives, monotone precision envelope, 101 recall
     thresholds; classes without counted ground truth left out) with each detection weighted by its image's count."""
-    dets, gts = np.asarray(stats['dets']), np.asarray(stats['gts'])
-    weights_img = np.ones(gts.shape[0]) if counts is None else np.asarray(counts, dtype=float)
     aps = []
-    for k in range(gts.shape[1]):
-        npig = float(weights_img @ gts[:, k])
-        if npig == 0:
-            continue
-        mine = dets[dets[:, 1] == k]
-        w = weights_img[mine[:, 0].astype(int)]
-        keep = w > 0
-        mine, w = mine[keep], w[keep]
-        order = np.argsort(-mine[:, 2], kind='mergesort')
-        mine, w = mine[order], w[order]
+    for npig, mine, w in _by_class(stats, counts):
         tp_bits, fp_bits = mine[:, 3].astype(np.int64), mine[:, 4].astype(np.int64)
         for t in range(IOU_THRESHOLDS):
             tp = np.cumsum(w * ((tp_bits >> t) & 1))
@@ -183,19 +188,10 @@ def rbox_map(stats: Mapping[str, np.ndarray], counts: np.ndarray | None = None, 
     accumulation (detections by score, cumulative true / false positives, VOC07 11-point or area AP, the mean over
     classes that have ground truth) with each detection weighted by its image's count."""
     from mmdet.evaluation.functional import average_precision
-    dets, gts = np.asarray(stats['dets']), np.asarray(stats['gts'])
-    weights_img = np.ones(gts.shape[0]) if counts is None else np.asarray(counts, dtype=float)
     eps = np.finfo(np.float32).eps
     aps = []
-    for k in range(gts.shape[1]):
-        npos = float(weights_img @ gts[:, k])
-        if npos == 0:
-            continue
-        mine = dets[dets[:, 1] == k]
-        w = weights_img[mine[:, 0].astype(int)]
-        mine, w = mine[w > 0], w[w > 0]
-        order = np.argsort(-mine[:, 2], kind='mergesort')
-        tp, fp = np.cumsum(w[order] * mine[order, 3]), np.cumsum(w[order] * mine[order, 4])
+    for npos, mine, w in _by_class(stats, counts):
+        tp, fp = np.cumsum(w * mine[:, 3]), np.cumsum(w * mine[:, 4])
         recalls = tp / max(npos, eps)
         precisions = tp / np.maximum(tp + fp, eps)
         aps.append(float(average_precision(recalls, precisions, '11points' if use_07_metric else 'area')))

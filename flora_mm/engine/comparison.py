@@ -466,31 +466,30 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
     """Markdown of the tuned comparison from its run files: per task the methods (selected multiplier, test mean
     +- sd over seeds), every primary comparison (bootstrap interval over seeds and test images, seed-only t
     interval, Holm-adjusted p, verdict), and each claim's verdict per task and overall."""
+    from ..docblocks import markdown_table
     result = analyse(out, tasks, resamples)
     lines = []
     for task in tasks:
         rows = []
         for method in METHODS:
-            runs = heldout_runs(out, task, method)
-            if not runs:
-                continue
-            values = np.asarray([_per_image(task, r)[1](_per_image(task, r)[0]) for r in runs.values()])
-            sd = f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else ''
-            rows.append(f'| {method} | x{next(iter(runs.values())).get("lr_mult", 1):g} | {values.mean():.2f}{sd} '
-                        f'| {len(values)} |')
+            runs = list(heldout_runs(out, task, method).values())
+            if runs:
+                values = np.asarray([metric(stats) for stats, metric in (_per_image(task, r) for r in runs)])
+                spread = f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else ''
+                rows.append([method, f'x{runs[0].get("lr_mult", 1):g}', f'{values.mean():.2f}{spread}',
+                             str(len(values))])
         if not rows:
             continue
         lines += [f'\n### {task} ({TASKS[task]["metric"]}, %, test split)\n',
-                  '| method | lr multiplier | mean +- sd | seeds |', '|---|---:|---:|---:|', *rows]
-        mine = [r for r in result['comparisons'] if r['task'] == task]
-        if mine:
-            lines += ['', '| a - b | mean | 95% bootstrap (seeds and test images) | 95% t (seeds) | Holm p | '
-                      'verdict for a > b |', '|---|---:|---:|---:|---:|---|']
-            lines += [f'| {r["a"]} - {r["b"]} | {r["mean"]:+.2f} | [{r["lo"]:+.2f}, {r["hi"]:+.2f}] | '
-                      f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}] | {r["holm_p"]:.3f} | {verdict(r)} |' for r in mine]
+                  *markdown_table(['method', 'lr multiplier', 'mean +- sd', 'seeds'], rows)]
+        pairs = [[f'{r["a"]} - {r["b"]}', f'{r["mean"]:+.2f}', f'[{r["lo"]:+.2f}, {r["hi"]:+.2f}]',
+                  f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}]', f'{r["holm_p"]:.3f}', verdict(r)]
+                 for r in result['comparisons'] if r['task'] == task]
+        if pairs:
+            lines += ['', *markdown_table(['a - b', 'mean', '95% bootstrap (seeds and test images)', '95% t (seeds)',
+                                           'Holm p', 'verdict for a > b'], pairs)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
-    lines += ['\n### Claims\n', '| claim | ' + ' | '.join(tasks) + ' | overall |', '|---|' + '---|' * (len(tasks) + 1)]
-    lines += [f'| {name} | ' + ' | '.join(c['per_task'][t] for t in tasks) + f' | {c["overall"]} |'
-              for name, c in result['claims'].items()]
+    claims = [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in result['claims'].items()]
+    lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], claims, right=len(tasks) + 2)]
     return '\n'.join(lines).strip()
