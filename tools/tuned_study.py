@@ -28,6 +28,7 @@ def main():
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='default: every tuned method (validate), every method (test)')
     parser.add_argument('--seeds', type=int, nargs='+', help='test: these seeds (default: the pre-registered ones)')
+    parser.add_argument('--repeat', type=int, default=0, help='test: a same-seed repeat (1, 2...), to show determinism')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
     parser.add_argument('--write', type=Path, help='budgets / curves / report: rewrite the generated block of this document')
@@ -52,7 +53,7 @@ def main():
             ensure_task_data(task, ROOT, args.quick)
             for method in args.methods or list(METHODS):
                 for seed in args.seeds or TEST_SEEDS[method]:
-                    run = run_test_split(task, method, seed, ROOT, args.out, quick=args.quick)
+                    run = run_test_split(task, method, seed, ROOT, args.out, quick=args.quick, repeat=args.repeat)
                     print(f'[tuned] {task}/{method} seed {seed} (lr_mult {run["lr_mult"]:g}): test {run["metric"]} '
                           f'{run["value"]:.4f}', flush=True)
     else:

@@ -240,21 +240,23 @@ def preregistration_commit(root: Path) -> str:
 
 
 def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, quick: bool = False,
-                   workspace: Path | None = None) -> dict:
+                   workspace: Path | None = None, repeat: int = 0) -> dict:
     """Train (task, method) at its selected learning-rate multiplier with ``seed`` and evaluate it once on the test
-    split (per-image predictions kept for the bootstrap); the run file ``out/test/<task>/<method>/s<seed>.json``.
+    split (per-image predictions kept for the bootstrap); the run file ``out/test/<task>/<method>/s<seed>.json``
+    (``repeat`` > 0: a same-seed repeat, ``s<seed>_r<repeat>.json``, which must be identical).
     Refused before the pre-registration, or while the validation study has not selected a setting. ``root``: the
     repository (configs, tools); ``workspace``: where ``data/`` and ``work_dirs/`` are (default: ``root``)."""
     workspace = workspace or root
     from .runs import last_checkpoint, last_validation, test_config
     from .tune import apply_params
-    path = out / 'test' / task / method / f's{seed}.json'
+    name = f's{seed}' + (f'_r{repeat}' if repeat else '')
+    path = out / 'test' / task / method / f'{name}.json'
     if path.exists():
         return json.loads(path.read_text())
     prereg = preregistration_commit(root)
     mult = selected_lr_mult(out, task, method)
     spec = TASKS[task]
-    work_dir = workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method / f'test_s{seed}'
+    work_dir = workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method / f'test_{name}'
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config.fromfile(str(root / spec['config']))
     cfg.merge_from_dict({**method_overrides(task, method, root), **(spec['quick'] if quick else {}),
@@ -269,7 +271,7 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     metrics = test_config(root / 'tools', config, last_checkpoint(work_dir), work_dir / 'test', cwd=workspace,
                           log=work_dir / 'test.log', env=RUN_ENV, split='test',
                           predictions=work_dir / 'test_predictions.pkl')
-    data = dict(task=task, method=method, seed=seed, split='test', lr_mult=mult, metric=spec['metric'],
+    data = dict(task=task, method=method, seed=seed, repeat=repeat, split='test', lr_mult=mult, metric=spec['metric'],
                 value=metrics[spec['metric']], metrics={k: metrics[k] for k in (spec['metric'], *spec['extra'])
                                                         if k in metrics},
                 validation_value=val, minutes=round((time.time() - start) / 60, 3),
@@ -378,11 +380,22 @@ CLAIMS = {
 EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
 
 
-def heldout_runs(out: Path, task: str, method: str) -> dict[int, dict]:
-    """The test-split run files of (task, method), by seed."""
+def heldout_runs(out: Path, task: str, method: str, repeat: int = 0) -> dict[int, dict]:
+    """The test-split run files of (task, method), by seed (``repeat`` > 0: that same-seed repeat)."""
     folder = out / 'test' / task / method
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
-    return {r['seed']: r for r in runs}
+    return {r['seed']: r for r in runs if r.get('repeat', 0) == repeat}
+
+
+def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list[str]]:
+    """Rows (task, method, seed, first run, repeat, difference) of every same-seed repeat: determinism, shown."""
+    rows = []
+    for task in tasks:
+        for method in METHODS:
+            first, again = heldout_runs(out, task, method), heldout_runs(out, task, method, repeat=1)
+            rows += [[task, method, str(seed), f'{first[seed]["value"]:.4f}', f'{again[seed]["value"]:.4f}',
+                      f'{again[seed]["value"] - first[seed]["value"]:+.4f}'] for seed in sorted(set(first) & set(again))]
+    return rows
 
 
 def _per_image(task: str, run: dict):
@@ -490,6 +503,10 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
                                            'Holm p', 'verdict for a > b'], pairs)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
+    repeats = repeats_table(out, tasks)
+    if repeats:
+        lines += ['\n### Same-seed repeats\n', *markdown_table(['task', 'method', 'seed', 'run', 'repeat', 'difference'],
+                                                                 repeats, right=2)]
     claims = [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in result['claims'].items()]
     lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], claims, right=len(tasks) + 2)]
     return '\n'.join(lines).strip()

@@ -169,10 +169,12 @@ def test_verdicts_follow_the_preregistered_rules(lo, hi, holm_p, relation, expec
     assert C.verdict(dict(lo=lo, hi=hi, holm_p=holm_p), relation) == expected
 
 
-def _test_run(out, method, seed, stats):
-    path = out / 'test' / 'ade20k' / method / f's{seed}.json'
+def _test_run(out, method, seed, stats, repeat=0):
+    from flora_mm.engine.analysis import miou
+    path = out / 'test' / 'ade20k' / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(seed=seed, image_stats_kind='segmentation', image_stats=stats.tolist())))
+    path.write_text(json.dumps(dict(seed=seed, repeat=repeat, value=miou(stats), image_stats_kind='segmentation',
+                                    image_stats=stats.tolist())))
 
 
 def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
@@ -182,6 +184,8 @@ def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
         for method, hit in (('flora', 0.80), ('lora', 0.70), ('dora', 0.70), ('trilora', 0.75)):
             inter = (base * (hit + rng.normal(0, 0.01, size=base.shape))).astype(np.int64)
             _test_run(tmp_path, method, seed, np.concatenate([inter, 2 * base - inter], axis=2))
+            if method == 'flora' and seed == 0:  # a same-seed repeat: shown, and never counted as a seed
+                _test_run(tmp_path, method, seed, np.concatenate([inter, 2 * base - inter], axis=2), repeat=1)
     result = C.analyse(tmp_path, tasks=('ade20k', ), resamples=300)
     pairs = {(r['a'], r['b']): r for r in result['comparisons']}
     assert set(pairs) == {('flora', 'lora'), ('flora', 'dora'), ('dora', 'lora'), ('flora', 'trilora'),
@@ -194,6 +198,8 @@ def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     assert claims['FLoRA paper: FLoRA > LoRA and DoRA at a matched budget']['overall'] == 'unresolved'  # one task
     text = C.report(tmp_path, tasks=('ade20k', ), resamples=300)
     assert '| flora - lora |' in text and '| FLoRA paper: FLoRA > LoRA and DoRA at a matched budget | supported |' in text
+    assert '| ade20k | flora | 0 |' in text and '+0.0000 |' in text  # the repeat row
+    assert len(C.heldout_runs(tmp_path, 'ade20k', 'flora')) == 5
     assert C.report(tmp_path / 'nothing', tasks=('ade20k', )).startswith('No test-split run yet')
 
 
