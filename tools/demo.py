@@ -93,21 +93,11 @@ def trainable_backbone_params(overrides: dict) -> int:
 
 
 def _detector(overrides: dict, checkpoint: str):
-    """The run's detector with its weights: the config's pretrained base, then the (adapter-only or full)
-    checkpoint on top."""
-    from mmdet.registry import MODELS
-    from mmengine.runner import load_checkpoint
-    from flora_mm.engine import is_adapter_only, load_adapter_checkpoint
-    from mmengine.runner.checkpoint import CheckpointLoader
+    """The run's detector with its weights (:func:`flora_mm.engine.export.load_model`: a full checkpoint, or an
+    adapter-only one on the config's pretrained base)."""
+    from flora_mm.engine.export import load_model
     cfg = _cfg(overrides)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    if is_adapter_only(state):
-        load_adapter_checkpoint(model, state)
-    else:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    return model.eval(), cfg
+    return load_model(cfg, checkpoint)[0].eval(), cfg
 
 
 def draw(work_dir: Path, checkpoints: dict[str, tuple[dict, str]], root: Path, num_images: int = 4,

@@ -11,6 +11,8 @@ returned notes say so.
 """
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from ..adapters import AdapterConfig, StateDictMismatchError, merge_adapters, st
 from .adapter_checkpoint import is_adapter_only, load_adapter_checkpoint
 from .launch import config_dicts
 
-__all__ = ['flora_mm_types', 'merge_checkpoint', 'plain_config']
+__all__ = ['load_model', 'flora_mm_types', 'merge_checkpoint', 'plain_config']
 
 _PACKAGE = 'flora_mm'
 
@@ -115,6 +117,28 @@ def plain_config(cfg: Config) -> tuple[Config, list[str]]:
     return Config(data, filename=cfg.filename), notes
 
 
+def load_model(cfg: Config, checkpoint: str) -> tuple[torch.nn.Module, dict]:
+    """The model of ``cfg`` with the weights of ``checkpoint`` and the loaded checkpoint: a full checkpoint must fit
+    the model exactly (:class:`StateDictMismatchError` listing what does not); an adapter-only one is put on the
+    config's pretrained base (``init_cfg``, checked against the SHA-256 the adapter recorded). The one "build a model
+    and load a checkpoint" of the tools (merge, the demo's picture)."""
+    init_default_scope(cfg.get('default_scope'))
+    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    if is_adapter_only(ckpt):
+        model = MODELS.build(cfg.model)
+        load_adapter_checkpoint(model, ckpt, init_base=True)
+        return model, ckpt
+    cfg = copy.deepcopy(cfg)
+    cfg.model.backbone.init_cfg = None  # the checkpoint has everything
+    model = MODELS.build(cfg.model)
+    state = ckpt.get('state_dict', ckpt)
+    problems = state_dict_mismatches(model.state_dict(), state)
+    if problems:
+        raise StateDictMismatchError(f'{checkpoint} does not fit {cfg.filename}:\n  ' + '\n  '.join(problems))
+    model.load_state_dict(state)
+    return model, ckpt
+
+
 def merge_checkpoint(config: str, checkpoint: str, out_dir: str) -> tuple[Path, Path, list[str]]:
     """Merge the adapter of ``checkpoint`` (full or adapter-only; an adapter-only one gets its base from the
     config's Pretrained ``init_cfg``, checked against the SHA-256 the adapter recorded) into its base and write
@@ -123,19 +147,7 @@ def merge_checkpoint(config: str, checkpoint: str, out_dir: str) -> tuple[Path, 
     cfg = Config.fromfile(config)
     if not _has_adapter(cfg.model):
         raise ValueError(f'{config} configures no adapter (model...adapter=): nothing to merge')
-    init_default_scope(cfg.get('default_scope'))
-    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    if is_adapter_only(ckpt):
-        model = MODELS.build(cfg.model)
-        load_adapter_checkpoint(model, ckpt, init_base=True)
-    else:
-        cfg.model.backbone.init_cfg = None  # the checkpoint has everything
-        model = MODELS.build(cfg.model)
-        state = ckpt.get('state_dict', ckpt)
-        problems = state_dict_mismatches(model.state_dict(), state)
-        if problems:
-            raise StateDictMismatchError(f'{checkpoint} does not fit {config}:\n  ' + '\n  '.join(problems))
-        model.load_state_dict(state)
+    model, ckpt = load_model(cfg, checkpoint)
     merge_adapters(model)  # raises FloatingPointError before touching anything if a merged weight is not finite
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
