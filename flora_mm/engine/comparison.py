@@ -13,6 +13,7 @@ and the resolved config the run trained.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -66,14 +67,23 @@ RUN_ENV = {'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2', 'FLORA_MM_ROUTE_POLIC
 
 
 def _solved_adapter(cfg: Config, adapter: Mapping[str, Any]) -> dict:
-    from mmengine.registry import init_default_scope
-    from ..models.budget import adapter_budget, solve_rank
     adapter = dict(adapter)
     if adapter.get('rank') == SOLVE:
-        init_default_scope(cfg.get('default_scope'))
-        target = adapter_budget(cfg.model.backbone, REFERENCE)[0]
-        adapter['rank'] = solve_rank(cfg.model.backbone, {**adapter, 'rank': 1}, target)[0]
+        backbone = {k: v for k, v in cfg.model.backbone.to_dict().items() if k != 'adapter'}
+        adapter['rank'] = _solve(json.dumps(backbone, sort_keys=True, default=str), str(cfg.get('default_scope')),
+                                 json.dumps({**adapter, 'rank': 1}, sort_keys=True))
     return adapter
+
+
+@functools.lru_cache(maxsize=None)
+def _solve(backbone: str, scope: str, adapter: str) -> int:
+    """The rank of ``adapter`` on ``backbone`` (JSON) closest to REFERENCE's budget; cached, since the three targets
+    share their backbone and every caller (overrides, budget table) asks again."""
+    from mmengine.registry import init_default_scope
+    from ..models.budget import adapter_budget, solve_rank
+    init_default_scope(None if scope == 'None' else scope)
+    backbone_cfg = json.loads(backbone)
+    return solve_rank(backbone_cfg, json.loads(adapter), adapter_budget(backbone_cfg, REFERENCE)[0])[0]
 
 
 def method_overrides(task: str, method: str, root: Path) -> dict:
@@ -118,11 +128,18 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
 
+def _portable(text: str, *roots: Path) -> str:
+    """``text`` with the machine's repository / workspace paths made relative (run files are committed)."""
+    for root in roots:
+        text = text.replace(f'{Path(root).resolve()}/', '').replace(f'{root}/', '')
+    return text
+
+
 def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> None:
     """The committed record of one validation run (``out/validation/<task>/<method>/lr<mult>_s<seed>.json``)."""
     mult = record['params'][LR_MULT]
     configs = record.get('configs') or []
-    resolved = Path(configs[0]).read_text() if configs and Path(configs[0]).exists() else None
+    resolved = _portable(Path(configs[0]).read_text(), root) if configs and Path(configs[0]).exists() else None
     data = dict(task=task, method=method, split='val', lr_mult=mult, seeds=record['seeds'],
                 state=record.get('state'), metric=record['metric'], value=record.get('value'),
                 fail_reason=record.get('fail_reason'), minutes=record.get('minutes'),
@@ -280,7 +297,7 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
                 dirty=bool(_git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
                 predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
-                resolved_config=config.read_text())
+                resolved_config=_portable(config.read_text(), workspace, root))
     if spec.get('image_stats'):
         data.update(_IMAGE_STATS[spec['image_stats']](cfg, work_dir / 'test_predictions.pkl', metrics[spec['metric']],
                                                        workspace))

@@ -40,23 +40,39 @@ def adapter_budget(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any] |
 
 def solve_rank(backbone_cfg: Mapping[str, Any], adapter: Mapping[str, Any], target: int, key: str = 'rank',
                max_rank: int = 4096) -> tuple[int, int]:
-    """The value of ``adapter[key]`` (a rank) whose budget is closest to ``target``; returns ``(rank, budget)``."""
+    """The value of ``adapter[key]`` (a rank) whose budget is closest to ``target``; returns ``(rank, budget)``.
+
+    The budget grows monotonically with the rank (and nearly linearly), so the smallest rank reaching ``target`` is
+    bracketed and found by interpolation steps, with a bisection step whenever interpolation fails to halve the
+    bracket: a handful of meta-device builds instead of a dozen."""
     if target <= 0:
         raise ValueError(f'target budget must be positive, got {target}')
+    seen: dict[int, int] = {}
 
     def budget(rank: int) -> int:
-        return adapter_budget(backbone_cfg, {**adapter, key: rank})[0]
+        if rank not in seen:
+            seen[rank] = adapter_budget(backbone_cfg, {**adapter, key: rank})[0]
+        return seen[rank]
 
     lo, hi = 1, max_rank
     if budget(hi) < target:
         raise ValueError(f'{adapter.get("type")} cannot reach {target:,} parameters with {key} <= {max_rank}')
-    while lo < hi:  # smallest rank whose budget >= target
-        mid = (lo + hi) // 2
+    if budget(lo) >= target:
+        hi = lo
+    bisect = False
+    while hi - lo > 1:  # invariant: budget(lo) < target <= budget(hi)
+        if bisect:
+            mid = (lo + hi) // 2
+        else:
+            mid = lo + round((target - budget(lo)) * (hi - lo) / (budget(hi) - budget(lo)))
+            mid = min(max(mid, lo + 1), hi - 1)
+        width = hi - lo
         if budget(mid) >= target:
             hi = mid
         else:
-            lo = mid + 1
-    candidates = [r for r in (lo - 1, lo) if r >= 1]
+            lo = mid
+        bisect = not bisect and (hi - lo) * 2 > width  # interpolation did not halve the bracket: bisect next
+    candidates = [r for r in (hi - 1, hi) if r >= 1]
     best = min(candidates, key=lambda r: abs(budget(r) - target))
     return best, budget(best)
 

@@ -70,7 +70,7 @@ def test_checkpoint_loads_in_a_fresh_process(tmp_path):
     import sys
     path = tmp_path / 'ckpt.pth'
     path.write_bytes(_checkpoint_bytes().getvalue())
-    code = f"import flora_mm, torch; c = torch.load({str(path)!r}); print(sorted(c))"
+    code = f"import flora_mm.mm, torch; c = torch.load({str(path)!r}); print(sorted(c))"
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'message_hub' in proc.stdout

@@ -15,9 +15,12 @@ from tests.test_configs.smoke import ROOT, TASK_CONFIGS, smoke_config
 
 CONFIGS = sorted(str(Path(p).relative_to(ROOT)) for p in glob.glob(str(ROOT / 'configs/**/*.py'), recursive=True)
                  if '/_base_/' not in p)  # _base_ fragments are pieces of configs, not configs
+#: the fast lane (make test-fast) builds the entry points; the baselines only in the full run
+ENTRY = ('configs/flora_', 'configs/demo/', 'configs/adaptation/', 'configs/synthetic/')
+CONFIG_CASES = [c if c.startswith(ENTRY) else pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS]
 
 
-@pytest.mark.parametrize('path', CONFIGS)
+@pytest.mark.parametrize('path', CONFIG_CASES)
 def test_config_loads_and_builds_on_meta_device(path):
     cfg = Config.fromfile(str(ROOT / path))
     init_default_scope(cfg.default_scope)
@@ -53,6 +56,7 @@ class Snapshot(Hook):
         self.after = {k: v.clone() for k, v in runner.model.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', TASK_CONFIGS)
 def test_smoke_train_val_test_checkpoint_and_resume(task, tmp_path):
     cfg = smoke_config(task, tmp_path)
@@ -86,6 +90,7 @@ def test_smoke_train_val_test_checkpoint_and_resume(task, tmp_path):
     assert len(state) == len(saved['optimizer']['state'])
 
 
+@pytest.mark.slow
 def test_mpc_regulariser_is_a_logged_training_loss(tmp_path):
     """An mm model whose adapter has an MPC regulariser returns ``loss_mpc`` with its training losses (summed into
     the loss mmengine back-propagates, logged as its own key); the value is the adapter's own mpc_loss."""

@@ -174,6 +174,7 @@ def _mmrotate_map(samples, classes=3):
     return eval_rbbox_map(dets, anns, iou_thr=0.5, use_07_metric=True, box_type='rbox', nproc=1)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [0, 1])
 def test_rbox_map_of_the_statistics_is_mmrotates_eval_rbbox_map(seed):
     from flora_mm.engine.analysis import dota_stats, rbox_map

@@ -56,6 +56,7 @@ def test_grid_is_log_spaced_a_factor_four_apart_with_five_points():
 
 @pytest.mark.parametrize('method', [m for m, spec in C.METHODS.items()
                                     if spec['adapter'] is not None and 'rank' in spec['adapter']])
+@pytest.mark.slow
 def test_rank_methods_are_within_one_percent_of_the_reference_budget(method):
     """Oracle: the adapter budget counted on the built backbone, against LoRA r=16's."""
     cfg = Config.fromfile(str(ROOT / C.TASKS['coco']['config']))

@@ -225,6 +225,7 @@ def test_a_rerun_with_another_search_space_is_refused(tmp_path):
         Study(_settings(tmp_path, grid='1,2'), FakeTraining(), log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_fixed_budget_solves_the_rank_of_each_trial(tmp_path):
     settings = StudySettings(config=DEMO, work_dir=tmp_path, fixed_budget=True, n_trials=1,
                              params=[SearchParam.parse('model.backbone.adapter.kernel_rank=1,3')])

@@ -13,6 +13,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', CASES)
 def test_solver_matches_lora_budget_within_one_percent(case):
     init_default_scope('mmdet')
@@ -59,6 +60,7 @@ def test_base_of_a_budget_is_the_plain_backbone(adapter):
     assert base == plain and 0 < n < plain
 
 
+@pytest.mark.slow
 def test_readme_budget_table_is_what_the_tool_prints_now():
     """Every number of the README's budget table comes from tools/param_budget.py --readme (regenerate it there)."""
     from flora_mm import docblocks

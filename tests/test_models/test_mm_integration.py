@@ -51,6 +51,7 @@ CASES = {'mmdet_mask_rcnn_resnet': _mmdet_case, 'mmrotate_oriented_rcnn_resnet':
          'mmseg_upernet_swin': _mmseg_case}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', CASES)
 def test_stock_config_with_backbone_adapter_trains_one_iteration(case):
     scope, model_cfg, data = CASES[case]()

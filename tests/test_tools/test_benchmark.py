@@ -77,6 +77,7 @@ def bench_args(**kw):
 
 @pytest.mark.parametrize('arch, amp, base', [('internvit-tiny', 'bf16', 'bf16'), ('atto', 'bf16', 'bf16'),
                                              ('atto', 'fp16', 'fp32')])
+@pytest.mark.slow
 def test_amp_steps_keep_fp32_trainables_and_a_low_precision_base(arch, amp, base):
     """Every method trains one step under autocast, the frozen base stored in ``base`` (bf16: InternViT-6B
     style); the optimizer's parameters stay fp32, fp16 goes through a GradScaler, inference keeps fp32 weights."""

@@ -26,6 +26,7 @@ def runs(tmp_path_factory):
     return work_dirs
 
 
+@pytest.mark.slow
 def test_curves_follow_the_hook_scalars(runs):
     data = plot_delta_stats.curves(runs['FLoRA'])
     steps, fro = data['fro']

@@ -194,6 +194,7 @@ def _merged(config, overrides, via_cli):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(reproduce.METHODS))
 def test_variant_overrides_survive_the_command_line(method):
     # runs pass the overrides as --cfg-options words: lists (exclude) and None must parse back to the same config
@@ -208,6 +209,7 @@ def test_variant_overrides_survive_the_command_line(method):
 @pytest.mark.parametrize('variant, reference, exclude', [
     ('flora', 'lora', ()), ('flora_4x', 'lora_4x', ()), ('flora_no_dw', 'lora_no_dw', ('conv_dw', )),
 ])
+@pytest.mark.slow
 def test_flora_ranks_are_the_budget_matches(variant, reference, exclude):
     from mmengine.registry import init_default_scope
     from flora_mm.models.budget import match_budget
