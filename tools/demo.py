@@ -29,7 +29,6 @@ from mmengine.config import DictAction
 from flora_mm.engine.runs import last_checkpoint, test_config, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ROOT / 'tools'
 CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
 SOURCE = 'flora_mm://mask_rcnn_atto_source_coco'
 DATA = dict(root='data/target_coco', num_train=256, num_val=64, num_test=256, img_size=128, seed=0, shift=True)
@@ -69,11 +68,11 @@ def _coco(metrics: dict) -> dict:
 
 def zero_shot(work_dir: Path, root: Path) -> dict:
     """The source model on the target validation set, no training."""
-    return _coco(test_config(TOOLS, ROOT / CONFIG, SOURCE, work_dir, RUNS['Base'], cwd=root, split='val'))
+    return _coco(test_config(ROOT / CONFIG, SOURCE, work_dir, RUNS['Base'], cwd=root, split='val'))
 
 
 def finetune(work_dir: Path, overrides: dict, root: Path) -> dict:
-    return _coco(train_config(TOOLS, ROOT / CONFIG, work_dir, overrides, 'coco/bbox_mAP', cwd=root))
+    return _coco(train_config(ROOT / CONFIG, work_dir, overrides, 'coco/bbox_mAP', cwd=root))
 
 
 def _cfg(overrides: dict):

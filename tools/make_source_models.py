@@ -81,7 +81,7 @@ def make(task: str, root: Path, out_dir: Path, cfg_options: dict, data_overrides
     if export_only:
         val = last_validation(work_dir, spec['metrics'][0])
     else:
-        val = train_config(REPO / 'tools', REPO / spec['config'], work_dir, cfg_options, spec['metrics'][0], cwd=root)
+        val = train_config(REPO / spec['config'], work_dir, cfg_options, spec['metrics'][0], cwd=root)
     out = out_dir / f'{spec["name"]}.pth'
     own = export(Path(last_checkpoint(work_dir)), out)
     info = dict(task=task, config=spec['config'], cfg_options=cfg_options, base=BASE,

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Tune an mm config's hyperparameters on its validation split with Optuna (the library:
-``flora_mm.engine.tune``). Each trial trains the config with ``tools/train.py`` (``--nproc N``: ``dist_train.sh``).
+``flora_mm.engine.tune``). Each trial trains the config with ``tools/train.py``'s command line (``--nproc N``: under
+torchrun, as ``dist_train.sh``).
 
 Examples::
 
@@ -24,7 +25,6 @@ from mmengine.config import DictAction
 import flora_mm.mm  # noqa: F401
 from flora_mm.engine.tune import LR_MULT, PRUNERS, SearchParam, Study, StudySettings, subprocess_launcher
 
-TOOLS = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None):
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', type=Path, help='study folder (default: work_dirs/tune/<config name>)')
     parser.add_argument('--storage', help='Optuna storage URL (default: sqlite:///WORK_DIR/study.db)')
     parser.add_argument('--study-name', help='default: the config name')
-    parser.add_argument('--nproc', type=int, default=1, help='processes per trial (tools/dist_train.sh)')
+    parser.add_argument('--nproc', type=int, default=1, help='processes per trial (torchrun, as tools/dist_train.sh)')
     parser.add_argument('--threads', type=int, help='OMP/MKL threads of each trial (fixed threads: deterministic)')
     parser.add_argument('--heartbeat', type=int, default=30, help='seconds; a trial silent for 3 is failed, re-run')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -69,7 +69,7 @@ def main(argv=None):
         pruner=args.pruner, storage=args.storage, study_name=args.study_name, cfg_options=dict(args.cfg_options),
         heartbeat=args.heartbeat, fixed_budget=args.fixed_budget)
     env = {k: str(args.threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')} if args.threads else None
-    study = Study(settings, subprocess_launcher(TOOLS, args.nproc, cwd=Path(os.getcwd()), env=env))
+    study = Study(settings, subprocess_launcher(args.nproc, cwd=Path(os.getcwd()), env=env))
     print(f'[tune] study {study.name!r} in {study.storage_url}: {study.n_trials} trials, metric {study.metric} '
           f'({settings.direction}), pruner {study.pruner}')
     study.optimize()

@@ -6,7 +6,7 @@ registry (:data:`METHODS`: FLoRA, LoRA, DoRA, TriLoRA, IA3, SSL, SSB, BitFit).
 """
 from . import routes
 from .base import AdapterLayer
-from .config import IMPLS, LAYER_KINDS, AdapterConfig
+from .config import LAYER_KINDS, ROUTE_OPTIONS, AdapterConfig
 from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALayer, FLoRALinear, tucker_merged, tucker_product
 from .inject import (BASE_LAYER_TYPES, NORM_TYPES, AdapterState, StateDictMismatchError, adapted_layers,
                      adapter_parameters, adapter_state_dict, adapter_states, count_parameters, inject_adapters,
@@ -22,7 +22,7 @@ from .scaling import (IA3Conv1d, IA3Conv2d, IA3Conv3d, IA3Linear, ScalingLayer, 
                       SSBLinear, SSLConv1d, SSLConv2d, SSLConv3d, SSLLinear)
 
 __all__ = [
-    'BASE_LAYER_TYPES', 'IMPLS', 'LAYER_KINDS', 'METHODS', 'NORM_TYPES', 'AdapterConfig', 'AdapterLayer',
+    'BASE_LAYER_TYPES', 'LAYER_KINDS', 'ROUTE_OPTIONS', 'METHODS', 'NORM_TYPES', 'AdapterConfig', 'AdapterLayer',
     'AdapterState', 'FLoRAOptions', 'LowRankLayer', 'LowRankOptions', 'Method', 'NoOptions', 'ScalingLayer',
     'StateDictMismatchError',
     'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d', 'DoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d',

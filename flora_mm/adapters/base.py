@@ -19,16 +19,18 @@ convolution) -- except for a method with no weight form (``mergeable`` false: MP
 * ``merged``   -- build ``W`` and run one ``op``; cheapest for depthwise convolutions and narrow layers, and what
   eval mode does with a cached ``W`` (recomputed only after ``train()`` or a parameter change);
 * ``branch``   -- ``op(x, W0, b) + low_rank_op(x)`` without materialising ``dW`` (method-specific, e.g. FLoRA's
-  1x1 -> core kxk -> 1x1 convolutions); cheapest when the weight gradient of ``op`` is expensive (wide layers,
-  see :meth:`AdapterLayer._prefer_branch`);
+  1x1 -> core kxk -> 1x1 convolutions); cheapest when the weight gradient of ``op`` is expensive (wide layers
+  on a CPU, see :meth:`AdapterLayer.rule_route`);
 * ``two_pass`` -- ``op(x, W0, b) + op(x, dW)``, the form of the authors' reference code (also what
   adapter dropout needs where no branch exists).
 
-``impl='auto'`` (the default) picks the fastest of these on the device and dtype the layer trains on: at the
-layer's first training forward it times forward + backward of each route on that input, once per layer signature
-(shapes, dtype, autocast, device; cached in-process and optionally on disk), like ``cudnn.benchmark``. For
-reproducible route choices, pin ``impl=`` per adapter or switch every layer to the CPU-fitted rule with
-``FLORA_MM_ROUTE_POLICY=cost_model`` (:mod:`flora_mm.adapters.routes`). Every route computes the same function.
+``route='auto'`` (the default) picks a route at the layer's first training forward, when the device it trains on
+is known (a model is usually built on the CPU and moved): by the rule of that device type
+(:meth:`AdapterLayer.rule_route`; deterministic, the default policy ``cost_model``), or, with
+``FLORA_MM_ROUTE_POLICY=measure``, by timing forward + backward of each route on that input, once per layer
+signature (shapes, dtype, autocast, device; cached in-process and optionally on disk), like ``cudnn.benchmark``
+(:mod:`flora_mm.adapters.routes`). Pin ``route=`` per adapter to bypass both. Every route computes the same
+function.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ class AdapterLayer:
     """
 
     adapter_names: tuple[str, ...]
-    impl: str
+    route: str
     _op: Callable[..., Tensor]
     #: whether the update has a weight form (``op(x, W0 + dW)``); False only for input-dependent updates (MPC_n)
     mergeable: bool = True
@@ -96,7 +98,7 @@ class AdapterLayer:
             layer.register_parameter('dora_magnitude', layer._new_param(layer.weight.shape[0]))
             layer.adapter_names = (*layer.adapter_names, 'dora_magnitude')
             layer._reset_magnitude(layer.weight)
-        layer.impl = layer._choose_impl(cfg.impl)
+        layer.route = layer._choose_route(cfg.route)
         layer._base_load_hook = layer._register_load_state_dict_pre_hook(_base_weight_loaded, with_module=True)
         # Everything the adapter added to the instance, removed again by merge().
         layer._adapter_attrs = tuple(set(layer.__dict__) - before) + ('_adapter_attrs', )
@@ -124,35 +126,45 @@ class AdapterLayer:
                 param.fill_(fill)
         return param
 
-    def _choose_impl(self, impl: str) -> str:
-        if impl == 'auto' and routes.policy() == 'cost_model':
-            impl = 'branch' if self._prefer_branch() else ('two_pass' if self.dropout else 'merged')
-        if impl == 'auto' and len(self.candidate_routes()) == 1:
-            impl = self.candidate_routes()[0]
-        if not self.mergeable and impl not in ('auto', 'branch'):
+    def _choose_route(self, route: str) -> str:
+        if route == 'auto':
+            routes.policy()  # an unknown FLORA_MM_ROUTE_POLICY fails when the model is built, not mid-training
+        if route == 'auto' and len(self.candidate_routes()) == 1:
+            route = self.candidate_routes()[0]
+        if not self.mergeable and route not in ('auto', 'branch'):
             raise ValueError(f'{type(self).__name__} {self._describe()} has no weight form, only the branch route; '
-                             f"use impl='branch' or 'auto'")
-        if impl == 'branch' and not self._supports_branch():
+                             f"use route='branch' or 'auto'")
+        if route == 'branch' and not self._supports_branch():
             raise ValueError(f'{type(self).__name__} {self._describe()} has no branch implementation; '
-                             f"use impl='merged', 'two_pass' or 'auto'")
-        if impl == 'merged' and self.dropout:
-            raise ValueError(f"impl='merged' cannot apply adapter dropout ({self.dropout}) to "
-                             f"{type(self).__name__} {self._describe()}; use impl='auto'")
-        return impl
+                             f"use route='merged', 'two_pass' or 'auto'")
+        if route == 'merged' and self.dropout:
+            raise ValueError(f"route='merged' cannot apply adapter dropout ({self.dropout}) to "
+                             f"{type(self).__name__} {self._describe()}; use route='auto'")
+        return route
 
-    def set_route(self, impl: str) -> None:
+    def set_route(self, route: str) -> None:
         """Pin this layer's forward route (``'merged'``, ``'branch'``, ``'two_pass'``, or ``'auto'`` to choose
-        again), validated as the ``impl`` option is: a route the layer cannot take exactly is an error."""
-        if impl not in ('auto', *ROUTES):
-            raise ValueError(f'unknown route {impl!r}; choose from {("auto", *ROUTES)}')
-        self.impl = self._choose_impl(impl)
+        again), validated as the ``route`` option is: a route the layer cannot take exactly is an error."""
+        if route not in ('auto', *ROUTES):
+            raise ValueError(f'unknown route {route!r}; choose from {("auto", *ROUTES)}')
+        self.route = self._choose_route(route)
 
     def _supports_branch(self) -> bool:
         """Whether this layer has a ``branch`` route (override per method)."""
         return False
 
-    def _prefer_branch(self) -> bool:
-        """The ``cost_model`` policy's choice between ``branch`` and ``merged`` (override per method)."""
+    def rule_route(self, device_type: str) -> str:
+        """The route the ``cost_model`` policy gives this layer on a device of ``device_type`` (``'cpu'``,
+        ``'cuda'``...): ``branch`` where :meth:`_prefer_branch` says so (a rule per device type, fitted on that
+        device type's measurements), else ``merged`` -- or ``two_pass`` with adapter dropout, which ``merged``
+        cannot apply. Deterministic: every run and every DDP rank on one device type takes the same routes."""
+        if self._prefer_branch(device_type):
+            return 'branch'
+        return 'two_pass' if self.dropout else 'merged'
+
+    def _prefer_branch(self, device_type: str) -> bool:
+        """The ``cost_model`` policy's choice between ``branch`` and ``merged`` on ``device_type`` (override per
+        method)."""
         return not self.mergeable
 
     def candidate_routes(self) -> tuple[str, ...]:
@@ -266,11 +278,11 @@ class AdapterLayer:
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and self.mergeable and not self._adapter_needs_grad():
             return self._op(x, self._cached_merged_weight(), self.bias)
-        if self.impl == 'auto':  # first training step: measure the routes on this input, keep the fastest
-            self.impl = self._measured_route(x)
-        if self.impl == 'merged':
+        if self.route == 'auto':  # first training step: the device's rule, or the fastest route measured on x
+            self.route = self.rule_route(x.device.type) if routes.policy() == 'cost_model' else self._measured_route(x)
+        if self.route == 'merged':
             return self._merged_forward(x)
-        if self.impl == 'branch':
+        if self.route == 'branch':
             return self._branch_forward(x)
         return self._two_pass_forward(x)
 
@@ -346,7 +358,7 @@ class AdapterLayer:
         return plain
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, impl={self.impl}' + (', dora' if self.dora else '')
+        return f'{super().extra_repr()}, route={self.route}' + (', dora' if self.dora else '')
 
 
 def _row_norm(weight: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ An adapter is described by a plain dict, as it appears in an OpenMMLab config::
 (where adapters go, what else trains) and the method's own options, an instance of its options dataclass
 (:mod:`flora_mm.adapters.methods`). Every mistake is reported with the offending key and value: an unknown adapter
 type, a key no method knows (a typo), an invalid value, both ``scale`` and ``alpha``, an unknown layer kind or
-implementation. A key that belongs to *another* method is dropped with one warning naming it, so that switching
+route. A key that belongs to *another* method is dropped with one warning naming it, so that switching
 the method of a config from the command line works (``--cfg-options model.backbone.adapter.type=LoRA`` on a FLoRA
 config that sets ``kernel_rank``).
 """
@@ -23,12 +23,13 @@ from typing import Any
 
 from . import methods
 
-__all__ = ['AdapterConfig', 'LAYER_KINDS', 'IMPLS']
+__all__ = ['AdapterConfig', 'LAYER_KINDS', 'ROUTE_OPTIONS']
 
 #: Layer kinds accepted in ``targets``. ``'conv'`` means every ``ConvNd``; ``'all'`` (BitFit only) every module.
 LAYER_KINDS = ('linear', 'conv', 'conv1d', 'conv2d', 'conv3d', 'all')
-#: Forward implementations. ``auto`` picks the cheapest exact route per layer (see ``AdapterLayer``).
-IMPLS = ('auto', 'merged', 'branch', 'two_pass')
+#: Forward routes an adapter may pin; ``auto`` lets each layer take one at its first training step (see
+#: ``AdapterLayer`` and :mod:`flora_mm.adapters.routes`).
+ROUTE_OPTIONS = ('auto', 'merged', 'branch', 'two_pass')
 
 _logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class AdapterConfig:
         targets: Layer kinds to adapt (see :data:`LAYER_KINDS`); default: the method's.
         include: Regexes (``re.search`` on the module's qualified name); if given, only matching layers are adapted.
         exclude: Regexes of layers never adapted. Every include / exclude pattern must match at least one layer.
-        impl: Forward route, see :data:`IMPLS`.
+        route: Forward route, see :data:`ROUTE_OPTIONS` (``impl``, its former name, is still read, with a
+            warning).
         train_bias: Also train the biases of the adapted layers.
         train_norm: Also train the affine parameters of normalisation layers.
         options: The method's own options (its options dataclass, e.g.
@@ -65,7 +67,7 @@ class AdapterConfig:
     targets: tuple[str, ...] = ('linear', 'conv')
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    impl: str = 'auto'
+    route: str = 'auto'
     train_bias: bool = False
     train_norm: bool = False
     options: Any = None
@@ -79,6 +81,11 @@ class AdapterConfig:
             raise TypeError(f'adapter config must be a dict, got {type(cfg).__name__}')
         registry = methods.METHODS
         cfg = dict(cfg)
+        if 'impl' in cfg:  # the option's former name
+            if 'route' in cfg:
+                raise ValueError(f'adapter config: give route, not both route and impl (its former name): {cfg}')
+            _logger.warning("adapter option 'impl' is now called 'route'; reading impl=%r as route", cfg['impl'])
+            cfg['route'] = cfg.pop('impl')
         if 'type' not in cfg:
             raise ValueError(f'adapter config needs a "type" (one of {sorted(registry)}), got {cfg}')
         kind = cfg.pop('type')
@@ -135,8 +142,8 @@ class AdapterConfig:
         if 'all' in self.targets and not self.method.trains_bias:
             bias_methods = '/'.join(name for name, method in methods.METHODS.items() if method.trains_bias)
             raise ValueError(f"target kind 'all' is only meaningful for {bias_methods}, not {self.type}")
-        if self.impl not in IMPLS:
-            raise ValueError(f'{self.type} adapter: unknown impl {self.impl!r}; choose from {IMPLS}')
+        if self.route not in ROUTE_OPTIONS:
+            raise ValueError(f'{self.type} adapter: unknown route {self.route!r}; choose from {ROUTE_OPTIONS}')
         for key in ('train_bias', 'train_norm'):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f'{self.type} adapter: {key} must be True or False, got {getattr(self, key)!r}')

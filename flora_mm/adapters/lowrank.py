@@ -36,8 +36,8 @@ from .methods import MPC_NONLINEARITIES
 __all__ = ['BRANCH_OFFSETS', 'BRANCH_WIDTH_PER_RANK', 'LowRankLayer', 'init_factor', 'mpc_layers', 'mpc_loss',
            'mpc_penalty']
 
-#: Under the ``cost_model`` route policy, ``impl='auto'`` takes the factorised branch for a layer of rank ``r`` iff
-#: ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
+#: Under the ``cost_model`` route policy, ``route='auto'`` on a CPU takes the factorised branch for a layer of rank
+#: ``r`` iff ``d_in * d_out / (d_in + d_out) >= BRANCH_WIDTH_PER_RANK * (r + BRANCH_OFFSETS[kind])``, ``kind`` being
 #: ``'pointwise'`` (Linear, 1x1 convolution), ``'spatial'`` (k x k convolution, stride 1) or ``'strided'``
 #: (patchify / downsampling convolution); see ``LowRankLayer._prefer_branch``.
 BRANCH_WIDTH_PER_RANK = 1.2
@@ -170,19 +170,26 @@ class LowRankLayer(AdapterLayer):
     def _signature(self) -> tuple:
         return (self._branch_rank() if self._supports_branch() else None, self.mpc)
 
-    def _prefer_branch(self) -> bool:
-        """The ``cost_model`` policy's choice between ``branch`` and ``merged``: a rule fitted on a 2-core CPU.
+    def _prefer_branch(self, device_type: str) -> bool:
+        """The ``cost_model`` policy's choice between ``branch`` and ``merged``, a rule per device type.
 
-        Per input row, ``merged`` adds the weight-gradient GEMM of ``op`` (``d_in * d_out`` multiply-adds);
-        ``branch`` adds six skinny products of width ``r`` plus fixed passes over the row, a cost
-        ``~(d_in + d_out) (r + c)``. So the branch pays off once the width ``d_in d_out / (d_in + d_out)`` (``d_in`` =
-        input channels / groups x kernel size) reaches ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer
-        kind (``BRANCH_OFFSETS``). The measurements the constants were fitted to are in docs/benchmarks.md
-        ("Per-layer route choice"); on another device they need not hold, which is why ``auto`` measures by default.
+        CPU (fitted on a 2-core CPU): per input row, ``merged`` adds the weight-gradient GEMM of ``op``
+        (``d_in * d_out`` multiply-adds); ``branch`` adds six skinny products of width ``r`` plus fixed passes over
+        the row, a cost ``~(d_in + d_out) (r + c)``. So the branch pays off once the width
+        ``d_in d_out / (d_in + d_out)`` (``d_in`` = input channels / groups x kernel size) reaches
+        ``BRANCH_WIDTH_PER_RANK * (r + c)``, with ``c`` per layer kind (``BRANCH_OFFSETS``). The measurements the
+        constants were fitted to are in docs/benchmarks.md ("Per-layer route choice").
+
+        CUDA and other accelerators (fitted on the H200 runs in ``results/gpu/``, docs/benchmarks.md "GPU"):
+        ``merged``. Measured per layer, every one of ConvNeXt-V2-L's 112 adapted layers was fastest merged for LoRA
+        and FLoRA, and the step got faster than with the CPU rule (LoRA 193.2 -> 186.0 ms, FLoRA 205.9 -> 192.6
+        ms); on InternViT-6B all-merged LoRA (364-396 ms) beat all-branch LoRA (460 ms), while FLoRA all-branch
+        (359 ms) beat all-merged (401 ms) in one sitting of a GPU whose run-to-run noise there was ~15%: pin
+        ``route='branch'`` for FLoRA on InternViT-6B where its step time matters.
         """
         if not self.mergeable:
             return True
-        if not self._supports_branch():
+        if not self._supports_branch() or device_type != 'cpu':
             return False
         d_out, d_in = self.weight.shape[0], self.weight[0].numel()
         kind = ('strided' if max(getattr(self, 'stride', (1, ))) > 1 else

@@ -24,8 +24,8 @@ from torch import Tensor
 __all__ = ['COMMON_OPTIONS', 'METHODS', 'method_table', 'MPC_FORMS', 'MPC_NONLINEARITIES', 'FLoRAOptions', 'LowRankOptions', 'Method',
            'NoOptions', 'option_names', 'register_method']
 
-#: Options of every method that adapts layers (besides ``type``); BitFit takes all but ``impl`` / ``train_bias``.
-COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'impl', 'train_bias', 'train_norm'})
+#: Options of every method that adapts layers (besides ``type``); BitFit takes all but ``route`` / ``train_bias``.
+COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'route', 'train_bias', 'train_norm'})
 #: The matrix-pattern constraints of the subspace-tuning paper (Si et al., Sec. 4.2): ``orthogonal`` (eq. 20),
 #: ``diagonal`` (eq. 21), ``nonlinear`` (MPC_n: an activation between the two factors, eq. 25).
 MPC_FORMS = ('orthogonal', 'diagonal', 'nonlinear')

@@ -1,26 +1,24 @@
-"""How ``impl='auto'`` chooses an adapted layer's route: measured on the device it runs on, cached by signature.
+"""How ``route='auto'`` chooses an adapted layer's route, at the layer's first training forward (when the device it
+trains on is known).
 
-Policies (environment variable ``FLORA_MM_ROUTE_POLICY``, or :func:`set_policy`):
+Policies (:func:`set_policy`, else the environment variable ``FLORA_MM_ROUTE_POLICY``):
 
-* ``measure`` (default) -- at a layer's first training forward, time forward + backward of every exact route
-  (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest (:func:`measure`: three interleaved
-  rounds of ``FLORA_MM_ROUTE_REPS``, default 3, back-to-back calls after one warm-up). The choice is cached per
-  signature (the layer's operator and shapes, the input's shape / dtype / layout, autocast dtype, device name),
-  so repeated blocks are measured once. With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also kept on disk, one JSON
-  file per device name and torch version, so later runs on the same machine make the same choices without
-  measuring.
-* ``cost_model`` -- the rule of ``AdapterLayer._prefer_branch``, fixed at construction: deterministic, but its
-  constants were fitted on a 2-core CPU. The default when torch's deterministic algorithms are on (mmengine's
-  ``randomness=dict(deterministic=True)``, which likewise turns ``cudnn.benchmark`` off): measured choices
-  depend on timing noise, so two runs of one config could take different routes and differ by float rounding,
-  which training amplifies to seed-to-seed size (measured: docs/reproduction.md, "Noise and determinism").
+* ``cost_model`` (default) -- the rule of the device type the layer trains on (``AdapterLayer.rule_route``: on a
+  CPU the width / rank rule fitted on a 2-core CPU, on CUDA ``merged``, fitted on the H200 runs in
+  ``results/gpu/``). Deterministic: two runs of one config, and every DDP rank, take the same routes, so same-seed
+  runs are bit-identical (measured choices made same-seed repeats differ by up to 0.9 mAP: docs/reproduction.md,
+  "Noise and determinism").
+* ``measure`` -- opt in, like ``cudnn.benchmark``: at a layer's first training forward, time forward + backward of
+  every exact route (``merged``, ``branch``, ``two_pass``) on that input and keep the fastest (:func:`measure`:
+  three interleaved rounds of ``FLORA_MM_ROUTE_REPS``, default 3, back-to-back calls after one warm-up). The
+  choice is cached per signature (the layer's operator and shapes, the input's shape / dtype / layout, autocast
+  dtype, device name), so repeated blocks are measured once. With ``FLORA_MM_ROUTE_CACHE=DIR`` choices are also
+  kept on disk, one JSON file per device name and torch version, so later runs on the same machine make the same
+  choices without measuring. Under ``torch.distributed`` every rank takes rank 0's measured choice (one broadcast
+  per signature), so DDP / FSDP ranks compute every layer the same way. Timing noise can make two runs choose
+  differently; the routes compute the same function (to float rounding), so only bit-reproducibility is affected.
 
-Under ``torch.distributed`` every rank takes rank 0's measured choice (one broadcast per signature), so DDP / FSDP
-ranks compute every layer the same way.
-
-Pinning ``impl='merged' | 'branch' | 'two_pass'`` in the adapter config bypasses both. Timing noise can make two
-runs choose differently; the routes compute the same function (to float rounding), so only bit-reproducibility is
-affected -- use the disk cache, ``cost_model`` or a pinned ``impl`` where that matters.
+Pinning ``route='merged' | 'branch' | 'two_pass'`` in the adapter config bypasses both.
 """
 from __future__ import annotations
 
@@ -45,17 +43,16 @@ _cache: dict[str, str] = {}
 
 
 def policy() -> str:
-    """The route policy in force: :func:`set_policy`'s, else ``$FLORA_MM_ROUTE_POLICY``, else ``cost_model`` in
-    torch's deterministic mode (mmengine ``randomness=dict(deterministic=True)``) and ``measure`` otherwise."""
-    value = _policy or os.environ.get('FLORA_MM_ROUTE_POLICY') or (
-        'cost_model' if torch.are_deterministic_algorithms_enabled() else 'measure')
+    """The route policy in force: :func:`set_policy`'s, else ``$FLORA_MM_ROUTE_POLICY``, else ``cost_model``."""
+    value = _policy or os.environ.get('FLORA_MM_ROUTE_POLICY') or 'cost_model'
     if value not in POLICIES:
         raise ValueError(f'unknown route policy {value!r} (FLORA_MM_ROUTE_POLICY); choose from {POLICIES}')
     return value
 
 
 def set_policy(value: str | None) -> None:
-    """Set the policy for layers built from now on (``None``: back to the environment / default)."""
+    """Set the policy for the routes chosen from now on, i.e. of layers still at ``route='auto'`` (``None``: back to
+    the environment / default)."""
     if value is not None and value not in POLICIES:
         raise ValueError(f'unknown route policy {value!r}; choose from {POLICIES}')
     global _policy

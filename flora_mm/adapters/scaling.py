@@ -82,8 +82,8 @@ class ScalingLayer(AdapterLayer):
     def _supports_branch(self) -> bool:
         return True
 
-    def _prefer_branch(self) -> bool:
-        return True  # elementwise products instead of the weight gradient of op
+    def _prefer_branch(self, device_type: str) -> bool:
+        return True  # elementwise products instead of the weight gradient of op, on any device
 
     def _branch(self, x: Tensor, bias: Tensor | None) -> Tensor:
         if self.IN_KEY:

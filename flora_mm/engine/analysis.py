@@ -23,11 +23,14 @@ difference.
 """
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ['bbox_map', 'coco_stats', 'dota_stats', 'miou', 'paired_bootstrap', 'rbox_map', 'segmentation_stats']
+__all__ = ['bbox_map', 'coco_stats', 'dota_stats', 'holm', 'miou', 'paired_bootstrap', 'rbox_map', 'segmentation_stats',
+           't_interval']
 
 
 def _array(value) -> np.ndarray:
@@ -229,3 +232,26 @@ def paired_bootstrap(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray],
     p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
     return dict(mean=observed, lo=float(lo), hi=float(hi), p=float(p), seeds=len(seeds), images=n,
                 covers='seeds and test images' if images else 'seeds')
+
+
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """One-sample Student-t test of mean 0 on paired differences: the two-sided ``level`` confidence interval of the
+    mean and the two-sided p-value (the interval excludes 0 exactly when p < 1 - level)."""
+    from scipy import stats
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan, math.nan
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    p = (1.0 if mean == 0 else 0.0) if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return mean - half, mean + half, p
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the i-th smallest of m p-values becomes max over j <= i of (m - j + 1) p_(j),
+    capped at 1; rejecting where the adjusted value is below alpha keeps the family-wise error rate at alpha."""
+    adjusted, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(sorted(range(len(pvalues)), key=pvalues.__getitem__)):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 from mmengine.config import Config
 
+from . import analysis
 from .targets import TASKS
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
 __all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study', 'PRIMARY', 'CLAIMS',
-           'analyse', 'compare', 'heldout_runs', 'holm', 'report', 'verdict']
+           'analyse', 'compare', 'heldout_runs', 'report', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -166,7 +167,7 @@ def validation_study(task: str, method: str, root: Path, out: Path, grid: tuple[
         / method, params=[SearchParam(LR_MULT, 'grid', values=tuple(grid))], metric=spec['metric'],
         seeds=(VALIDATION_SEED, ), pruner='none', study_name=name,
         cfg_options={**method_overrides(task, method, root), **(spec['quick'] if quick else {})})
-    launch = subprocess_launcher(root / 'tools', cwd=root, env=RUN_ENV)
+    launch = subprocess_launcher(cwd=root, env=RUN_ENV)
     return Study(settings, launch, log=log, on_record=lambda r: _run_file(out, task, method, root, r))
 
 
@@ -283,9 +284,9 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     config = work_dir / 'config.py'
     cfg.dump(str(config))
     start = time.time()
-    subprocess_launcher(root / 'tools', cwd=workspace, env=RUN_ENV)(config, work_dir, work_dir / 'train.log')
+    subprocess_launcher(cwd=workspace, env=RUN_ENV)(config, work_dir, work_dir / 'train.log')
     val = last_validation(work_dir, spec['metric'])[spec['metric']]
-    metrics = test_config(root / 'tools', config, last_checkpoint(work_dir), work_dir / 'test', cwd=workspace,
+    metrics = test_config(config, last_checkpoint(work_dir), work_dir / 'test', cwd=workspace,
                           log=work_dir / 'test.log', env=RUN_ENV, split='test',
                           predictions=work_dir / 'test_predictions.pkl')
     data = dict(task=task, method=method, seed=seed, repeat=repeat, split='test', lr_mult=mult, metric=spec['metric'],
@@ -417,7 +418,6 @@ def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list
 
 def _per_image(task: str, run: dict):
     """A run's per-image statistics and the metric function (in points) of the task."""
-    from . import analysis
     kind = run.get('image_stats_kind')
     if kind == 'segmentation':
         return np.asarray(run['image_stats']), analysis.miou
@@ -429,8 +429,7 @@ def _per_image(task: str, run: dict):
 def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dict | None:
     """Paired difference a - b on the test split: the bootstrap over seeds and test images, and the seed-only t
     interval; None while fewer than 2 paired seeds exist."""
-    from scipy import stats as st
-    from .analysis import paired_bootstrap
+    from .analysis import paired_bootstrap, t_interval
     ra, rb = heldout_runs(out, task, a), heldout_runs(out, task, b)
     seeds = sorted(set(ra) & set(rb))
     if len(seeds) < 2:
@@ -440,20 +439,9 @@ def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dic
     metric = sa[seeds[0]][1]
     result = paired_bootstrap({s: v[0] for s, v in sa.items()}, {s: v[0] for s, v in sb.items()}, metric,
                               resamples=resamples)
-    diffs = np.asarray([metric(sa[s][0]) - metric(sb[s][0]) for s in seeds])
-    half = st.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
-    result.update(a=a, b=b, task=task, t_lo=float(diffs.mean() - half), t_hi=float(diffs.mean() + half))
+    t_lo, t_hi, _ = t_interval([metric(sa[s][0]) - metric(sb[s][0]) for s in seeds])
+    result.update(a=a, b=b, task=task, t_lo=float(t_lo), t_hi=float(t_hi))
     return result
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (same order as given)."""
-    order = np.argsort(pvalues)
-    adjusted, running = np.empty(len(pvalues)), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
 
 
 def verdict(result: dict | None, relation: str = '>') -> str:
@@ -476,7 +464,7 @@ def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 1
     per task and overall (supported on at least two tasks and contradicted on none)."""
     results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
     present = [k for k, r in results.items() if r is not None]
-    for key, p in zip(present, holm([results[k]['p'] for k in present])):
+    for key, p in zip(present, analysis.holm([results[k]['p'] for k in present])):
         results[key]['holm_p'] = p
     claims = {}
     for name, parts in CLAIMS.items():

@@ -1,16 +1,16 @@
-"""Running a config as a subprocess of the repository's ``tools/train.py`` / ``tools/test.py`` (so every run uses
-the same entry point a user types) and reading back its final metrics: the one way the demo, the source-model
+"""Running a config as a subprocess of flora_mm's train / test command lines (:mod:`flora_mm.cli`, what
+``tools/train.py`` / ``tools/test.py`` run: every run uses the entry point a user types) and reading back its final metrics: the one way the demo, the source-model
 export and the adaptation runs launch training."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..cli import TEST, TRAIN, command
 from .logs import read_scalars
 
 __all__ = ['cli_options', 'last_checkpoint', 'last_validation', 'test_config', 'train_config']
@@ -22,7 +22,7 @@ def cli_options(overrides: Mapping[str, Any]) -> list[str]:
     return [f'{k}={v}' for k, v in overrides.items()]
 
 
-def _run(cmd: list[str], cwd: Path, log: Path | None, env: Mapping[str, str] | None = None) -> None:
+def _run(cmd: list[str], cwd: Path | None, log: Path | None, env: Mapping[str, str] | None = None) -> None:
     env = None if env is None else {**os.environ, **env}
     if log is None:
         subprocess.run(cmd, cwd=cwd, check=True, env=env)
@@ -31,20 +31,18 @@ def _run(cmd: list[str], cwd: Path, log: Path | None, env: Mapping[str, str] | N
     with log.open('w') as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
-        raise RuntimeError(f'{" ".join(cmd[1:3])} failed (exit {proc.returncode}); see {log}')
+        raise RuntimeError(f'{" ".join(cmd[2:4])} failed (exit {proc.returncode}); see {log}')
 
 
-def train_config(tools: Path, config: str | Path, work_dir: Path, overrides: Mapping[str, Any] | None = None,
+def train_config(config: str | Path, work_dir: Path, overrides: Mapping[str, Any] | None = None,
                  metric: str | None = None, cwd: Path | None = None, log: Path | None = None,
                  env: Mapping[str, str] | None = None) -> dict:
-    """Train ``config`` with ``tools/train.py`` into ``work_dir``; the last validation record of the run (or ``{}``
-    if ``metric`` is None). ``cwd`` resolves the config's relative data paths (default: the repository, the parent
-    of ``tools``); ``log`` captures the output instead of showing it; ``env`` adds environment variables (e.g.
+    """Train ``config`` (``tools/train.py``'s command line) into ``work_dir``; the last validation record of the run
+    (or ``{}`` if ``metric`` is None). ``cwd`` resolves the config's relative data paths (default: the current
+    directory); ``log`` captures the output instead of showing it; ``env`` adds environment variables (e.g.
     ``OMP_NUM_THREADS``)."""
-    cmd = [sys.executable, str(tools / 'train.py'), str(config), '--work-dir', str(work_dir)]
-    if overrides:
-        cmd += ['--cfg-options', *cli_options(overrides)]
-    _run(cmd, cwd or tools.parent, log, env)
+    args = [config, '--work-dir', work_dir] + (['--cfg-options', *cli_options(overrides)] if overrides else [])
+    _run(command(TRAIN, args), cwd, log, env)
     return {} if metric is None else last_validation(work_dir, metric)
 
 
@@ -56,21 +54,21 @@ def last_validation(work_dir: Path, metric: str) -> dict:
     return val[-1]
 
 
-def test_config(tools: Path, config: str | Path, checkpoint: str, work_dir: Path,
+def test_config(config: str | Path, checkpoint: str, work_dir: Path,
                 overrides: Mapping[str, Any] | None = None, cwd: Path | None = None,
                 log: Path | None = None, env: Mapping[str, str] | None = None, split: str = 'test',
                 predictions: Path | None = None) -> dict:
-    """Evaluate ``checkpoint`` with ``tools/test.py`` on the config's ``split`` ('test' or 'val'); the metrics it
-    dumped (``WORK_DIR/<time>/<time>.json``). ``predictions``: also dump the per-image predictions there (.pkl)."""
-    cmd = [sys.executable, str(tools / 'test.py'), str(config), checkpoint, '--work-dir', str(work_dir),
-           '--split', split] + (['--out', str(predictions)] if predictions is not None else [])
-    if overrides:
-        cmd += ['--cfg-options', *cli_options(overrides)]
+    """Evaluate ``checkpoint`` (``tools/test.py``'s command line) on the config's ``split`` ('test' or 'val'); the
+    metrics it dumped (``WORK_DIR/<time>/<time>.json``). ``predictions``: also dump the per-image predictions there
+    (.pkl)."""
+    args = [config, checkpoint, '--work-dir', work_dir, '--split', split] + \
+        (['--out', predictions] if predictions is not None else []) + \
+        (['--cfg-options', *cli_options(overrides)] if overrides else [])
     before = set(work_dir.glob('*/*.json'))
-    _run(cmd, cwd or tools.parent, log, env)
+    _run(command(TEST, args), cwd, log, env)
     new = sorted(set(work_dir.glob('*/*.json')) - before)
     if not new:
-        raise RuntimeError(f'tools/test.py wrote no metrics under {work_dir}')
+        raise RuntimeError(f'{TEST} wrote no metrics under {work_dir}')
     return json.loads(new[-1].read_text())
 
 

@@ -1,7 +1,7 @@
 """Hyperparameter search over any mm config, on Optuna (``tools/tune.py`` is its command line).
 
-A study trains the config once per trial (per seed), each time as its own process of the repository's
-``tools/train.py`` (or ``tools/dist_train.sh`` for a multi-process trial), with the trial's settings applied as
+A study trains the config once per trial (per seed), each time as its own process of ``tools/train.py``'s command
+line (:mod:`flora_mm.cli.train`; under torchrun for a multi-process trial), with the trial's settings applied as
 config paths, and maximises (or minimises) the config's own validation metric. What Optuna already does is left to
 it: the samplers (TPE by default, :class:`optuna.samplers.GridSampler` for a grid), the pruners, the storage (a
 SQLite file in the work dir by default, or any storage URL, which several processes or machines can share), the
@@ -38,6 +38,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from ..cli import TRAIN, command, torchrun_command
 from .runs import last_validation
 
 __all__ = ['LR_MULT', 'METRICS', 'SearchParam', 'StudySettings', 'Study', 'TrialFailed', 'apply_params',
@@ -229,19 +230,17 @@ def _exit_with_parent() -> None:  # a trial's process must not outlive a killed 
         pass
 
 
-def subprocess_launcher(tools: Path, nproc: int = 1, cwd: Path | None = None,
+def subprocess_launcher(nproc: int = 1, cwd: Path | None = None,
                         env: Mapping[str, str] | None = None) -> Callable[[Path, Path, Path], None]:
-    """How a trial trains: ``tools/train.py CONFIG --work-dir DIR`` (``nproc`` > 1: ``tools/dist_train.sh``),
-    output to ``log``; raises :class:`TrialFailed` with the error line of the log when it fails."""
+    """How a trial trains: ``tools/train.py CONFIG --work-dir DIR``'s command line (:mod:`flora_mm.cli.train`;
+    ``nproc`` > 1: under torchrun, as ``tools/dist_train.sh``) in ``cwd``, output to ``log``; raises
+    :class:`TrialFailed` with the error line of the log when it fails."""
     def launch(config: Path, work_dir: Path, log: Path) -> None:
-        if nproc > 1:
-            cmd = ['bash', str(tools / 'dist_train.sh'), str(config), str(nproc), '--work-dir', str(work_dir),
-                   '--launcher', 'pytorch']
-        else:
-            cmd = [sys.executable, str(tools / 'train.py'), str(config), '--work-dir', str(work_dir)]
+        args = [config, '--work-dir', work_dir]
+        cmd = torchrun_command(TRAIN, nproc, args) if nproc > 1 else command(TRAIN, args)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open('w') as f:
-            code = subprocess.run(cmd, cwd=cwd or tools.parent, stdout=f, stderr=subprocess.STDOUT,
+            code = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
                                   env={**os.environ, **(env or {})},
                                   preexec_fn=_exit_with_parent if sys.platform == 'linux' else None).returncode
         if code:

@@ -43,7 +43,8 @@ def tiny(seed=0):
     (dict(type='LoRA', scale=1.0, alpha=8), 'either scale or alpha'),
     (dict(type='FLoRA', targets=['embedding']), 'unknown target kind'),
     (dict(type='FLoRA', targets=['all']), "only meaningful for BitFit"),
-    (dict(type='FLoRA', impl='fast'), 'unknown impl'),
+    (dict(type='FLoRA', route='fast'), 'unknown route'),
+    (dict(type='FLoRA', route='branch', impl='merged'), 'not both route and impl'),
     (dict(type='FLoRA', init='zeros'), 'unknown init'),
     (dict(type='FLoRA', dropout=1.5), 'dropout must be in'),
     (dict(type='FLoRA', include=['(']), 'is not a regex'),
@@ -65,6 +66,14 @@ def test_options_of_another_method_are_dropped_with_a_warning(cfg, dropped, capl
         f"{cfg['type']} adapter: ignoring option(s) {dropped}, which only other adapter types use"]
     kept = {k: v for k, v in cfg.items() if k not in dropped}
     assert AdapterConfig.from_dict(parsed.to_dict()) == parsed == AdapterConfig.from_dict(kept)
+
+
+def test_the_former_option_name_impl_is_read_as_route_with_a_warning(caplog):
+    with caplog.at_level('WARNING', logger='flora_mm.adapters.config'):
+        parsed = AdapterConfig.from_dict(dict(type='FLoRA', impl='two_pass'))
+    assert parsed == AdapterConfig.from_dict(dict(type='FLoRA', route='two_pass'))
+    assert [r.getMessage() for r in caplog.records] == [
+        "adapter option 'impl' is now called 'route'; reading impl='two_pass' as route"]
 
 
 def test_alpha_sets_scale():

@@ -211,12 +211,15 @@ def test_flora_conv2d_shapes_follow_the_paper():
         'linear192x768_r8', 'linear192x768_r128', 'linear320x1280_r40', 'linear1536x6144', 'conv40x80k2s2',
         'conv160x320k2s2', 'conv384x768k2s2', 'conv192x384k2s2_r40'])
 @pytest.mark.parametrize('method', ['FLoRA', 'LoRA', 'DoRA'])
-def test_auto_route_follows_the_cost_model(make, rank, expected, method, monkeypatch):
-    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
+def test_rule_routes_per_device_type(make, rank, expected, method):
+    """The CPU rule by width and rank (docs/benchmarks.md); on CUDA every mergeable layer without dropout is merged
+    (the H200 measurements in results/gpu/)."""
     layer = inject_adapters(make(), dict(type=method, rank=rank))
     if method != 'FLoRA' and layer.weight.dim() > 2:
         expected = 'merged'  # loralib's ConvLoRA has no factorised form
-    assert layer.impl == expected
+    assert layer.rule_route('cpu') == expected
+    assert layer.rule_route('cuda') == 'merged'
+    assert layer.route == 'auto'  # decided at the first training forward, on the device the layer trains on
 
 
 def test_lora_conv_matches_loralib_shapes():
@@ -271,7 +274,7 @@ def test_autocast_bf16(method, impl, case):
     if impl == 'branch' and case == 'conv2d' and method != 'FLoRA':
         pytest.skip("loralib's ConvLoRA has no branch form")
     model, x = make(case)
-    inject(model, method, impl=impl)
+    inject(model, method, route=impl)
     perturb_adapters(model)
     ref = model(x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -301,7 +304,7 @@ def test_adapted_layer_is_still_an_instance_of_its_base(method):
     model, _ = make('conv2d')
     inject(model, method)
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[0], AdapterLayer)
-    assert f'impl={model[0].impl}' in repr(model)
+    assert f'route={model[0].route}' in repr(model)
 
 
 @pytest.mark.parametrize('method', LAYER_METHODS)

@@ -1,4 +1,5 @@
-"""``impl='auto'``: routes measured on the device at the first training forward, cached per signature."""
+"""``route='auto'``: routes chosen at the first training forward -- by the device type's rule (the default), or measured
+on the device (opt-in), cached per signature."""
 import pytest
 import torch
 from torch import nn
@@ -14,11 +15,20 @@ def fresh_routes(monkeypatch):
     monkeypatch.delenv('FLORA_MM_ROUTE_CACHE', raising=False)
     routes.clear_cache()
     yield
+    routes.set_policy(None)
     routes.clear_cache()
 
 
+@pytest.fixture
+def measuring(monkeypatch):
+    """The opt-in policy that times the routes."""
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'measure')
+
+
 def fake_timer(monkeypatch, times):
-    """Replace the timing by fixed seconds per route; returns the list of measured candidate tuples."""
+    """Replace the timing by fixed seconds per route (policy ``measure``); returns the list of measured candidate
+    tuples."""
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'measure')
     calls = []
 
     def measure(candidates, make_step, device_type, reps=None):
@@ -46,9 +56,9 @@ def adapted(seed=0, **cfg):
 def test_fastest_measured_route_is_taken_once_per_signature(monkeypatch, times, expected):
     calls = fake_timer(monkeypatch, times)
     model = adapted()
-    assert all(model[i].impl == 'auto' for i in (0, 2, 4))
+    assert all(model[i].route == 'auto' for i in (0, 2, 4))
     model(torch.randn(5, 16)).sum().backward()
-    assert [model[i].impl for i in (0, 2, 4)] == [expected] * 3
+    assert [model[i].route for i in (0, 2, 4)] == [expected] * 3
     # layers 2 and 4 share a signature (same shapes, input, dtype, device): measured once
     assert calls == [('merged', 'branch', 'two_pass')] * 2
     model(torch.randn(5, 16))
@@ -69,49 +79,52 @@ def test_eval_and_pinned_layers_never_measure(monkeypatch):
     model = adapted().eval()
     with torch.no_grad():
         model(torch.randn(5, 16))
-    assert model[0].impl == 'auto' and not calls
-    pinned = adapted(impl='two_pass')
+    assert model[0].route == 'auto' and not calls
+    pinned = adapted(route='two_pass')
     pinned(torch.randn(5, 16)).sum().backward()
-    assert not calls and pinned[0].impl == 'two_pass'
+    assert not calls and pinned[0].route == 'two_pass'
 
 
-def test_cost_model_policy_decides_at_construction(monkeypatch):
-    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
+def test_the_default_policy_is_the_device_rule_at_the_first_training_step(monkeypatch):
+    """No policy set: nothing is timed, the routes stay ``auto`` until the first training forward and are then the
+    rule of the device type the layer runs on (here the CPU's); eval forwards decide nothing."""
+    calls = fake_timer(monkeypatch, dict(merged=3.0, branch=2.0, two_pass=1.0))
+    monkeypatch.delenv('FLORA_MM_ROUTE_POLICY')
+    assert routes.policy() == 'cost_model'
     model = adapted()
-    assert model[0].impl in ('merged', 'branch')
+    assert [layer.route for layer in model[0::2]] == ['auto'] * 3
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(5, 16))
+    assert [layer.route for layer in model[0::2]] == ['auto'] * 3
+    model.train()
+    model(torch.randn(5, 16)).sum().backward()
+    assert not calls
+    assert [layer.route for layer in model[0::2]] == [layer.rule_route('cpu') for layer in model[0::2]]
+
+
+def test_an_unknown_policy_fails_when_the_model_is_built(monkeypatch):
     monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'fastest')
     with pytest.raises(ValueError, match="unknown route policy 'fastest'"):
         adapted()
 
 
-@pytest.fixture
-def deterministic_mode():
-    """torch's deterministic algorithms on, as mmengine's ``randomness=dict(deterministic=True)`` sets them."""
+@pytest.mark.parametrize('deterministic', [False, True])
+def test_torch_deterministic_mode_does_not_change_the_policy(monkeypatch, deterministic):
+    """The rule is the default whether or not torch's deterministic algorithms are on (mmengine's
+    ``randomness=dict(deterministic=True)``); measuring is opt-in in both."""
     before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
-@pytest.mark.parametrize('env, measured', [(None, False), ('measure', True)])
-def test_deterministic_mode_decides_routes_by_cost_model_unless_told(monkeypatch, deterministic_mode, env, measured):
-    """Timing noise must not choose routes in a run asked to be deterministic: with no policy set, the layers take
-    the cost model's route at construction (what ``cost_model`` gives them) and nothing is timed; an explicit
-    ``FLORA_MM_ROUTE_POLICY=measure`` still measures."""
-    if env:
-        monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', env)
-    calls = fake_timer(monkeypatch, dict(merged=3.0, branch=2.0, two_pass=1.0))
-    model = adapted()
-    model(torch.randn(5, 16)).sum().backward()
-    assert bool(calls) == measured
-    with monkeypatch.context() as m:
-        m.setenv('FLORA_MM_ROUTE_POLICY', 'cost_model')
-        expected = [layer.impl for layer in adapted()[0::2]]
-    assert [layer.impl for layer in model[0::2]] == (['two_pass'] * 3 if measured else expected)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        assert routes.policy() == 'cost_model'
+        monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'measure')
+        assert routes.policy() == 'measure'
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 @pytest.mark.parametrize('dropout', [0.0, 0.3])
-def test_measuring_leaves_grads_and_random_streams_untouched(dropout):
+def test_measuring_leaves_grads_and_random_streams_untouched(dropout, measuring):
     """The first (measuring) step equals a step of a twin pinned to the chosen routes: same dropout masks, same
     gradients, so the timing runs neither drew random numbers nor accumulated into ``.grad``."""
     auto, x = adapted(dropout=dropout), torch.randn(5, 16)
@@ -120,7 +133,7 @@ def test_measuring_leaves_grads_and_random_streams_untouched(dropout):
     out.square().sum().backward()
     pinned = adapted(dropout=dropout)
     for i in (0, 2, 4):
-        pinned[i].impl = auto[i].impl
+        pinned[i].route = auto[i].route
     torch.manual_seed(7)
     ref = pinned(x)
     ref.square().sum().backward()
@@ -131,13 +144,13 @@ def test_measuring_leaves_grads_and_random_streams_untouched(dropout):
 
 
 @pytest.mark.parametrize('use_reentrant', [False, True])
-def test_first_step_inside_activation_checkpointing(use_reentrant):
+def test_first_step_inside_activation_checkpointing(use_reentrant, measuring):
     model, x = adapted(), torch.randn(5, 16, requires_grad=True)
     out = checkpoint(model, x, use_reentrant=use_reentrant)
     out.square().sum().backward()
     pinned = adapted()
     for i in (0, 2, 4):
-        pinned[i].impl = model[i].impl
+        pinned[i].route = model[i].route
     xr = x.detach().clone().requires_grad_()
     pinned(xr).square().sum().backward()
     torch.testing.assert_close(x.grad, xr.grad)
@@ -148,6 +161,7 @@ def test_first_step_inside_activation_checkpointing(use_reentrant):
 
 def test_disk_cache_gives_the_same_routes_without_measuring(monkeypatch, tmp_path):
     monkeypatch.setenv('FLORA_MM_ROUTE_CACHE', str(tmp_path))
+    monkeypatch.setenv('FLORA_MM_ROUTE_POLICY', 'measure')
     fake_timer(monkeypatch, dict(merged=2.0, branch=3.0, two_pass=1.0))
     adapted()(torch.randn(5, 16)).sum().backward()
     files = list(tmp_path.glob('routes_*.json'))
@@ -156,7 +170,7 @@ def test_disk_cache_gives_the_same_routes_without_measuring(monkeypatch, tmp_pat
     calls = fake_timer(monkeypatch, dict(merged=1.0, branch=1.0, two_pass=1.0))
     model = adapted()
     model(torch.randn(5, 16)).sum().backward()
-    assert not calls and model[0].impl == 'two_pass'
+    assert not calls and model[0].route == 'two_pass'
 
 
 def test_set_policy_wins_over_the_environment(monkeypatch):
@@ -173,10 +187,10 @@ def small(dropout):
     return inject_adapters(nn.Linear(4, 4), dict(type='FLoRA', rank=2, dropout=dropout))
 
 
+@pytest.mark.parametrize('device_type', ['cpu', 'cuda'])
 @pytest.mark.parametrize('dropout, expected', [(0.0, 'merged'), (0.2, 'two_pass')])
-def test_cost_model_never_takes_merged_for_a_layer_with_dropout(dropout, expected):
-    routes.set_policy('cost_model')
-    assert small(dropout).impl == expected
+def test_the_rule_never_takes_merged_for_a_layer_with_dropout(dropout, expected, device_type):
+    assert small(dropout).rule_route(device_type) == expected
 
 
 @pytest.mark.parametrize('dropout, expected', [(0.0, ('merged', 'branch', 'two_pass')), (0.2, ('branch', 'two_pass'))])
@@ -205,11 +219,12 @@ def _ddp_rank(rank: int, port: int, out: str) -> None:
         def measure(candidates, make_step, device_type, reps=None):
             return {r: (1.0 if r == fastest else 2.0) for r in candidates}
         routes.measure = measure
+        routes.set_policy('measure')
         routes.clear_cache()
         model = adapted()
         model(torch.randn(5, 16)).sum().backward()
         with open(f'{out}/rank{rank}.json', 'w') as f:
-            json.dump([model[i].impl for i in (0, 2, 4)], f)
+            json.dump([model[i].route for i in (0, 2, 4)], f)
     finally:
         torch.distributed.destroy_process_group()
 

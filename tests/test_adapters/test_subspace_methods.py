@@ -188,7 +188,7 @@ def test_mpc_nonlinear_branch_matches_the_reference(method, kind, dropout):
     inject_adapters(model, dict(type=method, rank=2, scale=3.0, dropout=dropout, mpc='nonlinear',
                                 mpc_nonlinearity='tanh'))
     layer = model[0]
-    assert layer.impl == 'branch' and layer.candidate_routes() == ('branch', )
+    assert layer.route == 'branch' and layer.candidate_routes() == ('branch', )
     perturb_adapters(model, std=0.5)
     x, out, grad_out, mask, p, xr = run_against_raw_copies(layer, shape, dropout, seed=5)
     xd = xr * mask

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from flora_mm.engine import analysis
 from flora_mm.engine.analysis import miou, paired_bootstrap, segmentation_stats
 
 CLASSES = 5
@@ -184,3 +185,13 @@ def test_rbox_map_of_the_statistics_is_mmrotates_eval_rbbox_map(seed):
     counts = np.array([2, 0, 1, 3, 1, 0])  # weights = duplicated images (no tied duplicates in 11-point AP)
     duplicated = [s for s, c in zip(samples, counts) for _ in range(c)]
     assert rbox_map(stats, counts) == pytest.approx(_mmrotate_map(duplicated), abs=0.01)
+
+
+@pytest.mark.parametrize('pvalues, adjusted', [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),  # m = 4: 4 x 0.005, 3 x 0.01, max(2 x 0.03, 1 x 0.04)
+    ([0.5, 0.2], [0.5, 0.4]),  # 2 x 0.2, then max(0.4, 1 x 0.5)
+    ([0.3, 0.6, 0.9], [0.9, 1.0, 1.0]),  # 3 x 0.3, then 2 x 0.6 capped at 1, and never below an earlier step
+    ([0.02], [0.02]),
+])
+def test_holm_adjustment_by_hand(pvalues, adjusted):
+    assert analysis.holm(pvalues) == pytest.approx(adjusted)

@@ -151,11 +151,6 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     assert C.run_test_split(task, 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
 
 
-def test_holm_against_the_step_down_by_hand():
-    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> monotone 0.06
-    assert C.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-
-
 @pytest.mark.parametrize('lo,hi,holm_p,relation,expected', [
     (0.2, 1.5, 0.01, '>', 'supported'),
     (0.2, 1.5, 0.20, '>', 'unresolved'),        # resolved per comparison, not after Holm

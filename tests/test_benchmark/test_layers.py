@@ -1,8 +1,9 @@
-"""tools/benchmark_layers.py: its cases are the backbone's adapted layers, and every route runs on each."""
+"""flora_mm.benchmark.layers (tools/benchmark_layers.py): its cases are the backbone's adapted layers, and every
+route runs on each."""
 import torch
 from torch import nn
 
-from tests.test_tools import load_tool
+from flora_mm.benchmark import layers as benchmark_layers
 
 
 def _model_layer_inputs(arch: str, img: int, batch: int) -> set:
@@ -27,7 +28,6 @@ def _model_layer_inputs(arch: str, img: int, batch: int) -> set:
 
 def test_cases_are_the_backbone_layers_with_their_inputs():
     """Same weight shapes, input shapes and memory formats (channels-last after the stem) as in the backbone."""
-    benchmark_layers = load_tool('benchmark_layers')
     cases = benchmark_layers.layer_cases('atto', 64, 2, convs=True)
     assert len(benchmark_layers.layer_cases('atto', 64, 2)) == 8  # two MLP Linear layers per stage
     described = set()
@@ -39,7 +39,6 @@ def test_cases_are_the_backbone_layers_with_their_inputs():
 
 
 def test_every_route_runs_on_every_case():
-    benchmark_layers = load_tool('benchmark_layers')
     adapter = dict(type='FLoRA', rank=4)
     for name, _, make, x_shape, memory_format in benchmark_layers.layer_cases('atto', 64, 2, convs=True):
         steps = {route: benchmark_layers.route_step(route, make, x_shape, adapter, memory_format)
@@ -49,3 +48,14 @@ def test_every_route_runs_on_every_case():
         for step in steps.values():
             if step is not None:
                 step()
+
+
+def test_time_routes_reports_the_routes_a_layer_has():
+    """A depthwise convolution has no branch route: its table row has every other route, each timed (> 0 ms)."""
+    cases = {c[0]: c for c in benchmark_layers.layer_cases('atto', 32, 1, convs=True)}
+    times = benchmark_layers.time_routes(cases['stage1.conv_dw'], dict(type='FLoRA', rank=2), reps=1, warmup=0)
+    assert set(times) == {'frozen', 'merged', 'two_pass'} and min(times.values()) > 0
+    # atto's stage-1 MLP (40 -> 160) is narrow: the CPU rule merges it; on CUDA everything mergeable is merged
+    assert benchmark_layers.auto_route(cases['stage1.pwconv1'], dict(type='FLoRA', rank=2)) == 'merged'
+    assert benchmark_layers.auto_route(cases['stage4.pwconv1'], dict(type='FLoRA', rank=2)) == 'branch'
+    assert benchmark_layers.auto_route(cases['stage4.pwconv1'], dict(type='FLoRA', rank=2), 'cuda') == 'merged'
