@@ -165,9 +165,9 @@ def test_verdicts_follow_the_preregistered_rules(lo, hi, holm_p, relation, expec
     assert C.verdict(dict(lo=lo, hi=hi, holm_p=holm_p), relation) == expected
 
 
-def _test_run(out, method, seed, stats, repeat=0):
+def _test_run(out, method, seed, stats, repeat=0, task='ade20k'):
     from flora_mm.engine.analysis import miou
-    path = out / 'test' / 'ade20k' / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
+    path = out / 'test' / task / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(seed=seed, repeat=repeat, value=miou(stats), image_stats_kind='segmentation',
                                     image_stats=stats.tolist())))
@@ -197,6 +197,24 @@ def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     assert '| ade20k | flora | 0 |' in text and '+0.0000 |' in text  # the repeat row
     assert len(C.heldout_runs(tmp_path, 'ade20k', 'flora')) == 5
     assert C.report(tmp_path / 'nothing', tasks=('ade20k', )).startswith('No test-split run yet')
+
+
+def test_holm_family_is_every_task_together(tmp_path):
+    """FLoRA - LoRA on two tasks, each a family of one if Holm ran per task: over the design, the smaller p is
+    doubled and the larger is max(its own p, the first adjusted) (Holm's step-down, by hand)."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(50, 100, size=(30, 5, 1))
+    for task, gap in (('ade20k', 0.012), ('coco', 0.006)):
+        for seed in range(5):
+            for method, hit in (('flora', 0.70 + gap), ('lora', 0.70)):
+                hit += rng.normal(0, 0.01)  # the run's own level: seed noise the bootstrap sees
+                inter = (base * (hit + rng.normal(0, 0.02, size=base.shape))).astype(np.int64)
+                _test_run(tmp_path, method, seed, np.concatenate([inter, 2 * base - inter], axis=2), task=task)
+    result = C.analyse(tmp_path, tasks=('ade20k', 'coco'), resamples=400)
+    (small, large) = sorted(result['comparisons'], key=lambda r: r['p'])
+    assert 0 < small['p'] <= large['p'] < 0.5  # neither adjustment is trivially 0 or capped
+    assert small['holm_p'] == pytest.approx(min(1.0, 2 * small['p']))
+    assert large['holm_p'] == pytest.approx(max(small['holm_p'], large['p']))
 
 
 def test_the_comparison_page_is_the_run_files():
