@@ -29,7 +29,7 @@ from mmengine.config import DictAction
 from flora_mm.engine.runs import last_checkpoint, test_config, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
+CONFIG = 'configs/target/mask-rcnn_convnextv2-atto_flora-r10_6e_target-coco.py'
 SOURCE = 'flora_mm://mask_rcnn_atto_source_coco'
 DATA = dict(root='data/target_coco', num_train=256, num_val=64, num_test=256, img_size=128, seed=0, shift=True)
 #: The fine-tuning runs: name -> config overrides (the config itself is FLoRA).

@@ -32,13 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: config, data maker and its arguments, shipped name, validation metrics to record.
 TASKS = {
-    'coco': dict(config='configs/source/mask-rcnn_convnextv2-atto_source-coco.py', maker='make_coco',
+    'coco': dict(config='configs/source/mask-rcnn_convnextv2-atto_frozen_12e_source-coco.py', maker='make_coco',
                  data=dict(num_train=1024, num_val=128, img_size=128, seed=100), name='mask_rcnn_atto_source_coco',
                  metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50')),
-    'dota': dict(config='configs/source/oriented-rcnn_convnextv2-atto_source-dota.py', maker='make_dota',
+    'dota': dict(config='configs/source/oriented-rcnn-le90_convnextv2-atto_frozen_2400it_source-dota.py', maker='make_dota',
                  data=dict(num_train=1024, num_val=128, img_size=128, seed=100),
                  name='oriented_rcnn_atto_source_dota', metrics=('dota/mAP', 'dota/AP50', 'dota/AP75')),
-    'ade20k': dict(config='configs/source/upernet_convnextv2-atto_source-ade20k.py', maker='make_ade20k',
+    'ade20k': dict(config='configs/source/upernet_convnextv2-atto_frozen_1600it_source-ade20k.py', maker='make_ade20k',
                    data=dict(num_train=1024, num_val=128, img_size=128, seed=100),
                    name='upernet_atto_source_ade20k', metrics=('mIoU', 'aAcc', 'mAcc')),
 }

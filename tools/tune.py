@@ -6,7 +6,7 @@ torchrun, as ``dist_train.sh``).
 Examples::
 
     # TPE over the backbone learning-rate multiplier and FLoRA's scale, 20 trials
-    tools/tune.py configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py --n-trials 20 \\
+    tools/tune.py configs/target/mask-rcnn_convnextv2-atto_flora-r10_6e_target-coco.py --n-trials 20 \\
         --param backbone_lr_mult=log:0.1:10 model.backbone.adapter.scale=log:0.5:32
     # exactly this grid (the same number of trials for every method), three paired seeds per point
     tools/tune.py CONFIG --grid backbone_lr_mult=0.25,0.5,1,2,4 --seeds 0 1 2

@@ -87,7 +87,7 @@ GRID = {
 GRID_PAIRS = (('flora', 'lora'), ('flora', 'dora'), ('flora', 'base'), ('lora', 'base'), ('dora', 'lora'),
               ('bitfit', 'base'), ('full', 'base'), ('full', 'flora'), ('flora_4x', 'lora_4x'),
               ('flora_4x', 'flora'), ('lora_4x', 'lora'))
-DOTA_SGD = 'configs/adaptation/oriented-rcnn_convnextv2-atto_target-dota_sgd.py'
+DOTA_SGD = 'configs/target/oriented-rcnn-le90_convnextv2-atto_flora-r10_sgd-400it_target-dota.py'
 #: The paper's mechanisms, each a controlled comparison on one task: its variants and the pairs that test it.
 MECHANISMS = {
     # loralib's ConvLoRA spends 181,496 of LoRA r=2's 226,392 parameters on the 7x7 depthwise convs (rank r*k = 14

@@ -16,7 +16,7 @@ from tests.test_configs.smoke import ROOT, TASK_CONFIGS, smoke_config
 CONFIGS = sorted(str(Path(p).relative_to(ROOT)) for p in glob.glob(str(ROOT / 'configs/**/*.py'), recursive=True)
                  if '/_base_/' not in p)  # _base_ fragments are pieces of configs, not configs
 #: the fast lane (make test-fast) builds the entry points; the baselines only in the full run
-ENTRY = ('configs/flora_', 'configs/demo/', 'configs/adaptation/', 'configs/synthetic/')
+ENTRY = ('configs/flora_', 'configs/target/', 'configs/synthetic/')
 CONFIG_CASES = [c if c.startswith(ENTRY) else pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS]
 
 
@@ -38,7 +38,8 @@ def test_config_loads_and_builds_on_meta_device(path):
 def test_paper_budgets_of_the_convnext_configs():
     budgets = {}
     for name in ('lora_r8', 'flora_r42', 'lora_r16', 'flora_r84', 'lora_r25', 'flora_r129'):
-        cfg = Config.fromfile(str(ROOT / f'configs/baselines/coco/{name}.py'))
+        method = name.replace('_', '-')
+        cfg = Config.fromfile(str(ROOT / f'configs/baselines/mask-rcnn_convnextv2-l_{method}_1x_coco.py'))
         init_default_scope('mmdet')
         with torch.device('meta'):
             budgets[name] = count_parameters(MODELS.build(cfg.model.backbone))['adapter']

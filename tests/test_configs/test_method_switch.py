@@ -13,7 +13,7 @@ from flora_mm.data import make_coco
 from flora_mm.engine.launch import load_run_config
 from tests.test_configs.smoke import ROOT
 
-DEMO = 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
+DEMO = 'configs/target/mask-rcnn_convnextv2-atto_flora-r10_6e_target-coco.py'
 
 
 @pytest.mark.parametrize('options, expected', [

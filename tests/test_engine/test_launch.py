@@ -38,7 +38,7 @@ def test_test_mode_checks_the_test_split_and_the_checkpoint(tmp_path, monkeypatc
 def test_the_paper_config_on_generated_data_has_everything(tmp_path, monkeypatch):
     """docs/datasets.md's command: generated COCO-format data under data/demo_coco, no pretrained file needed."""
     monkeypatch.chdir(tmp_path)
-    cfg = load_run_config(str(ROOT / 'configs/synthetic/flora_convnext_coco_synthetic.py'))
+    cfg = load_run_config(str(ROOT / 'configs/synthetic/mask-rcnn_convnextv2-l_flora-r42_1e_synthetic-coco.py'))
     with pytest.raises(FileNotFoundError, match='make_demo_data.py coco'):
         check_run_files(cfg, 'train')
     make_coco(tmp_path / 'data/demo_coco', num_train=2, num_val=1, img_size=32)

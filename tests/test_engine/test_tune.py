@@ -25,8 +25,8 @@ from flora_mm.engine.tune import (LR_MULT, PRUNED_MARKER, SearchParam, Study, St
                                   check_validation_split, count_validations, default_metric)
 from tests.test_configs.smoke import ROOT
 
-DEMO = ROOT / 'configs/demo/flora_convnext-atto_mask-rcnn_demo-coco.py'
-SOURCE = ROOT / 'configs/source/mask-rcnn_convnextv2-atto_source-coco.py'
+DEMO = ROOT / 'configs/target/mask-rcnn_convnextv2-atto_flora-r10_6e_target-coco.py'
+SOURCE = ROOT / 'configs/source/mask-rcnn_convnextv2-atto_frozen_12e_source-coco.py'
 METRIC = 'coco/bbox_mAP'
 
 

@@ -64,13 +64,13 @@ def _dist(config, tmp_path, work, *extra):
 
 def _fsdp_config(variant, tmp_path):
     """The InternViT smoke config on mmengine's FlexibleRunner + FSDPStrategy: ``full`` is the shipped
-    full_fsdp.py baseline; ``adapter`` the FLoRA config with that baseline's strategy (a frozen base sharded next
+    full-fsdp baseline; ``adapter`` the FLoRA config with that baseline's strategy (a frozen base sharded next
     to trainable adapters). Four training images, two per rank and step, in order."""
     from mmengine.config import Config
 
     from tests.test_configs import smoke
     cfg = smoke.smoke_config('internvit_ade20k', tmp_path)
-    fsdp = Config.fromfile(str(ROOT / 'configs/baselines/internvit_ade20k/full_fsdp.py'))
+    fsdp = Config.fromfile(str(ROOT / 'configs/baselines/upernet_internvit-6b_full-fsdp_160k_ade20k-504x504.py'))
     cfg.runner_type, cfg.strategy = fsdp.runner_type, fsdp.strategy
     if variant == 'full':
         cfg.model.backbone.adapter = None

@@ -1,4 +1,0 @@
-# Base: the backbone frozen entirely (no adapter); only neck and heads train.
-_base_ = '../../flora_convnext_coco.py'
-
-model = dict(backbone=dict(adapter=None, frozen_stages=4))

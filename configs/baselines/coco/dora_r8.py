@@ -1,4 +1,0 @@
-# DoRA r=8 (LoRA's update + per-channel magnitude) on every conv and linear layer; alpha = r.
-_base_ = '../../flora_convnext_coco.py'
-
-model = dict(backbone=dict(adapter=dict(_delete_=True, type='DoRA', rank=8, alpha=8)))

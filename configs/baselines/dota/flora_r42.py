@@ -1,4 +1,0 @@
-# FLoRA r=42, r3=2, s=4: 12.84M parameters (matches LoRA r=8).
-_base_ = '../../flora_convnext_dota.py'
-
-model = dict(backbone=dict(adapter=dict(rank=42)))

@@ -1,4 +1,0 @@
-# LoRA r=32 on every linear layer of InternViT-6B.
-_base_ = '../../flora_internvit_ade20k.py'
-
-model = dict(backbone=dict(adapter=dict(_delete_=True, type='LoRA', rank=32, alpha=32, targets=['linear'])))

@@ -1,0 +1,5 @@
+# IA3: learnable scales of every conv and linear layer's output channels (W = diag(l) W0), initialised to 1
+# (subspace-tuning paper eq. 7).
+_base_ = '../flora_convnext_coco.py'
+
+model = dict(backbone=dict(adapter=dict(_delete_=True, type='IA3')))
