@@ -20,11 +20,6 @@ import flora_mm.mm  # noqa: F401
 from flora_mm.engine.export import merge_checkpoint
 
 
-def merge(config: str, checkpoint: str, out_dir: str):
-    """The merged checkpoint's and config's paths (see :func:`flora_mm.engine.export.merge_checkpoint`)."""
-    return merge_checkpoint(config, checkpoint, out_dir)[:2]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')

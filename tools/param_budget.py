@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 import flora_mm.mm  # noqa: F401
 from flora_mm import docblocks
 from flora_mm.adapters.methods import method_table
-from flora_mm.models.budget import README_BUDGETS, adapter_budget, budget_table, match_budget, solve_rank
+from flora_mm.models.budget import adapter_budget, match_budget, readme_budget_table, solve_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,16 +30,6 @@ def parse_count(text: str) -> int:
     text = text.strip().lower()
     scale = SUFFIX.get(text[-1], 1)
     return int(round(float(text[:-1] if scale != 1 else text) * scale))
-
-
-def readme_table() -> str:
-    """The README's budget table (:data:`~flora_mm.models.budget.README_BUDGETS`), counted now."""
-    backbones = []
-    for label, config, rows in README_BUDGETS:
-        cfg = Config.fromfile(str(ROOT / config))
-        init_default_scope(cfg.get('default_scope'))
-        backbones.append((label, cfg.model.backbone, rows))
-    return budget_table(backbones)
 
 
 def main():
@@ -54,7 +44,7 @@ def main():
     parser.add_argument('--rank', type=int, help='... at this rank')
     args = parser.parse_args()
     if args.readme is not None:
-        docblocks.replace_block(args.readme, readme_table(), 'tools/param_budget.py', 'budgets')
+        docblocks.replace_block(args.readme, readme_budget_table(ROOT), 'tools/param_budget.py', 'budgets')
         docblocks.replace_block(args.readme, method_table(), 'tools/param_budget.py', 'methods')
         print(f'{args.readme}: method and budget tables regenerated')
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,8 @@ from mmengine.registry import MODELS
 
 from ..adapters import METHODS, count_parameters
 
-__all__ = ['README_BUDGETS', 'budget_table', 'match_budget', 'adapter_budget', 'solve_rank', 'trainable_parameters']
+__all__ = ['README_BUDGETS', 'budget_table', 'match_budget', 'adapter_budget', 'readme_budget_table', 'solve_rank',
+           'trainable_parameters']
 
 
 def trainable_parameters(backbone_cfg: Mapping[str, Any]) -> tuple[int, int]:
@@ -129,3 +131,16 @@ def budget_table(backbones: Sequence[tuple[str, Mapping[str, Any], Sequence[tupl
             n, base = adapter_budget(backbone, options)
             lines.append(f'| {label} | {method} | {rank} | {_millions(n)} | {_percent(n, base)} |')
     return '\n'.join(lines) + '\n'
+
+
+def readme_budget_table(repo: str | Path) -> str:
+    """The README's budget table: :data:`README_BUDGETS` counted now on the configs of the checkout ``repo``
+    (``tools/param_budget.py --readme`` writes it)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    backbones = []
+    for label, config, rows in README_BUDGETS:
+        cfg = Config.fromfile(str(Path(repo) / config))
+        init_default_scope(cfg.get('default_scope'))
+        backbones.append((label, cfg.model.backbone, rows))
+    return budget_table(backbones)

@@ -64,9 +64,9 @@ def test_base_of_a_budget_is_the_plain_backbone(adapter):
 def test_readme_budget_table_is_what_the_tool_prints_now():
     """Every number of the README's budget table comes from tools/param_budget.py --readme (regenerate it there)."""
     from flora_mm import docblocks
+    from flora_mm.models.budget import readme_budget_table
     from tests.test_configs.smoke import ROOT
-    from tests.test_tools import load_tool
-    table = load_tool('param_budget').readme_table()
+    table = readme_budget_table(ROOT)
     assert docblocks.read_block(ROOT / 'README.md', 'tools/param_budget.py', 'budgets') == table
 
 

@@ -1,5 +1,6 @@
-"""tools/merge_adapter.py: a detector and a segmentor give the same outputs after merging, with no adapter; a
-merged stock backbone is evaluated by mmengine's runner with flora_mm not importable."""
+"""flora_mm.engine.export.merge_checkpoint (tools/merge_adapter.py): a detector and a segmentor give the same outputs
+after merging, with no adapter; a merged stock backbone is evaluated by mmengine's runner with flora_mm not
+importable."""
 import subprocess
 import sys
 import textwrap
@@ -10,10 +11,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from flora_mm.adapters import AdapterLayer, adapter_parameters
+from flora_mm.engine.export import merge_checkpoint
 from tests.test_configs.smoke import smoke_config
-from tests.test_tools import load_tool
-
-merge_adapter = load_tool('merge_adapter')
 
 
 @pytest.mark.parametrize('task', ['coco', 'ade20k'])
@@ -32,7 +31,7 @@ def test_merged_model_matches_adapted_model(task, tmp_path):
     torch.save(dict(state_dict=model.state_dict(), meta=dict(note='test')), ckpt)
     before = ckpt.read_bytes()
 
-    merged_ckpt, merged_cfg = merge_adapter.merge(str(cfg_path), str(ckpt), str(tmp_path / 'out'))
+    merged_ckpt, merged_cfg = merge_checkpoint(str(cfg_path), str(ckpt), str(tmp_path / 'out'))[:2]
     assert ckpt.read_bytes() == before  # the input checkpoint is never modified
     cfg2 = Config.fromfile(str(merged_cfg))
     assert 'adapter' not in cfg2.model.backbone and 'constructor' not in cfg2.optim_wrapper
@@ -78,7 +77,7 @@ def test_refuses_config_without_adapter(tmp_path):
     path = tmp_path / 'plain.py'
     cfg.dump(str(path))
     with pytest.raises(ValueError, match='nothing to merge'):
-        merge_adapter.merge(str(path), str(tmp_path / 'x.pth'), str(tmp_path / 'out'))
+        merge_checkpoint(str(path), str(tmp_path / 'x.pth'), str(tmp_path / 'out'))
 
 
 # What stock mmdet tools/test.py does (Config.fromfile, Runner.from_cfg, runner.test), in a process where importing
@@ -118,7 +117,7 @@ def test_merged_stock_backbone_runs_in_stock_mmdet_without_flora_mm(tmp_path):
     cfg_path, ckpt = tmp_path / 'retina.py', tmp_path / 'adapted.pth'
     cfg.dump(str(cfg_path))
     torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
-    merged_ckpt, merged_cfg = merge_adapter.merge(str(cfg_path), str(ckpt), str(tmp_path / 'out'))
+    merged_ckpt, merged_cfg = merge_checkpoint(str(cfg_path), str(ckpt), str(tmp_path / 'out'))[:2]
     text = merged_cfg.read_text()
     assert 'flora_mm' not in text and 'adapter' not in text and 'Adapter' not in text and 'DeltaWeight' not in text
     proc = subprocess.run([sys.executable, '-c', WITHOUT_FLORA, str(merged_cfg), str(tmp_path / 'stock')],

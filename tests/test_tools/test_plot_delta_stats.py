@@ -1,4 +1,5 @@
-"""tools/plot_delta_stats.py draws Fig. 4-style curves from the logs of real (smoke) training runs."""
+"""flora_mm.engine.logs.delta_curves / tools/plot_delta_stats.py draw Fig. 4-style curves from the logs of real
+(smoke) training runs."""
 import subprocess
 import sys
 
@@ -6,10 +7,8 @@ import pytest
 from mmengine.runner import Runner
 from PIL import Image
 
+from flora_mm.engine.logs import delta_curves
 from tests.test_configs.smoke import ROOT, smoke_config
-from tests.test_tools import load_tool
-
-plot_delta_stats = load_tool('plot_delta_stats')
 
 
 @pytest.fixture(scope='module')
@@ -28,11 +27,11 @@ def runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_curves_follow_the_hook_scalars(runs):
-    data = plot_delta_stats.curves(runs['FLoRA'])
+    data = delta_curves(runs['FLoRA'])
     steps, fro = data['fro']
     assert steps == [1, 2, 3] and all(v > 0 for v in fro)
     assert data['amp'][0] == steps and all(v > 0 for v in data['amp'][1])
-    layer = plot_delta_stats.curves(runs['LoRA'], layer='backbone.stages.0.blocks.0.mlp.fc1')
+    layer = delta_curves(runs['LoRA'], layer='backbone.stages.0.blocks.0.mlp.fc1')
     assert layer['fro'][0] == [1, 2, 3]
 
 
@@ -52,4 +51,4 @@ def test_a_run_without_the_hook_is_reported(tmp_path):
     cfg.visualizer.name = 'no_delta_hook'
     Runner.from_cfg(cfg).train()
     with pytest.raises(ValueError, match='DeltaWeightStatsHook'):
-        plot_delta_stats.curves(cfg.work_dir)
+        delta_curves(cfg.work_dir)
