@@ -7,10 +7,8 @@ import sys
 import pytest
 from PIL import Image
 
+from flora_mm.engine import demo
 from tests.test_configs.smoke import ROOT
-from tests.test_tools import load_tool
-
-demo = load_tool('demo')
 
 
 @pytest.mark.subprocess
@@ -82,3 +80,10 @@ def test_readme_demo_numbers_are_the_committed_runs():
     lines = [line.rsplit(None, 1)[0] for line in readme.read_text().splitlines() if line.strip()]
     start = lines.index(printed[0])
     assert lines[start:start + len(printed)] == printed
+
+
+def test_an_unknown_run_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError,
+                       match=r"unknown run\(s\) \['Nope'\]; choose from \['Zero-shot', 'Base', 'FLoRA', 'Full'\]"):
+        demo.run(tmp_path / 'work', tmp_path, names=['FLoRA', 'Nope'])
+    assert not any(tmp_path.iterdir())  # no data generated, no work dir

@@ -1,5 +1,6 @@
-"""tools/make_source_models.py: the shipped source task models regenerate bit for bit (on a two-iteration
-schedule), ship only what their frozen base lacks, and load strictly into their configs' models."""
+"""flora_mm.weights.source_models (tools/make_source_models.py): the shipped source task models regenerate bit for
+bit (on a two-iteration schedule), ship only what their frozen base lacks, and load strictly into their configs'
+models."""
 import os
 import shlex
 import subprocess
@@ -10,10 +11,9 @@ import torch
 from mmengine.config import Config
 
 from flora_mm import weights
+from flora_mm.weights import source_models as tool
 from tests.test_configs.smoke import ROOT
-from tests.test_tools import load_tool
 
-tool = load_tool('make_source_models')
 QUICK = dict(  # two iterations on 8 images of 64 px, validated
     coco=['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1'],
     dota=['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2'],

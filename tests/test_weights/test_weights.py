@@ -8,7 +8,6 @@ import torch
 from flora_mm import weights
 from flora_mm.models import ConvNeXtV2
 from tests.test_configs.smoke import ROOT
-from tests.test_tools import load_tool
 
 
 @pytest.mark.parametrize('name', list(weights.WEIGHTS))
@@ -56,7 +55,7 @@ def test_unknown_missing_or_corrupt_weights_are_refused(tmp_path, monkeypatch):
 def test_regeneration_is_bit_identical_on_a_short_schedule(tmp_path):
     """The shipped command's settings, shortened: two runs write byte-identical files (same tensors, same
     torch.save bytes), and the command names what the shipped file holds."""
-    pretrain_base = load_tool('pretrain_base')
+    from flora_mm.weights.pretrain import pretrain
     entry = weights.WEIGHTS['convnextv2_atto_source']
     argv = shlex.split(entry.command)
     assert argv[1] == 'tools/pretrain_base.py' and argv[argv.index('--out') + 1] == f'flora_mm/weights/{entry.file}'
@@ -65,7 +64,7 @@ def test_regeneration_is_bit_identical_on_a_short_schedule(tmp_path):
     for run in ('a', 'b'):
         out = tmp_path / run / entry.file
         out.parent.mkdir()
-        pretrain_base.pretrain(out, steps=2, batch=4, img_size=32, dtype=dtype, log_every=1)
+        pretrain(out, steps=2, batch=4, img_size=32, dtype=dtype, log_every=1)
         files.append(out)
     first, second = (torch.load(f) for f in files)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
