@@ -1,27 +1,13 @@
 #!/usr/bin/env python
-"""Adaptation runs on the shifted target domains (docs/reproduction.md): every method, paired seeds, one JSON per run.
-
-    tools/reproduce.py --tasks dota ade20k --methods zero_shot base full --seeds 0   # the bracket (calibration)
-    tools/reproduce.py --seeds 0 1 2 3 4 --jobs 2              # the grid: 3 tasks x 9 methods x 5 seeds
-    tools/reproduce.py --methods flora --mechanisms depthwise optimizer lora_scale flora_scale   # the mechanisms
-    tools/reproduce.py --tasks coco --methods flora --seeds 0 --repeat 1   # the same run again (noise)
-    tools/reproduce.py --aggregate-only --plots docs/img --doc docs/reproduction.md --readme README.md   # report
-
-Each task starts from its shipped *source* model (``flora_mm://..._source_...``, see tools/make_source_models.py)
-and fine-tunes it on the shifted target data (``flora_mm.data``, ``shift=True``, generated on first use) through
-``tools/train.py``, the method switched with ``--cfg-options`` on the task's target config (or a variant's own
-config); ``zero_shot`` evaluates the source model with ``tools/test.py``. The seed fixes data order and new-layer
-initialisation, so runs pair across methods. Finished runs (``runs/<task>/<method>_s<seed>[_r<k>].json``) are
-skipped: the grid spans sittings. ``--jobs N`` runs N at a time with cores / N threads each (on 2 cores, two
-single-thread runs at once did ~1.45x the runs per hour of one two-thread run at a time: COCO LoRA 3.1 min per run
-against 2.2 min; the thread count changes float summation order, so it is recorded in every run file and a seed's
-runs should share it).
+"""The untuned paired study (docs/reproduction.md): every method, paired seeds, one JSON per run. The study and
+what it does: :mod:`flora_mm.engine.paired_study` (``tools/reproduce.py -h``).
 """
 import argparse
 import concurrent.futures
 import os
 from pathlib import Path
 
+from flora_mm.engine import paired_study
 from flora_mm.engine.paired_study import GRID, MECHANISMS, METHODS, aggregate, planned_runs, run_one
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
@@ -29,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=paired_study.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--methods', nargs='+', default=list(GRID), choices=list(METHODS),
                         help='default: the grid (mechanism variants with --mechanisms)')
