@@ -1,5 +1,6 @@
-"""The benchmark harness (``tools/benchmark.py`` is its command line): training-step time and peak memory of FLoRA against LoRA, DoRA, BitFit, full fine-tuning and the physical
-bound, on a ConvNeXt-V2 backbone; plus merged-inference overhead.
+"""The benchmark harness (``tools/benchmark.py`` is its command line): training-step time and peak memory of FLoRA
+against LoRA, DoRA, BitFit, full fine-tuning and the physical bound, on a ConvNeXt-V2 backbone; plus merged-inference
+overhead.
 
 Methods (training step = forward + backward of ``sum(mean(features))`` + optimizer step of the trainable
 parameters):

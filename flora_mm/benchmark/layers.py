@@ -1,4 +1,5 @@
-"""Per-layer cost of each adapter route (``tools/benchmark_layers.py`` is its command line): the measurement behind ``route='auto'`` (``AdapterLayer._prefer_branch``).
+"""Per-layer cost of each adapter route (``tools/benchmark_layers.py`` is its command line): the measurements the
+CPU rule of ``route='auto'`` was fitted on (``AdapterLayer.rule_route``).
 
 For every adapted layer shape of a ConvNeXt-V2 size -- the MLP Linear layers, and with ``--convs`` the stem, the
 downsampling and the depthwise convolutions, each on the input it sees at ``--img`` and ``--batch`` -- and every

@@ -17,7 +17,6 @@ import functools
 import json
 import math
 import time
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ from typing import Any
 import numpy as np
 from mmengine.config import Config
 
-from . import analysis
+from .analysis import (bbox_map, coco_stats, dota_stats, holm, miou, paired_bootstrap, rbox_map, segmentation_stats,
+                       t_interval)
 from .targets import TASKS
+from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
 __all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
@@ -125,10 +126,6 @@ def budget_table(root: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
     return '\n'.join(lines)
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True).stdout.strip()
-
-
 def _portable(text: str, *roots: Path) -> str:
     """``text`` with the machine's repository / workspace paths made relative (run files are committed)."""
     for root in roots:
@@ -145,7 +142,7 @@ def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> No
                 state=record.get('state'), metric=record['metric'], value=record.get('value'),
                 fail_reason=record.get('fail_reason'), minutes=record.get('minutes'),
                 threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
-                commit=_git(root, 'rev-parse', 'HEAD'), dirty=bool(_git(root, 'status', '--porcelain', '--',
+                commit=git(root, 'rev-parse', 'HEAD'), dirty=bool(git(root, 'status', '--porcelain', '--',
                                                                          'flora_mm', 'configs', 'tools')),
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
                 resolved_config=resolved)
@@ -248,10 +245,10 @@ PREREGISTRATION = 'docs/preregistration.md'
 def preregistration_commit(root: Path) -> str:
     """The commit that first added the pre-registration; refuses while it is missing or has uncommitted edits
     (test-split runs must follow a committed protocol)."""
-    first = _git(root, 'log', '--diff-filter=A', '--format=%H', '--', PREREGISTRATION).splitlines()
+    first = git(root, 'log', '--diff-filter=A', '--format=%H', '--', PREREGISTRATION).splitlines()
     if not first:
         raise RuntimeError(f'{PREREGISTRATION} is not committed: no test-split run before the pre-registration')
-    if _git(root, 'status', '--porcelain', '--', PREREGISTRATION):
+    if git(root, 'status', '--porcelain', '--', PREREGISTRATION):
         raise RuntimeError(f'{PREREGISTRATION} has uncommitted changes: commit them (listed under "Changes after the '
                            f'first test run") before a test-split run')
     return first[-1]
@@ -294,8 +291,8 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
                                                         if k in metrics},
                 validation_value=val, minutes=round((time.time() - start) / 60, 3),
                 threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
-                commit=_git(root, 'rev-parse', 'HEAD'), preregistration_commit=prereg,
-                dirty=bool(_git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
+                commit=git(root, 'rev-parse', 'HEAD'), preregistration_commit=prereg,
+                dirty=bool(git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
                 predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
                 resolved_config=_portable(config.read_text(), workspace, root))
@@ -324,14 +321,12 @@ def _checked(kind: str, value: float, reported: float, tolerance: float, predict
 
 def _segmentation_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
     """Per-image intersection / union counts of a segmentation test run (mmseg rounds mIoU to 0.01)."""
-    from .analysis import miou, segmentation_stats
     stats = segmentation_stats(_load(predictions), cfg.model.decode_head.num_classes)
     return _checked('segmentation', miou(stats), reported, 0.01, predictions, stats.tolist())
 
 
 def _coco_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
     """Per-detection matching and per-image ground-truth counts of a COCO test run (mmdet rounds to 0.001)."""
-    from .analysis import bbox_map, coco_stats
     evaluator = cfg.test_evaluator
     stats = coco_stats(str(workspace / evaluator.ann_file), _load(predictions),
                        cfg.test_dataloader.dataset.metainfo.classes)
@@ -341,7 +336,6 @@ def _coco_stats(cfg: Config, predictions: Path, reported: float, workspace: Path
 
 def _dota_stats(cfg: Config, predictions: Path, reported: float, workspace: Path) -> dict:
     """Per-detection matching and per-image ground-truth counts of a DOTA test run (mmrotate rounds to 0.001)."""
-    from .analysis import dota_stats, rbox_map
     stats = dota_stats(_load(predictions), len(cfg.test_dataloader.dataset.metainfo.classes))
     return _checked('dota', rbox_map(stats), reported, 0.0005, predictions, {k: v.tolist() for k, v in stats.items()})
 
@@ -420,16 +414,15 @@ def _per_image(task: str, run: dict):
     """A run's per-image statistics and the metric function (in points) of the task."""
     kind = run.get('image_stats_kind')
     if kind == 'segmentation':
-        return np.asarray(run['image_stats']), analysis.miou
+        return np.asarray(run['image_stats']), miou
     stats = {k: np.asarray(v) for k, v in run['image_stats'].items()}
-    metric = analysis.bbox_map if kind == 'coco' else analysis.rbox_map
+    metric = bbox_map if kind == 'coco' else rbox_map
     return stats, lambda s, counts=None: 100 * metric(s, counts)
 
 
 def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dict | None:
     """Paired difference a - b on the test split: the bootstrap over seeds and test images, and the seed-only t
     interval; None while fewer than 2 paired seeds exist."""
-    from .analysis import paired_bootstrap, t_interval
     ra, rb = heldout_runs(out, task, a), heldout_runs(out, task, b)
     seeds = sorted(set(ra) & set(rb))
     if len(seeds) < 2:
@@ -464,7 +457,7 @@ def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 1
     per task and overall (supported on at least two tasks and contradicted on none)."""
     results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
     present = [k for k, r in results.items() if r is not None]
-    for key, p in zip(present, analysis.holm([results[k]['p'] for k in present])):
+    for key, p in zip(present, holm([results[k]['p'] for k in present])):
         results[key]['holm_p'] = p
     claims = {}
     for name, parts in CLAIMS.items():

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from typing import Any
 from flora_mm import docblocks
 
 from .analysis import holm, t_interval
-from .runs import test_config, train_config
+from .runs import git, test_config, train_config
 from .targets import TASKS
 
 __all__ = ['GRID', 'GRID_PAIRS', 'HEADLINE_PAIRS', 'MECHANISMS', 'METHODS', 'MIN_SEEDS', 'PAIRS', 'Variant',
@@ -143,10 +142,8 @@ def trainable_backbone_params(config: Path, zero_shot: bool = False) -> dict:
 
 def _commit(repo: Path) -> str:
     """The code commit, ``+dirty`` when the package, tools or configs differ from it."""
-    def git(*args):
-        return subprocess.run(['git', *args], cwd=repo, capture_output=True, text=True).stdout.strip()
-    dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'flora_mm', 'tools', 'configs')
-    return (git('rev-parse', '--short', 'HEAD') or 'unknown') + ('+dirty' if dirty else '')
+    dirty = git(repo, 'status', '--porcelain', '--untracked-files=no', '--', 'flora_mm', 'tools', 'configs')
+    return (git(repo, 'rev-parse', '--short', 'HEAD') or 'unknown') + ('+dirty' if dirty else '')
 
 
 def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bool, root: Path,

@@ -1,6 +1,7 @@
 """Running a config as a subprocess of flora_mm's train / test command lines (:mod:`flora_mm.cli`, what
-``tools/train.py`` / ``tools/test.py`` run: every run uses the entry point a user types) and reading back its final metrics: the one way the demo, the source-model
-export and the adaptation runs launch training."""
+``tools/train.py`` / ``tools/test.py`` run: every run uses the entry point a user types) and reading back its final
+metrics: the one way the demo, the source-model export, the tuning trials and the studies launch training; and the
+git state a run file records."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from typing import Any
 from ..cli import TEST, TRAIN, command
 from .logs import read_scalars
 
-__all__ = ['cli_options', 'last_checkpoint', 'last_validation', 'test_config', 'train_config']
+__all__ = ['cli_options', 'git', 'last_checkpoint', 'last_validation', 'run_logged', 'test_config', 'train_config']
 
 
 def cli_options(overrides: Mapping[str, Any]) -> list[str]:
@@ -22,16 +23,28 @@ def cli_options(overrides: Mapping[str, Any]) -> list[str]:
     return [f'{k}={v}' for k, v in overrides.items()]
 
 
-def _run(cmd: list[str], cwd: Path | None, log: Path | None, env: Mapping[str, str] | None = None) -> None:
-    env = None if env is None else {**os.environ, **env}
-    if log is None:
-        subprocess.run(cmd, cwd=cwd, check=True, env=env)
-        return
+def git(repo: Path, *args: str) -> str:
+    """``git ARGS`` in ``repo``, its stripped standard output ('' where git fails, e.g. outside a checkout)."""
+    return subprocess.run(['git', *args], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+               preexec_fn=None) -> int:
+    """Run ``cmd`` with stdout and stderr into the file ``log`` (``env`` added to this process's environment); its
+    exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open('w') as f:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode:
-        raise RuntimeError(f'{" ".join(cmd[2:4])} failed (exit {proc.returncode}); see {log}')
+        return subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                              env=None if env is None else {**os.environ, **env}, preexec_fn=preexec_fn).returncode
+
+
+def _run(cmd: list[str], cwd: Path | None, log: Path | None, env: Mapping[str, str] | None = None) -> None:
+    if log is None:
+        subprocess.run(cmd, cwd=cwd, check=True, env=None if env is None else {**os.environ, **env})
+        return
+    code = run_logged(cmd, log, cwd, env)
+    if code:
+        raise RuntimeError(f'{" ".join(cmd[2:4])} failed (exit {code}); see {log}')
 
 
 def train_config(config: str | Path, work_dir: Path, overrides: Mapping[str, Any] | None = None,

@@ -25,10 +25,8 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -39,7 +37,7 @@ from typing import Any
 from mmengine.config import Config
 
 from ..cli import TRAIN, command, torchrun_command
-from .runs import last_validation
+from .runs import git, last_validation, run_logged
 
 __all__ = ['LR_MULT', 'METRICS', 'SearchParam', 'StudySettings', 'Study', 'TrialFailed', 'apply_params',
            'check_paths', 'check_validation_split', 'count_validations', 'default_metric', 'make_pruner',
@@ -238,11 +236,8 @@ def subprocess_launcher(nproc: int = 1, cwd: Path | None = None,
     def launch(config: Path, work_dir: Path, log: Path) -> None:
         args = [config, '--work-dir', work_dir]
         cmd = torchrun_command(TRAIN, nproc, args) if nproc > 1 else command(TRAIN, args)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open('w') as f:
-            code = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(env or {})},
-                                  preexec_fn=_exit_with_parent if sys.platform == 'linux' else None).returncode
+        code = run_logged(cmd, log, cwd, env or {},
+                          preexec_fn=_exit_with_parent if sys.platform == 'linux' else None)
         if code:
             raise TrialFailed(f'{failure_reason(log)} (exit {code}; log: {log})')
     return launch
@@ -298,9 +293,8 @@ class StudySettings:
 
 def _commit(root: Path) -> str:
     try:
-        out = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=root, capture_output=True, text=True)
-        return out.stdout.strip() or 'unknown'
-    except OSError:
+        return git(root, 'describe', '--always', '--dirty') or 'unknown'
+    except OSError:  # no git
         return 'unknown'
 
 
