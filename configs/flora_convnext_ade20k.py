@@ -3,7 +3,7 @@
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
-    './_base_/convnextv2_large_flora.py'
+    './_base_/models/convnextv2_large_flora.py'
 ]
 custom_imports = dict(imports=['flora_mm.mm'], allow_failed_imports=False)
 

@@ -1,7 +1,7 @@
 # FLoRA on ConvNeXt-V2-L + Mask R-CNN (FPN), COCO, 12 epochs (paper Table 9): AdamW lr 1e-4, wd 0.05,
 # total batch 32 (8 GPUs x 4). FLoRA on every conv and linear layer of the backbone, r3 = 2, s = 4;
 # rank 42 gives 12.84M adapter parameters, the budget of LoRA r=8 (12.95M).
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/convnextv2_large_flora.py']
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/models/convnextv2_large_flora.py']
 custom_imports = dict(imports=['flora_mm.mm'], allow_failed_imports=False)
 
 model = dict(

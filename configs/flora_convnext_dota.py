@@ -1,6 +1,6 @@
 # FLoRA on ConvNeXt-V2-L + Oriented R-CNN (le90), DOTA-v1.0 single-scale 1024x1024 split, 12 epochs
 # (paper Table 9): SGD lr 5e-3, momentum 0.9, wd 1e-4, total batch 16 (8 GPUs x 2).
-_base_ = ['mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py', './_base_/convnextv2_large_flora.py']
+_base_ = ['mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py', './_base_/models/convnextv2_large_flora.py']
 custom_imports = dict(imports=['flora_mm.mm'], allow_failed_imports=False)
 
 model = dict(

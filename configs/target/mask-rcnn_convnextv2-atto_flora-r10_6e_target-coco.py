@@ -5,7 +5,7 @@
 # parameter budget (rank 10: 215,797 vs 226,392 parameters, 6% of the backbone). tools/demo.py runs it next to the
 # zero-shot source model, the frozen backbone (Base) and full fine-tuning, switching the method with --cfg-options
 # (model.backbone.adapter=None, model.backbone.frozen_stages=4 / -1).
-_base_ = '../source/mask-rcnn_convnextv2-atto_frozen_12e_source-coco.py'
+_base_ = ['../source/mask-rcnn_convnextv2-atto_frozen_12e_source-coco.py', '../_base_/schedules/warmup_cosine.py']
 
 load_from = 'flora_mm://mask_rcnn_atto_source_coco'
 data_root = 'data/target_coco/'
@@ -24,10 +24,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = dict(ann_file=data_root + 'annotations/instances_test2017.json')
 
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min_ratio=0.01)
-]
+param_scheduler = {{_base_.warmup50_cosine_epoch}}
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_epochs))
 custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook')]

@@ -3,7 +3,8 @@
 # (data/target_dota: the same three classes with textures, sensor noise, clutter and no colour cue), with FLoRA at
 # LoRA r=2's budget (rank 10). Switch the method with --cfg-options (model.backbone.adapter=...,
 # model.backbone.frozen_stages=4 for the frozen backbone).
-_base_ = '../source/oriented-rcnn-le90_convnextv2-atto_frozen_2400it_source-dota.py'
+_base_ = ['../source/oriented-rcnn-le90_convnextv2-atto_frozen_2400it_source-dota.py',
+          '../_base_/schedules/warmup_cosine.py']
 
 load_from = 'flora_mm://oriented_rcnn_atto_source_dota'
 data_root = 'data/target_dota/'
@@ -18,10 +19,7 @@ test_dataloader = dict(dataset=dict(data_root=data_root, ann_file='test/annfiles
                                     data_prefix=dict(img_path='test/images/')))
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min_ratio=0.01)
-]
+param_scheduler = {{_base_.warmup50_cosine_iter}}
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [dict(type='FrozenParamsCheckHook'), dict(type='AdapterCheckpointHook')]
