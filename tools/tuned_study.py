@@ -5,6 +5,7 @@
     tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
     tools/tuned_study.py curves [--write README.md]               # validation curves and selections so far
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
+    tools/tuned_study.py test --tasks coco --default              # test split at the default x1 (tuned vs default)
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
@@ -14,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import (METHODS, TEST_SEEDS, UNTUNED, budget_table, curves_table, report,
-                                        run_test_split, run_validation)
+from flora_mm.engine.comparison import (METHODS, UNTUNED, budget_table, curves_table, report, run_test_split,
+                                        run_validation, test_methods, test_order)
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,9 @@ def main():
                         help='default: every tuned method (validate), every method (test)')
     parser.add_argument('--seeds', type=int, nargs='+', help='test: these seeds (default: the pre-registered ones)')
     parser.add_argument('--repeat', type=int, default=0, help='test: a same-seed repeat (1, 2...), to show determinism')
+    parser.add_argument('--default', action='store_true',
+                        help='test: at the default lr_mult 1 instead of the selected one (the methods that selected '
+                             'another; seeds 0-4), for the pre-registered tuned-vs-default table')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
     parser.add_argument('--write', type=Path, help='budgets / curves / report: rewrite the generated block of this document')
@@ -51,11 +55,12 @@ def main():
     elif args.command == 'test':
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)
-            for method in args.methods or list(METHODS):
-                for seed in args.seeds or TEST_SEEDS[method]:
-                    run = run_test_split(task, method, seed, ROOT, args.out, quick=args.quick, repeat=args.repeat)
-                    print(f'[tuned] {task}/{method} seed {seed} (lr_mult {run["lr_mult"]:g}): test {run["metric"]} '
-                          f'{run["value"]:.4f}', flush=True)
+            setting = 'default' if args.default else 'tuned'
+            for seed, method in test_order(args.methods or test_methods(args.out, task, setting), setting, args.seeds):
+                run = run_test_split(task, method, seed, ROOT, args.out, quick=args.quick, repeat=args.repeat,
+                                     setting=setting)
+                print(f'[tuned] {task}/{method} seed {seed} ({setting}, lr_mult {run["lr_mult"]:g}): test '
+                      f'{run["metric"]} {run["value"]:.4f}', flush=True)
     else:
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)

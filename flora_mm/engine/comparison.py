@@ -6,7 +6,8 @@ multiplier on the target config's AdamW learning rate (:data:`LR_GRID`, factor 4
 config's setting. Rank-based methods are held at the budget of :data:`REFERENCE` by the budget solver (within
 :data:`BUDGET_TOLERANCE`). The selected point is the best validation value; if it lies at an edge of the grid the
 grid is extended on that side (:func:`extension`) before any test run. Test runs read the test split once, at
-the selected setting only (:func:`selected_lr_mult` refuses otherwise).
+the selected setting only (:func:`selected_lr_mult` refuses otherwise), and, as pre-registered, once more at the
+untuned protocol's setting (:data:`DEFAULT_LR_MULT`) to show how much of each default-setting verdict survives tuning.
 
 Every run file records split, seed, threads, route policy, commit (and whether the tree was dirty), the budget,
 and the resolved config the run trained.
@@ -30,10 +31,10 @@ from .targets import TASKS
 from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
-__all__ = ['BUDGET_TOLERANCE', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
+__all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study', 'PRIMARY', 'CLAIMS',
-           'analyse', 'compare', 'heldout_runs', 'report', 'verdict']
+           'analyse', 'compare', 'heldout_runs', 'report', 'test_methods', 'test_order', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -239,6 +240,12 @@ def keep_plots(study: Study, out: Path, task: str, method: str) -> list[Path]:
 
 #: The paired test seeds (docs/preregistration.md, section 4).
 TEST_SEEDS = {**{m: tuple(range(5)) for m in METHODS}, **{m: tuple(range(10)) for m in ('flora', 'lora', 'dora')}}
+#: The untuned protocol's setting, at which every tuned method is also tested on DEFAULT_SEEDS (section 5: "tuned vs
+#: default"; no extra run where validation selected it: those tuned runs are the default runs).
+DEFAULT_LR_MULT = 1.0
+DEFAULT_SEEDS = tuple(range(5))
+#: test-split settings -> the folder of their run files under ``out``
+SETTINGS = {'tuned': 'test', 'default': 'test_default'}
 PREREGISTRATION = 'docs/preregistration.md'
 
 
@@ -254,24 +261,52 @@ def preregistration_commit(root: Path) -> str:
     return first[-1]
 
 
+def test_methods(out: Path, task: str, setting: str = 'tuned') -> list[str]:
+    """The methods with test runs of their own at ``setting``: every method at its selected one; at the default,
+    the tuned methods whose validation did not select the default (those methods' tuned runs are their default
+    runs; a method not selected yet is listed, and its run is refused until it is)."""
+    if setting == 'tuned':
+        return list(METHODS)
+    return [m for m in METHODS if m not in UNTUNED and not (not extension(out, task, m)
+                                                            and selected_lr_mult(out, task, m) == DEFAULT_LR_MULT)]
+
+
+def test_order(methods: list[str], setting: str = 'tuned', seeds: tuple[int, ...] | None = None) -> list[tuple[int, str]]:
+    """(seed, method) in the order a batch runs them: seed by seed, every method at each seed, so that a batch stopped
+    anywhere leaves the methods paired on the same seeds (``seeds``: these instead of the pre-registered ones)."""
+    planned = {m: tuple(seeds) if seeds else DEFAULT_SEEDS if setting == 'default' else TEST_SEEDS[m] for m in methods}
+    return [(seed, m) for seed in sorted({s for v in planned.values() for s in v}) for m in methods
+            if seed in planned[m]]
+
+
 def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, quick: bool = False,
-                   workspace: Path | None = None, repeat: int = 0) -> dict:
+                   workspace: Path | None = None, repeat: int = 0, setting: str = 'tuned') -> dict:
     """Train (task, method) at its selected learning-rate multiplier with ``seed`` and evaluate it once on the test
     split (per-image predictions kept for the bootstrap); the run file ``out/test/<task>/<method>/s<seed>.json``
     (``repeat`` > 0: a same-seed repeat, ``s<seed>_r<repeat>.json``, which must be identical).
+    ``setting='default'``: at :data:`DEFAULT_LR_MULT` instead, into ``out/test_default/`` (refused where validation
+    selected the default: those runs exist already, as the tuned ones).
     Refused before the pre-registration, or while the validation study has not selected a setting. ``root``: the
     repository (configs, tools); ``workspace``: where ``data/`` and ``work_dirs/`` are (default: ``root``)."""
     workspace = workspace or root
     from .runs import last_checkpoint, last_validation, test_config
     from .tune import apply_params
+    if setting not in SETTINGS:
+        raise ValueError(f'unknown test setting {setting!r}; choose from {tuple(SETTINGS)}')
     name = f's{seed}' + (f'_r{repeat}' if repeat else '')
-    path = out / 'test' / task / method / f'{name}.json'
+    path = out / SETTINGS[setting] / task / method / f'{name}.json'
     if path.exists():
         return json.loads(path.read_text())
     prereg = preregistration_commit(root)
     mult = selected_lr_mult(out, task, method)
+    if setting == 'default':
+        if method in UNTUNED or mult == DEFAULT_LR_MULT:
+            raise ValueError(f'{task}/{method}: its tuned runs are at the default lr_mult {DEFAULT_LR_MULT:g} already '
+                             f'(they are its default runs); only {test_methods(out, task, "default")} have default runs')
+        mult = DEFAULT_LR_MULT
     spec = TASKS[task]
-    work_dir = workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method / f'test_{name}'
+    work_dir = (workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method
+                / f'test{"" if setting == "tuned" else "_default"}_{name}')
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config.fromfile(str(root / spec['config']))
     cfg.merge_from_dict({**method_overrides(task, method, root), **(spec['quick'] if quick else {}),
@@ -286,7 +321,8 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     metrics = test_config(config, last_checkpoint(work_dir), work_dir / 'test', cwd=workspace,
                           log=work_dir / 'test.log', env=RUN_ENV, split='test',
                           predictions=work_dir / 'test_predictions.pkl')
-    data = dict(task=task, method=method, seed=seed, repeat=repeat, split='test', lr_mult=mult, metric=spec['metric'],
+    data = dict(task=task, method=method, seed=seed, repeat=repeat, split='test', setting=setting, lr_mult=mult,
+                metric=spec['metric'],
                 value=metrics[spec['metric']], metrics={k: metrics[k] for k in (spec['metric'], *spec['extra'])
                                                         if k in metrics},
                 validation_value=val, minutes=round((time.time() - start) / 60, 3),
@@ -392,10 +428,14 @@ CLAIMS = {
 EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
 
 
-def heldout_runs(out: Path, task: str, method: str, repeat: int = 0) -> dict[int, dict]:
-    """The test-split run files of (task, method), by seed (``repeat`` > 0: that same-seed repeat)."""
-    folder = out / 'test' / task / method
+def heldout_runs(out: Path, task: str, method: str, repeat: int = 0, setting: str = 'tuned') -> dict[int, dict]:
+    """The test-split run files of (task, method) at ``setting``, by seed (``repeat`` > 0: that same-seed repeat).
+    At the default, a method whose tuned runs are at the default multiplier answers with those."""
+    folder = out / SETTINGS[setting] / task / method
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
+    if setting == 'default' and not runs:
+        tuned = heldout_runs(out, task, method, repeat)
+        return tuned if all(r.get('lr_mult', DEFAULT_LR_MULT) == DEFAULT_LR_MULT for r in tuned.values()) else {}
     return {r['seed']: r for r in runs if r.get('repeat', 0) == repeat}
 
 
@@ -420,10 +460,30 @@ def _per_image(task: str, run: dict):
     return stats, lambda s, counts=None: 100 * metric(s, counts)
 
 
-def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dict | None:
-    """Paired difference a - b on the test split: the bootstrap over seeds and test images, and the seed-only t
-    interval; None while fewer than 2 paired seeds exist."""
-    ra, rb = heldout_runs(out, task, a), heldout_runs(out, task, b)
+def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000, setting: str = 'tuned') -> dict | None:
+    """Paired difference a - b on the test split at ``setting``: the bootstrap over seeds and test images, and the
+    seed-only t interval; None while fewer than 2 paired seeds exist."""
+    result = _paired(task, heldout_runs(out, task, a, setting=setting), heldout_runs(out, task, b, setting=setting),
+                     resamples)
+    if result is not None:
+        result.update(a=a, b=b, task=task)
+    return result
+
+
+def tuning_gain(out: Path, task: str, method: str, resamples: int = 10000) -> dict | None:
+    """Paired difference tuned - default of one method on the test split (same seeds; None without 2 of them, or
+    where the tuned setting is the default)."""
+    tuned = heldout_runs(out, task, method)
+    if not tuned or all(r.get('lr_mult', DEFAULT_LR_MULT) == DEFAULT_LR_MULT for r in tuned.values()):
+        return None
+    result = _paired(task, tuned, heldout_runs(out, task, method, setting='default'), resamples)
+    if result is not None:
+        result.update(method=method, task=task)
+    return result
+
+
+def _paired(task: str, ra: dict[int, dict], rb: dict[int, dict], resamples: int) -> dict | None:
+    """The paired bootstrap (seeds and test images) and seed-only t interval of runs ``ra`` - ``rb``."""
     seeds = sorted(set(ra) & set(rb))
     if len(seeds) < 2:
         return None
@@ -433,7 +493,7 @@ def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000) -> dic
     result = paired_bootstrap({s: v[0] for s, v in sa.items()}, {s: v[0] for s, v in sb.items()}, metric,
                               resamples=resamples)
     t_lo, t_hi, _ = t_interval([metric(sa[s][0]) - metric(sb[s][0]) for s in seeds])
-    result.update(a=a, b=b, task=task, t_lo=float(t_lo), t_hi=float(t_hi))
+    result.update(t_lo=float(t_lo), t_hi=float(t_hi))
     return result
 
 
@@ -470,7 +530,27 @@ def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 1
         against = sum(v == 'not supported' for v in per_task.values())
         claims[name] = dict(per_task=per_task, overall='supported' if supported >= 2 and not against else
                             'not supported' if against else 'unresolved')
-    return dict(comparisons=[r for r in results.values() if r is not None], claims=claims)
+    default = [r for r in (compare(out, t, a, b, resamples, setting='default') for t in tasks for a, b in PRIMARY)
+               if r is not None]
+    gains = [r for r in (tuning_gain(out, t, m, resamples) for t in tasks for m in METHODS) if r is not None]
+    return dict(comparisons=[r for r in results.values() if r is not None], claims=claims, default=default,
+                gains=gains)
+
+
+def _direction(result: dict | None) -> str:
+    """Which way a per-comparison 95% interval resolves a - b (no multiplicity correction)."""
+    if result is None:
+        return 'no data'
+    return 'a > b' if result['lo'] > 0 else 'a < b' if result['hi'] < 0 else 'unresolved'
+
+
+def _interval(r: dict) -> str:
+    return f'{r["mean"]:+.2f} [{r["lo"]:+.2f}, {r["hi"]:+.2f}]'
+
+
+def _summary(task: str, runs: dict[int, dict]) -> str:
+    values = np.asarray([metric(stats) for stats, metric in (_per_image(task, r) for r in runs.values())])
+    return f'{values.mean():.2f}' + (f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else '') + f' ({len(values)})'
 
 
 def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> str:
@@ -482,23 +562,34 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
     lines = []
     for task in tasks:
         rows = []
+        gains = {r['method']: r for r in result['gains'] if r['task'] == task}
         for method in METHODS:
-            runs = list(heldout_runs(out, task, method).values())
+            runs = heldout_runs(out, task, method)
             if runs:
-                values = np.asarray([metric(stats) for stats, metric in (_per_image(task, r) for r in runs)])
-                spread = f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else ''
-                rows.append([method, f'x{runs[0].get("lr_mult", 1):g}', f'{values.mean():.2f}{spread}',
-                             str(len(values))])
+                default = heldout_runs(out, task, method, setting='default')
+                rows.append([method, f'x{next(iter(runs.values())).get("lr_mult", 1):g}', _summary(task, runs),
+                             _summary(task, default) if default else '-',
+                             _interval(gains[method]) if method in gains else '-'])
         if not rows:
             continue
         lines += [f'\n### {task} ({TASKS[task]["metric"]}, %, test split)\n',
-                  *markdown_table(['method', 'lr multiplier', 'mean +- sd', 'seeds'], rows)]
+                  *markdown_table(['method', 'selected lr multiplier', 'tuned: mean +- sd (seeds)',
+                                   f'default x{DEFAULT_LR_MULT:g}: mean +- sd (seeds)',
+                                   'tuned - default, 95% bootstrap (seeds and test images)'], rows)]
         pairs = [[f'{r["a"]} - {r["b"]}', f'{r["mean"]:+.2f}', f'[{r["lo"]:+.2f}, {r["hi"]:+.2f}]',
                   f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}]', f'{r["holm_p"]:.3f}', verdict(r)]
                  for r in result['comparisons'] if r['task'] == task]
         if pairs:
             lines += ['', *markdown_table(['a - b', 'mean', '95% bootstrap (seeds and test images)', '95% t (seeds)',
                                            'Holm p', 'verdict for a > b'], pairs)]
+        tuned = {(r['a'], r['b']): r for r in result['comparisons'] if r['task'] == task}
+        default = [[f'{r["a"]} - {r["b"]}', _interval(r), _direction(r), _direction(tuned.get((r['a'], r['b'])))]
+                   for r in result['default'] if r['task'] == task]
+        if default:
+            lines += ['', f'At the default setting (x{DEFAULT_LR_MULT:g} for every method; descriptive: per-comparison '
+                          f'intervals over seeds and test images, no Holm correction), next to the tuned direction:', '',
+                      *markdown_table(['a - b', f'default x{DEFAULT_LR_MULT:g}: mean [95% bootstrap]', 'default',
+                                       'tuned'], default)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
     repeats = repeats_table(out, tasks)

@@ -121,9 +121,40 @@ def test_no_test_split_run_before_the_preregistration_or_a_selection(tmp_path):
     assert not (tmp_path / 'out' / 'test').exists()
 
 
+def test_default_setting_runs_only_where_validation_selected_something_else(tmp_path):
+    """The pre-registered tuned-vs-default runs: refused (before any training) for Base and for a method whose
+    selection is the default x1 -- its tuned runs are its default runs, and the report reads them as such."""
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .5, 4: .3, 16: .1}.items():
+        _record(tmp_path, mult, value, method='dora')  # selects x1
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .3, 4: .5, 16: .4}.items():
+        _record(tmp_path, mult, value, method='lora')  # selects x4
+    assert 'dora' not in C.test_methods(tmp_path, 'coco', 'default')
+    assert 'lora' in C.test_methods(tmp_path, 'coco', 'default') and 'base' not in C.test_methods(tmp_path, 'coco',
+                                                                                                      'default')
+    for method in ('dora', 'base'):
+        with pytest.raises(ValueError, match='are at the default lr_mult 1 already'):
+            C.run_test_split('coco', method, 0, ROOT, tmp_path, setting='default')
+    with pytest.raises(ValueError, match="unknown test setting 'defaults'"):
+        C.run_test_split('coco', 'lora', 0, ROOT, tmp_path, setting='defaults')
+    assert not (tmp_path / 'test_default').exists()
+    tuned = dict(seed=0, lr_mult=1.0, value=0.5)
+    for method, folder in (('dora', 'test'), ('lora', 'test'), ('lora', 'test_default')):
+        path = tmp_path / folder / 'coco' / method / 's0.json'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(tuned, lr_mult=4.0 if (method, folder) == ('lora', 'test') else 1.0)))
+    assert C.heldout_runs(tmp_path, 'coco', 'dora', setting='default') == {0: tuned}  # x1 selected: the same runs
+    assert C.heldout_runs(tmp_path, 'coco', 'lora', setting='default') == {0: tuned}  # its own default run
+    assert C.heldout_runs(tmp_path, 'coco', 'lora')[0]['lr_mult'] == 4.0
+
+
 def test_preregistered_seeds_are_paired_and_cover_the_protocol():
     assert all(set(range(5)) <= set(seeds) for seeds in C.TEST_SEEDS.values())
     assert all(len(C.TEST_SEEDS[m]) >= 10 for m in ('flora', 'lora', 'dora'))
+    order = C.test_order(['base', 'flora', 'ssl'])
+    assert order[:6] == [(0, 'base'), (0, 'flora'), (0, 'ssl'), (1, 'base'), (1, 'flora'), (1, 'ssl')]
+    assert order[15:] == [(s, 'flora') for s in range(5, 10)] and len(order) == 20  # seed by seed: paired at a stop
+    assert C.test_order(['flora'], 'default') == [(s, 'flora') for s in range(5)]
+    assert C.test_order(['flora', 'lora'], seeds=(7, )) == [(7, 'flora'), (7, 'lora')]
 
 
 @pytest.mark.subprocess
@@ -151,6 +182,21 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     assert C.run_test_split(task, 'lora', 3, ROOT, out, quick=True, workspace=tmp_path) == run  # read back
 
 
+@pytest.mark.subprocess
+def test_a_default_setting_run_trains_at_x1_into_its_own_folder(tmp_path):
+    from flora_mm.engine.targets import ensure_task_data
+    out = tmp_path / 'out'
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .3, 4: .5, 16: .4}.items():
+        _record(out, mult, value, method='lora')
+    ensure_task_data('coco', tmp_path, quick=True)
+    run = C.run_test_split('coco', 'lora', 1, ROOT, out, quick=True, workspace=tmp_path, setting='default')
+    assert run['lr_mult'] == 1.0 and run['setting'] == 'default' and run['split'] == 'test'
+    resolved = Config.fromstring(run['resolved_config'], '.py')
+    assert resolved.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 1.0
+    assert (out / 'test_default' / 'coco' / 'lora' / 's1.json').exists() and not (out / 'test').exists()
+    assert C.heldout_runs(out, 'coco', 'lora', setting='default') == {1: run}
+
+
 @pytest.mark.parametrize('lo,hi,holm_p,relation,expected', [
     (0.2, 1.5, 0.01, '>', 'supported'),
     (0.2, 1.5, 0.20, '>', 'unresolved'),        # resolved per comparison, not after Holm
@@ -165,12 +211,12 @@ def test_verdicts_follow_the_preregistered_rules(lo, hi, holm_p, relation, expec
     assert C.verdict(dict(lo=lo, hi=hi, holm_p=holm_p), relation) == expected
 
 
-def _test_run(out, method, seed, stats, repeat=0, task='ade20k'):
+def _test_run(out, method, seed, stats, repeat=0, task='ade20k', folder='test', lr_mult=1.0):
     from flora_mm.engine.analysis import miou
-    path = out / 'test' / task / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
+    path = out / folder / task / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(seed=seed, repeat=repeat, value=miou(stats), image_stats_kind='segmentation',
-                                    image_stats=stats.tolist())))
+                                    image_stats=stats.tolist(), lr_mult=lr_mult)))
 
 
 def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
@@ -197,6 +243,36 @@ def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     assert '| ade20k | flora | 0 |' in text and '+0.0000 |' in text  # the repeat row
     assert len(C.heldout_runs(tmp_path, 'ade20k', 'flora')) == 5
     assert C.report(tmp_path / 'nothing', tasks=('ade20k', )).startswith('No test-split run yet')
+
+
+def test_report_puts_each_method_tuned_next_to_its_default(tmp_path):
+    """Tuned (x4) vs default (x1) on the same seeds: the gain's interval is centred on the mean of the per-seed mIoU
+    differences (recomputed here from the per-image counts); the default-setting comparisons are listed with their
+    own direction next to the tuned one."""
+    rng = np.random.default_rng(2)
+    base = rng.integers(50, 100, size=(30, 5, 1))
+    runs = {}
+    for seed in range(3):
+        for method, folder, mult, hit in (('flora', 'test', 4.0, 0.85), ('flora', 'test_default', 1.0, 0.70),
+                                          ('lora', 'test', 1.0, 0.75)):
+            inter = (base * (hit + rng.normal(0, 0.01, size=base.shape))).astype(np.int64)
+            stats = np.concatenate([inter, 2 * base - inter], axis=2)
+            runs[(method, folder, seed)] = stats
+            _test_run(tmp_path, method, seed, stats, folder=folder, lr_mult=mult)
+
+    def miou(stats):  # the oracle: mean over classes of intersection / union, in percent
+        inter, union = stats[..., 0].sum(0), stats[..., 1].sum(0)
+        return 100 * float(np.mean(inter / union))
+    gain = C.tuning_gain(tmp_path, 'ade20k', 'flora', resamples=200)
+    expected = np.mean([miou(runs[('flora', 'test', s)]) - miou(runs[('flora', 'test_default', s)]) for s in range(3)])
+    assert gain['mean'] == pytest.approx(expected) and gain['lo'] > 0
+    assert C.tuning_gain(tmp_path, 'ade20k', 'lora') is None  # tuned at x1: nothing to gain
+    text = C.report(tmp_path, tasks=('ade20k', ), resamples=200)
+    assert '| flora | x4 | ' in text and f'{expected:+.2f} [' in text
+    default = C.compare(tmp_path, 'ade20k', 'flora', 'lora', resamples=200, setting='default')
+    tuned = C.compare(tmp_path, 'ade20k', 'flora', 'lora', resamples=200)
+    assert default['hi'] < 0 < tuned['lo']  # the default verdict flips after tuning, and the report says so
+    assert f'| flora - lora | {default["mean"]:+.2f} [{default["lo"]:+.2f}, {default["hi"]:+.2f}] | a < b | a > b |' in text
 
 
 def test_holm_family_is_every_task_together(tmp_path):
