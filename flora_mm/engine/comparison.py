@@ -31,7 +31,8 @@ from .targets import TASKS
 from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
-__all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
+__all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
+           'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study', 'PRIMARY', 'CLAIMS',
            'analyse', 'compare', 'heldout_runs', 'report', 'test_methods', 'test_order', 'verdict']
@@ -134,6 +135,13 @@ def _portable(text: str, *roots: Path) -> str:
     return text
 
 
+def _provenance(root: Path) -> dict:
+    """What every run file records of how it ran: threads, route policy, commit, and whether the code was dirty."""
+    return dict(threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
+                commit=git(root, 'rev-parse', 'HEAD'),
+                dirty=bool(git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')))
+
+
 def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> None:
     """The committed record of one validation run (``out/validation/<task>/<method>/lr<mult>_s<seed>.json``)."""
     mult = record['params'][LR_MULT]
@@ -141,10 +149,7 @@ def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> No
     resolved = _portable(Path(configs[0]).read_text(), root) if configs and Path(configs[0]).exists() else None
     data = dict(task=task, method=method, split='val', lr_mult=mult, seeds=record['seeds'],
                 state=record.get('state'), metric=record['metric'], value=record.get('value'),
-                fail_reason=record.get('fail_reason'), minutes=record.get('minutes'),
-                threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
-                commit=git(root, 'rev-parse', 'HEAD'), dirty=bool(git(root, 'status', '--porcelain', '--',
-                                                                         'flora_mm', 'configs', 'tools')),
+                fail_reason=record.get('fail_reason'), minutes=record.get('minutes'), **_provenance(root),
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
                 resolved_config=resolved)
     path = out / 'validation' / task / method / f'lr{mult:g}_s{record["seeds"][0]}.json'
@@ -261,14 +266,25 @@ def preregistration_commit(root: Path) -> str:
     return first[-1]
 
 
+def _tuned_at_default(out: Path, task: str, method: str) -> bool:
+    """Whether the tuned runs of (task, method) are its default runs: Base, or a finished selection of the default
+    multiplier (False while the validation study has not selected)."""
+    return method in UNTUNED or (not extension(out, task, method)
+                                 and selected_lr_mult(out, task, method) == DEFAULT_LR_MULT)
+
+
+def _at_default(runs: dict[int, dict]) -> bool:
+    """Whether these run files were trained at the default multiplier (a file without one predates the grid)."""
+    return all(r.get('lr_mult', DEFAULT_LR_MULT) == DEFAULT_LR_MULT for r in runs.values())
+
+
 def test_methods(out: Path, task: str, setting: str = 'tuned') -> list[str]:
     """The methods with test runs of their own at ``setting``: every method at its selected one; at the default,
     the tuned methods whose validation did not select the default (those methods' tuned runs are their default
     runs; a method not selected yet is listed, and its run is refused until it is)."""
     if setting == 'tuned':
         return list(METHODS)
-    return [m for m in METHODS if m not in UNTUNED and not (not extension(out, task, m)
-                                                            and selected_lr_mult(out, task, m) == DEFAULT_LR_MULT)]
+    return [m for m in METHODS if not _tuned_at_default(out, task, m)]
 
 
 def test_order(methods: list[str], setting: str = 'tuned', seeds: tuple[int, ...] | None = None) -> list[tuple[int, str]]:
@@ -300,13 +316,13 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     prereg = preregistration_commit(root)
     mult = selected_lr_mult(out, task, method)
     if setting == 'default':
-        if method in UNTUNED or mult == DEFAULT_LR_MULT:
+        if _tuned_at_default(out, task, method):
             raise ValueError(f'{task}/{method}: its tuned runs are at the default lr_mult {DEFAULT_LR_MULT:g} already '
                              f'(they are its default runs); only {test_methods(out, task, "default")} have default runs')
         mult = DEFAULT_LR_MULT
     spec = TASKS[task]
     work_dir = (workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method
-                / f'test{"" if setting == "tuned" else "_default"}_{name}')
+                / f'{SETTINGS[setting]}_{name}')
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config.fromfile(str(root / spec['config']))
     cfg.merge_from_dict({**method_overrides(task, method, root), **(spec['quick'] if quick else {}),
@@ -325,11 +341,8 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
                 metric=spec['metric'],
                 value=metrics[spec['metric']], metrics={k: metrics[k] for k in (spec['metric'], *spec['extra'])
                                                         if k in metrics},
-                validation_value=val, minutes=round((time.time() - start) / 60, 3),
-                threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
-                commit=git(root, 'rev-parse', 'HEAD'), preregistration_commit=prereg,
-                dirty=bool(git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
-                predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
+                validation_value=val, minutes=round((time.time() - start) / 60, 3), **_provenance(root),
+                preregistration_commit=prereg, predictions=str(work_dir / 'test_predictions.pkl'), quick=quick,
                 overrides={k: repr(v) for k, v in method_overrides(task, method, root).items()},
                 resolved_config=_portable(config.read_text(), workspace, root))
     if spec.get('image_stats'):
@@ -435,7 +448,7 @@ def heldout_runs(out: Path, task: str, method: str, repeat: int = 0, setting: st
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
     if setting == 'default' and not runs:
         tuned = heldout_runs(out, task, method, repeat)
-        return tuned if all(r.get('lr_mult', DEFAULT_LR_MULT) == DEFAULT_LR_MULT for r in tuned.values()) else {}
+        return tuned if _at_default(tuned) else {}
     return {r['seed']: r for r in runs if r.get('repeat', 0) == repeat}
 
 
@@ -474,7 +487,7 @@ def tuning_gain(out: Path, task: str, method: str, resamples: int = 10000) -> di
     """Paired difference tuned - default of one method on the test split (same seeds; None without 2 of them, or
     where the tuned setting is the default)."""
     tuned = heldout_runs(out, task, method)
-    if not tuned or all(r.get('lr_mult', DEFAULT_LR_MULT) == DEFAULT_LR_MULT for r in tuned.values()):
+    if not tuned or _at_default(tuned):
         return None
     result = _paired(task, tuned, heldout_runs(out, task, method, setting='default'), resamples)
     if result is not None:
