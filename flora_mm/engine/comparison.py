@@ -34,8 +34,8 @@ from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launche
 __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
            'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
-           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_study', 'PRIMARY', 'CLAIMS',
-           'analyse', 'compare', 'heldout_runs', 'report', 'test_methods', 'test_order', 'verdict']
+           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
+           'PRIMARY', 'CLAIMS', 'analyse', 'compare', 'heldout_runs', 'report', 'test_methods', 'test_order', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -51,6 +51,8 @@ METHODS: dict[str, dict[str, Any]] = {
     'lora': dict(adapter=REFERENCE),
     'dora': dict(adapter=dict(type='DoRA', rank=SOLVE, scale=1.0)),
     'flora': dict(adapter=dict(type='FLoRA', rank=SOLVE, kernel_rank=2, scale=4.0)),
+    # the kernel_rank question: the depthwise 7x7 kernels' modes at full rank (r3 = 7) instead of the paper's 2
+    'flora_k7': dict(adapter=dict(type='FLoRA', rank=SOLVE, kernel_rank=7, scale=4.0)),
     'trilora': dict(adapter=dict(type='TriLoRA', rank=SOLVE, scale=1.0)),
     'ia3': dict(adapter=dict(type='IA3')),
     'ssl': dict(adapter=dict(type='SSL')),
@@ -157,19 +159,28 @@ def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> No
     path.write_text(json.dumps(data, indent=1) + '\n')
 
 
-def validation_study(task: str, method: str, root: Path, out: Path, grid: tuple[float, ...] = LR_GRID,
-                     quick: bool = False, log=print) -> Study:
-    """The validation grid of (task, method) as a resumable tune study in ``root/work_dirs/tuned/``, each finished
-    trial also written to ``out/validation/`` (the files the selection reads and git keeps)."""
+def validation_settings(task: str, method: str, root: Path, grid: tuple[float, ...] = LR_GRID,
+                        quick: bool = False) -> StudySettings:
+    """The tune study of (task, method)'s validation grid: in ``root/work_dirs/tuned/<task>/<method>/`` for
+    :data:`LR_GRID`; any other grid (an extension, the rest of an interrupted grid) in a folder of its own below it
+    (one work dir per study: trial dirs are numbered per study)."""
     if method in UNTUNED:
         raise ValueError(f'{method} trains no backbone parameter: it has no learning-rate grid')
     spec = TASKS[task]
     name = f'{method}_grid' + ''.join(f'_{g:g}' for g in grid)
-    settings = StudySettings(
-        config=root / spec['config'], work_dir=root / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task
-        / method, params=[SearchParam(LR_MULT, 'grid', values=tuple(grid))], metric=spec['metric'],
+    work_dir = root / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method
+    return StudySettings(
+        config=root / spec['config'], work_dir=work_dir if tuple(grid) == LR_GRID else work_dir / name,
+        params=[SearchParam(LR_MULT, 'grid', values=tuple(grid))], metric=spec['metric'],
         seeds=(VALIDATION_SEED, ), pruner='none', study_name=name,
         cfg_options={**method_overrides(task, method, root), **(spec['quick'] if quick else {})})
+
+
+def validation_study(task: str, method: str, root: Path, out: Path, grid: tuple[float, ...] = LR_GRID,
+                     quick: bool = False, log=print) -> Study:
+    """The validation grid of (task, method) as a resumable tune study (:func:`validation_settings`), each finished
+    trial also written to ``out/validation/`` (the files the selection reads and git keeps)."""
+    settings = validation_settings(task, method, root, grid, quick)
     launch = subprocess_launcher(cwd=root, env=RUN_ENV)
     return Study(settings, launch, log=log, on_record=lambda r: _run_file(out, task, method, root, r))
 
@@ -261,8 +272,8 @@ def preregistration_commit(root: Path) -> str:
     if not first:
         raise RuntimeError(f'{PREREGISTRATION} is not committed: no test-split run before the pre-registration')
     if git(root, 'status', '--porcelain', '--', PREREGISTRATION):
-        raise RuntimeError(f'{PREREGISTRATION} has uncommitted changes: commit them (listed under "Changes after the '
-                           f'first test run") before a test-split run')
+        raise RuntimeError(f'{PREREGISTRATION} has uncommitted changes: commit them before a test-split run (once a '
+                           f'test run exists, list them under "Changes after the first test run")')
     return first[-1]
 
 
@@ -427,7 +438,7 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
 #: The primary comparisons (method a - method b) of every task: Holm's family is all of them over the tasks.
 PRIMARY = (('flora', 'lora'), ('flora', 'dora'), ('dora', 'lora'), ('flora', 'trilora'), ('trilora', 'lora'),
            ('lora_mpc_o', 'lora'), ('lora_mpc_d', 'lora'), ('lora_mpc_n', 'lora'), ('ssb', 'ssl'), ('ssb', 'ia3'),
-           ('ssl', 'ia3'))
+           ('ssl', 'ia3'), ('flora_k7', 'flora'))
 #: The papers' claims: name -> the comparisons that must hold, each ('>' | '~', a, b).
 CLAIMS = {
     'FLoRA paper: FLoRA > LoRA and DoRA at a matched budget': (('>', 'flora', 'lora'), ('>', 'flora', 'dora')),
@@ -437,6 +448,8 @@ CLAIMS = {
     'Subspace paper: MPC_d improves LoRA': (('>', 'lora_mpc_d', 'lora'), ),
     'Subspace paper: MPC_n improves LoRA': (('>', 'lora_mpc_n', 'lora'), ),
     'Subspace paper: SSB > SSL ~ (IA)3': (('>', 'ssb', 'ssl'), ('~', 'ssl', 'ia3')),
+    'This project (untuned study): FLoRA with kernel_rank 7 > kernel_rank 2 at a matched budget':
+        (('>', 'flora_k7', 'flora'), ),
 }
 EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
 

@@ -14,7 +14,8 @@ multiplier on the learning rate of the backbone's trainable parameters (the adap
 heads and neck unchanged (``paramwise_cfg.custom_keys['backbone'].lr_mult``, multiplying any more specific
 ``backbone...`` key the config has).
 
-Every trial writes ``WORK_DIR/trial_NNNN/`` (the config it trained, per-seed work dirs, ``trial.json`` with
+One work dir holds one study (``study.json`` names it; a second study there is refused). Every trial writes
+``WORK_DIR/trial_NNNN/`` (the config it trained, per-seed work dirs, ``trial.json`` with
 parameters, metric, minutes and commit); the study ends with ``best_config.py`` (a ready-to-run config of the
 best trial), ``trials.json``, a summary table and PNG plots.
 """
@@ -55,6 +56,8 @@ METRICS: dict[str, Callable[[Mapping], str]] = {
 }
 #: The pruners ``--pruner`` names (``auto``: median when the schedule validates more than once, else none).
 PRUNERS = ('median', 'halving', 'hyperband', 'none')
+#: The file that names the one study a work dir belongs to.
+WORK_DIR_OWNER = 'study.json'
 #: Marker a pruned run leaves in its work dir (written by :class:`~flora_mm.engine.hooks.OptunaPruningHook`).
 PRUNED_MARKER = 'optuna_pruned.json'
 
@@ -348,6 +351,7 @@ class Study:
             sampler = optuna.samplers.GridSampler({p.path: list(p.values) for p in s.params}, seed=s.sampler_seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=s.sampler_seed)
+        self._claim_work_dir(storage)
         self.study = optuna.create_study(storage=storage, study_name=self.name, direction=s.direction,
                                          sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)
         self._check_same_study()
@@ -361,6 +365,24 @@ class Study:
         return dict(config=str(s.config), params=[p.describe() for p in s.params], metric=self.metric,
                     direction=s.direction, seeds=list(s.seeds), sampler='grid' if s.grid else 'tpe',
                     sampler_seed=s.sampler_seed, cfg_options={k: repr(v) for k, v in s.cfg_options.items()})
+
+    def _claim_work_dir(self, storage) -> None:
+        """One work dir, one study: its ``trial_NNNN`` dirs are numbered per study, so a second study there would
+        overwrite the first one's trials, best config and plots. The owner is recorded in ``study.json``; a work dir
+        from before that record is adopted only if no other study shares its storage."""
+        import optuna
+        marker = self.settings.work_dir / WORK_DIR_OWNER
+        if marker.exists():
+            owner = json.loads(marker.read_text())['study_name']
+        else:
+            others = sorted(set(optuna.get_all_study_names(storage)) - {self.name})
+            legacy = any(self.settings.work_dir.glob('trial_*'))
+            owner = others[0] if legacy and others and self.settings.storage is None else self.name
+        if owner != self.name:
+            raise ValueError(f'work dir {self.settings.work_dir} holds the trials of study {owner!r}; study '
+                             f'{self.name!r} would overwrite them (trial dirs are numbered per study): give it '
+                             f'another --work-dir')
+        marker.write_text(json.dumps(dict(study_name=self.name, storage=self.storage_url), indent=1) + '\n')
 
     def _check_same_study(self) -> None:
         stored = self.study.user_attrs.get('spec')

@@ -66,7 +66,17 @@ def test_rank_methods_are_within_one_percent_of_the_reference_budget(method):
     budget = adapter_budget(cfg.model.backbone, cfg.model.backbone.adapter)[0]
     assert abs(budget / reference - 1) <= C.BUDGET_TOLERANCE
     assert cfg.model.backbone.adapter.type == C.METHODS[method]['adapter']['type']  # replaced, not merged
-    assert 'kernel_rank' not in cfg.model.backbone.adapter or method == 'flora'
+    assert cfg.model.backbone.adapter.get('kernel_rank') == C.METHODS[method]['adapter'].get('kernel_rank')
+
+
+def test_each_validation_grid_has_a_work_dir_of_its_own():
+    main = C.validation_settings('coco', 'flora', ROOT)
+    rest = C.validation_settings('coco', 'flora', ROOT, grid=(0.25, 4.0))
+    up = C.validation_settings('coco', 'flora', ROOT, grid=(64.0, ))
+    assert main.work_dir == ROOT / 'work_dirs' / 'tuned' / 'full' / 'coco' / 'flora'
+    assert len({main.work_dir, rest.work_dir, up.work_dir}) == 3
+    assert len({main.study_name, rest.study_name, up.study_name}) == 3
+    assert [p.values for p in up.params] == [(64.0, )]
 
 
 def test_base_is_untuned():

@@ -2,6 +2,7 @@
 sees it, errors before training, grid exactness, resume after an interrupted or killed study, failed trials, the
 pruning and divergence hooks. Trials here run a stand-in launcher that writes a validation record the way
 mmengine's LocalVisBackend does; tests/test_tools/test_tune.py trains for real through tools/tune.py."""
+import dataclasses
 import json
 import math
 import os
@@ -114,6 +115,7 @@ class FakeTraining:
 
 
 def _settings(tmp_path, grid='0.5,1,2,4', **kw):
+    kw.setdefault('study_name', 'first')
     return StudySettings(config=DEMO, work_dir=tmp_path / 'study', params=[SearchParam.parse(f'{LR_MULT}={grid}')],
                          **kw)
 
@@ -223,6 +225,29 @@ def test_a_rerun_with_another_search_space_is_refused(tmp_path):
     Study(_settings(tmp_path), FakeTraining(), log=lambda _: None)
     with pytest.raises(ValueError, match='created with other settings'):
         Study(_settings(tmp_path, grid='1,2'), FakeTraining(), log=lambda _: None)
+
+
+def test_a_second_study_in_the_same_work_dir_is_refused_and_the_first_ones_trials_stay(tmp_path):
+    Study(_settings(tmp_path, grid='0.5,1'), FakeTraining(), log=lambda _: None).optimize()
+    first = (tmp_path / 'study' / 'trial_0000' / 'trial.json').read_text()
+    second = FakeTraining()
+    with pytest.raises(ValueError, match=r"holds the trials of study 'first'.*another --work-dir"):
+        Study(_settings(tmp_path, grid='2,4', study_name='second'), second, log=lambda _: None)
+    assert second.calls == [] and (tmp_path / 'study' / 'trial_0000' / 'trial.json').read_text() == first
+    # the same study again is its owner (a rerun resumes); another work dir takes the second study
+    Study(_settings(tmp_path, grid='0.5,1'), FakeTraining(), log=lambda _: None)
+    Study(dataclasses.replace(_settings(tmp_path, grid='2,4', study_name='second'), work_dir=tmp_path / 'other'),
+          second, log=lambda _: None).optimize()
+    assert sorted(second.calls) == [2, 4] and (tmp_path / 'study' / 'trial_0000' / 'trial.json').read_text() == first
+
+
+def test_a_work_dir_from_before_the_owner_record_is_adopted_only_without_another_study(tmp_path):
+    Study(_settings(tmp_path, grid='0.5,1'), FakeTraining(), log=lambda _: None).optimize()
+    (tmp_path / 'study' / 'study.json').unlink()  # as a work dir written before the record existed
+    with pytest.raises(ValueError, match="holds the trials of study 'first'"):
+        Study(_settings(tmp_path, grid='2,4', study_name='second'), FakeTraining(), log=lambda _: None)
+    Study(_settings(tmp_path, grid='0.5,1'), FakeTraining(), log=lambda _: None)  # its own study: adopted
+    assert json.loads((tmp_path / 'study' / 'study.json').read_text())['study_name'] == 'first'
 
 
 @pytest.mark.slow
