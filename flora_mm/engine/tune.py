@@ -392,7 +392,8 @@ class Study:
         elif stored != spec:
             diff = {k: (stored.get(k), v) for k, v in spec.items() if stored.get(k) != v}
             raise ValueError(f'study {self.name!r} in {self.storage_url} was created with other settings '
-                             f'(stored, now): {diff}; use another --study-name or work dir')
+                             f'(stored, now): {diff}; use another --work-dir (with a shared --storage, also another '
+                             f'--study-name)')
 
     # -- trials --------------------------------------------------------------------------------------------------
     def trial_config(self, values: Mapping[str, Any], seed: int, hooks: Sequence[dict] = ()) -> Config:
