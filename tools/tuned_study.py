@@ -7,6 +7,7 @@
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
     tools/tuned_study.py test --tasks coco --default              # test split at the default x1 (tuned vs default)
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
+    tools/tuned_study.py progress [--write docs/tuned_comparison.md]  # runs done / to run, hours left
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
 results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
@@ -15,8 +16,8 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import (METHODS, UNTUNED, budget_table, curves_table, report, run_test_split,
-                                        run_validation, test_methods, test_order)
+from flora_mm.engine.comparison import (METHODS, UNTUNED, budget_table, curves_table, progress_table, report,
+                                        run_test_split, run_validation, test_methods, test_order)
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report'])
+    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report', 'progress'])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='default: every tuned method (validate), every method (test)')
@@ -35,7 +36,8 @@ def main():
                              'another; seeds 0-4), for the pre-registered tuned-vs-default table')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
-    parser.add_argument('--write', type=Path, help='budgets / curves / report: rewrite the generated block of this document')
+    parser.add_argument('--write', type=Path,
+                        help='budgets / curves / report / progress: rewrite the generated block of this document')
     args = parser.parse_args()
     if args.command == 'budgets':
         table = budget_table(ROOT, tuple(args.tasks))
@@ -52,6 +54,11 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, text + '\n', 'tools/tuned_study.py', 'report')
         print(text)
+    elif args.command == 'progress':
+        table = progress_table(args.out, tuple(args.tasks))
+        if args.write:
+            docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'progress')
+        print(table)
     elif args.command == 'test':
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)

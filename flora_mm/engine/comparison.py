@@ -35,7 +35,8 @@ __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'M
            'TEST_SEEDS', 'VALIDATION_SEED',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
-           'PRIMARY', 'CLAIMS', 'analyse', 'compare', 'heldout_runs', 'report', 'test_methods', 'test_order', 'verdict']
+           'PRIMARY', 'CLAIMS', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
+           'test_methods', 'test_order', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -432,6 +433,66 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
         if waiting:
             lines.append(f'\nNot run yet: {", ".join(waiting)}.')
     return '\n'.join(lines).strip()
+
+
+def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
+    """What the protocol has run and what it still needs, per task and phase (validation, tuned test, same-seed
+    repeat, default-setting test), from the run files: done, still to run, and the mean minutes of a finished run of
+    that task (test runs: the validation runs' until a test run exists). ``at_least``: more runs may follow (a grid
+    extension; a default run for a method whose selection is still open is counted as needed)."""
+    rows = []
+    for task in tasks:
+        tuned = [m for m in METHODS if m not in UNTUNED]
+        pending = {m: extension(out, task, m) for m in tuned}
+        val = [r for m in tuned for r in validation_records(out, task, m)]
+        tests = {s: {m: heldout_runs(out, task, m) if s == 'tuned' else _own_runs(out, task, m, s) for m in METHODS}
+                 for s in SETTINGS}
+        done_tests = [r for by in tests.values() for runs in by.values() for r in runs.values()]
+        minutes = {'validation': _mean_minutes(val)}
+        minutes['test'] = _mean_minutes(done_tests) or minutes['validation']
+        repeat = heldout_runs(out, task, 'flora', repeat=1)
+        default_needed = [m for m in tuned if pending[m] or selected_lr_mult(out, task, m) != DEFAULT_LR_MULT]
+        phases = [
+            ('validation', len(val), sum(len(v) for v in pending.values()), 'validation'),
+            ('test (tuned)', sum(map(len, tests['tuned'].values())),
+             sum(len(set(TEST_SEEDS[m]) - set(tests['tuned'][m])) for m in METHODS), 'test'),
+            ('same-seed repeat', len(repeat), 1 - min(len(repeat), 1), 'test'),
+            ('test (default x1)', sum(map(len, tests['default'].values())),
+             sum(len(set(DEFAULT_SEEDS) - set(tests['default'][m])) for m in default_needed), 'test'),
+        ]
+        for phase, done, todo, kind in phases:
+            rows.append(dict(task=task, phase=phase, done=done, to_run=todo, minutes=minutes[kind],
+                             at_least=phase == 'validation' or (phase.startswith('test (default') and any(
+                                 pending[m] for m in default_needed))))
+    return rows
+
+
+def _own_runs(out: Path, task: str, method: str, setting: str) -> dict[int, dict]:
+    """The run files in ``setting``'s own folder (not the tuned runs standing in for the default ones)."""
+    folder = out / SETTINGS[setting] / task / method
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
+    return {r['seed']: r for r in runs if r.get('repeat', 0) == 0}
+
+
+def _mean_minutes(runs: list[dict]) -> float | None:
+    minutes = [r['minutes'] for r in runs if r.get('minutes')]
+    return sum(minutes) / len(minutes) if minutes else None
+
+
+def progress_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
+    """Markdown of :func:`progress` with the hours still needed at one training process."""
+    from ..docblocks import markdown_table
+    rows, hours = [], 0.0
+    for r in progress(out, tasks):
+        need = r['to_run'] * r['minutes'] / 60 if r['minutes'] else None
+        hours += need or 0
+        rows.append([r['task'], r['phase'], str(r['done']), f'{r["to_run"]}{"+" if r["at_least"] else ""}',
+                     f'{r["minutes"]:.1f}' if r['minutes'] else '-', f'{need:.1f}' if need is not None else '-'])
+    unknown = any(r[4] == '-' and r[3] not in ('0', '0+') for r in rows)
+    return '\n'.join([*markdown_table(['task', 'phase', 'done', 'to run', 'minutes per run', 'hours'], rows, right=2),
+                      '', f'Still to run: {hours:.1f} hours at one training process'
+                      + (' and more (a task without a finished run has no time per run yet)' if unknown else '')
+                      + ('; "+": at least (grid extensions and open selections may add runs).')])
 
 
 # -- the analysis (docs/preregistration.md, section 5) ------------------------------------------------------------

@@ -305,7 +305,33 @@ def test_holm_family_is_every_task_together(tmp_path):
 
 def test_the_comparison_page_is_the_run_files():
     from flora_mm import docblocks
-    page = ROOT / 'docs' / 'tuned_comparison.md'
-    assert docblocks.read_block(page, 'tools/tuned_study.py', 'curves') == C.curves_table(ROOT / 'results' / 'tuned') + '\n'
-    if not (ROOT / 'results' / 'tuned' / 'test').exists():  # the report block is checked cheaply until test runs exist
-        assert docblocks.read_block(page, 'tools/tuned_study.py', 'report') == C.report(ROOT / 'results' / 'tuned') + '\n'
+    page, out = ROOT / 'docs' / 'tuned_comparison.md', ROOT / 'results' / 'tuned'
+    assert docblocks.read_block(page, 'tools/tuned_study.py', 'curves') == C.curves_table(out) + '\n'
+    assert docblocks.read_block(page, 'tools/tuned_study.py', 'progress') == C.progress_table(out) + '\n'
+    if not (out / 'test').exists():  # the report block is checked cheaply until test runs exist
+        assert docblocks.read_block(page, 'tools/tuned_study.py', 'report') == C.report(out) + '\n'
+
+
+def test_progress_counts_what_the_protocol_still_needs(tmp_path):
+    """Hand count on a made-up state: flora's grid done (selects x4), lora's two points in, nothing else."""
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .3, 4: .5, 16: .4}.items():
+        _record(tmp_path, mult, value)
+    for mult in (0.0625, 0.25):
+        _record(tmp_path, mult, 0.2, method='lora')
+    for path in (tmp_path / 'validation').rglob('*.json'):  # 4 minutes per validation run
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), minutes=4.0)))
+    for seed, folder, minutes in ((0, 'test', 6.0), (1, 'test', 6.0), (0, 'test_default', 8.0)):
+        path = tmp_path / folder / 'coco' / 'flora' / f's{seed}.json'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(seed=seed, lr_mult=4.0 if folder == 'test' else 1.0, minutes=minutes)))
+    rows = {r['phase']: r for r in C.progress(tmp_path, ('coco', ))}
+    tuned = [m for m in C.METHODS if m not in C.UNTUNED]
+    assert (rows['validation']['done'], rows['validation']['to_run']) == (7, 3 + 5 * (len(tuned) - 2))
+    assert rows['validation']['minutes'] == 4.0 and rows['validation']['at_least']
+    assert (rows['test (tuned)']['done'], rows['test (tuned)']['to_run']) == (
+        2, sum(len(s) for s in C.TEST_SEEDS.values()) - 2)
+    assert rows['test (tuned)']['minutes'] == pytest.approx(20 / 3)  # the finished test runs, default ones included
+    assert rows['same-seed repeat']['to_run'] == 1
+    # default runs: every tuned method but flora's 4 still-missing seeds counted in full while selections are open
+    assert (rows['test (default x1)']['done'], rows['test (default x1)']['to_run']) == (1, 4 + 5 * (len(tuned) - 1))
+    assert C.progress_table(tmp_path, ('coco', )).count('\n| coco |') == 4
