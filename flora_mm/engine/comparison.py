@@ -32,7 +32,7 @@ from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
 
 __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
-           'TEST_SEEDS', 'VALIDATION_SEED',
+           'TEST_SEEDS', 'VALIDATION_SEED', 'NoInteriorOptimum', 'without_interior_optimum',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
            'PRIMARY', 'CLAIMS', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
@@ -198,9 +198,15 @@ def _value(run: dict) -> float:
     return value if run.get('state') == 'COMPLETE' and value is not None and math.isfinite(value) else -math.inf
 
 
+class NoInteriorOptimum(RuntimeError):
+    """The best validation value is still at an edge of the grid after :data:`MAX_EXTENSIONS` extensions: the
+    method is reported as such and not tested at a tuned setting (pre-registration, section 3)."""
+
+
 def extension(out: Path, task: str, method: str) -> tuple[float, ...]:
     """The next grid points the selection rule needs: none when the best validation value is interior; else the
-    point one factor beyond the edge it sits on (a failed / diverged point counts as worst)."""
+    point one factor beyond the edge it sits on (a failed / diverged point counts as worst). Raises
+    :class:`NoInteriorOptimum` when the extensions are used up."""
     runs = validation_records(out, task, method)
     done = {r['lr_mult'] for r in runs}
     missing = tuple(g for g in LR_GRID if g not in done)
@@ -209,8 +215,9 @@ def extension(out: Path, task: str, method: str) -> tuple[float, ...]:
     best = max(runs, key=_value)
     mults = sorted(done)
     if best['lr_mult'] in (mults[0], mults[-1]) and len(mults) >= len(LR_GRID) + MAX_EXTENSIONS:
-        raise RuntimeError(f'{task}/{method}: the best validation value is still at the edge lr_mult '
-                           f'{best["lr_mult"]:g} after {MAX_EXTENSIONS} extensions of the grid; inspect the runs')
+        raise NoInteriorOptimum(f'{task}/{method}: the best validation value is still at the edge lr_mult '
+                                f'{best["lr_mult"]:g} after {MAX_EXTENSIONS} extensions of the grid: no tuned test '
+                                f'run (reported as such); inspect the runs')
     if best['lr_mult'] == mults[0]:
         return (mults[0] / GRID_FACTOR, )
     if best['lr_mult'] == mults[-1]:
@@ -278,10 +285,19 @@ def preregistration_commit(root: Path) -> str:
     return first[-1]
 
 
+def without_interior_optimum(out: Path, task: str, method: str) -> bool:
+    """Whether (task, method)'s grid ended with its best point still at an edge (no tuned test runs)."""
+    try:
+        extension(out, task, method)
+    except NoInteriorOptimum:
+        return True
+    return False
+
+
 def _tuned_at_default(out: Path, task: str, method: str) -> bool:
     """Whether the tuned runs of (task, method) are its default runs: Base, or a finished selection of the default
-    multiplier (False while the validation study has not selected)."""
-    return method in UNTUNED or (not extension(out, task, method)
+    multiplier (False while the validation study has not selected, and for a grid without an interior optimum)."""
+    return method in UNTUNED or (not without_interior_optimum(out, task, method) and not extension(out, task, method)
                                  and selected_lr_mult(out, task, method) == DEFAULT_LR_MULT)
 
 
@@ -291,11 +307,12 @@ def _at_default(runs: dict[int, dict]) -> bool:
 
 
 def test_methods(out: Path, task: str, setting: str = 'tuned') -> list[str]:
-    """The methods with test runs of their own at ``setting``: every method at its selected one; at the default,
-    the tuned methods whose validation did not select the default (those methods' tuned runs are their default
-    runs; a method not selected yet is listed, and its run is refused until it is)."""
+    """The methods with test runs of their own at ``setting``: every method at its selected one (not those whose
+    grid has no interior optimum); at the default, the tuned methods whose validation did not select the default
+    (those methods' tuned runs are their default runs; a method not selected yet is listed, and its run is refused
+    until it is)."""
     if setting == 'tuned':
-        return list(METHODS)
+        return [m for m in METHODS if not without_interior_optimum(out, task, m)]
     return [m for m in METHODS if not _tuned_at_default(out, task, m)]
 
 
@@ -326,12 +343,15 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     if path.exists():
         return json.loads(path.read_text())
     prereg = preregistration_commit(root)
-    mult = selected_lr_mult(out, task, method)
     if setting == 'default':
+        if not without_interior_optimum(out, task, method):
+            selected_lr_mult(out, task, method)  # refuses while validation has not decided
         if _tuned_at_default(out, task, method):
             raise ValueError(f'{task}/{method}: its tuned runs are at the default lr_mult {DEFAULT_LR_MULT:g} already '
                              f'(they are its default runs); only {test_methods(out, task, "default")} have default runs')
         mult = DEFAULT_LR_MULT
+    else:
+        mult = selected_lr_mult(out, task, method)
     spec = TASKS[task]
     work_dir = (workspace / 'work_dirs' / 'tuned' / ('quick' if quick else 'full') / task / method
                 / f'{SETTINGS[setting]}_{name}')
@@ -427,6 +447,8 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
                      for m in mults]
             try:
                 choice = f'x{selected_lr_mult(out, task, method):g}'
+            except NoInteriorOptimum:
+                choice = 'at an edge: not tested'
             except RuntimeError:
                 choice = 'pending'
             lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {choice} |')
@@ -443,7 +465,8 @@ def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
     rows = []
     for task in tasks:
         tuned = [m for m in METHODS if m not in UNTUNED]
-        pending = {m: extension(out, task, m) for m in tuned}
+        edge = {m for m in tuned if without_interior_optimum(out, task, m)}
+        pending = {m: () if m in edge else extension(out, task, m) for m in tuned}
         val = [r for m in tuned for r in validation_records(out, task, m)]
         tests = {s: {m: heldout_runs(out, task, m) if s == 'tuned' else _own_runs(out, task, m, s) for m in METHODS}
                  for s in SETTINGS}
@@ -451,11 +474,12 @@ def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
         minutes = {'validation': _mean_minutes(val)}
         minutes['test'] = _mean_minutes(done_tests) or minutes['validation']
         repeat = heldout_runs(out, task, 'flora', repeat=1)
-        default_needed = [m for m in tuned if pending[m] or selected_lr_mult(out, task, m) != DEFAULT_LR_MULT]
+        default_needed = [m for m in tuned if m in edge or pending[m]
+                          or selected_lr_mult(out, task, m) != DEFAULT_LR_MULT]
         phases = [
             ('validation', len(val), sum(len(v) for v in pending.values()), 'validation'),
             ('test (tuned)', sum(map(len, tests['tuned'].values())),
-             sum(len(set(TEST_SEEDS[m]) - set(tests['tuned'][m])) for m in METHODS), 'test'),
+             sum(len(set(TEST_SEEDS[m]) - set(tests['tuned'][m])) for m in METHODS if m not in edge), 'test'),
             ('same-seed repeat', len(repeat), 1 - min(len(repeat), 1), 'test'),
             ('test (default x1)', sum(map(len, tests['default'].values())),
              sum(len(set(DEFAULT_SEEDS) - set(tests['default'][m])) for m in default_needed), 'test'),

@@ -41,12 +41,19 @@ def test_selection_rule_and_edge_extension(tmp_path, curve, pending, selected):
         assert C.selected_lr_mult(tmp_path, 'coco', 'flora') == selected
 
 
-def test_a_method_still_at_an_edge_after_the_extensions_is_an_error(tmp_path):
+def test_a_method_still_at_an_edge_after_the_extensions_is_reported_and_not_tested(tmp_path):
     mults = [0.0625 * 4 ** i for i in range(len(C.LR_GRID) + C.MAX_EXTENSIONS)]
     for i, mult in enumerate(mults):
         _record(tmp_path, mult, i)  # increasing to the last point
-    with pytest.raises(RuntimeError, match='still at the edge'):
+    with pytest.raises(C.NoInteriorOptimum, match='still at the edge'):
         C.extension(tmp_path, 'coco', 'flora')
+    with pytest.raises(C.NoInteriorOptimum):
+        C.run_test_split('coco', 'flora', 0, ROOT, tmp_path)
+    assert 'flora' not in C.test_methods(tmp_path, 'coco') and 'lora' in C.test_methods(tmp_path, 'coco')
+    assert 'flora' in C.test_methods(tmp_path, 'coco', 'default')  # x1 is still a setting it can be tested at
+    assert '| at an edge: not tested |' in C.curves_table(tmp_path, ('coco', ))
+    rows = {r['phase']: r for r in C.progress(tmp_path, ('coco', ))}
+    assert rows['test (tuned)']['to_run'] == sum(len(s) for m, s in C.TEST_SEEDS.items() if m != 'flora')
 
 
 def test_grid_is_log_spaced_a_factor_four_apart_with_five_points():
