@@ -445,16 +445,28 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
             by = {r['lr_mult']: r for r in rs}
             cells = ['-' if m not in by else ('x' if _value(by[m]) == -math.inf else f'{scale * by[m]["value"]:.1f}')
                      for m in mults]
-            try:
-                choice = f'x{selected_lr_mult(out, task, method):g}'
-            except NoInteriorOptimum:
-                choice = 'at an edge: not tested'
-            except RuntimeError:
-                choice = 'pending'
-            lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {choice} |')
+            lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {_choice(out, task, method)} |')
         if waiting:
             lines.append(f'\nNot run yet: {", ".join(waiting)}.')
+    started = [t for t in tasks if any(validation_records(out, t, m) for m in METHODS if m not in UNTUNED)]
+    if len(started) > 1:  # the selections side by side: how far one multiplier per method carries across tasks
+        lines += ['\n**Selected multipliers across tasks**\n', '| method | ' + ' | '.join(started) + ' |',
+                  '|---|' + '---:|' * len(started)]
+        lines += [f'| {m} | ' + ' | '.join(_choice(out, t, m) for t in started) + ' |'
+                  for m in METHODS if m not in UNTUNED]
     return '\n'.join(lines).strip()
+
+
+def _choice(out: Path, task: str, method: str) -> str:
+    """The selection of (task, method) as the curves show it."""
+    if not validation_records(out, task, method):
+        return '-'
+    try:
+        return f'x{selected_lr_mult(out, task, method):g}'
+    except NoInteriorOptimum:
+        return 'at an edge: not tested'
+    except RuntimeError:
+        return 'pending'
 
 
 def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:

@@ -113,6 +113,10 @@ def test_curves_table_marks_failed_points_and_pending_selections(tmp_path):
     assert '| flora | 10.0 | 20.0 | 50.0 | 30.0 | x | x1 |' in table
     assert '| lora | - | - | 40.0 | - | - | pending |' in table
     assert '| dora |' not in table and 'Not run yet: full, bitfit, dora,' in table
+    assert 'across tasks' not in table  # one task: nothing to set side by side
+    _record(tmp_path, 4.0, 0.3, task='dota')
+    table = C.curves_table(tmp_path, ('coco', 'dota'))
+    assert '| flora | x1 | pending |' in table and '| lora | pending | - |' in table
 
 
 def test_no_test_split_run_before_the_preregistration_or_a_selection(tmp_path):
