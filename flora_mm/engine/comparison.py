@@ -297,8 +297,12 @@ def without_interior_optimum(out: Path, task: str, method: str) -> bool:
 def _tuned_at_default(out: Path, task: str, method: str) -> bool:
     """Whether the tuned runs of (task, method) are its default runs: Base, or a finished selection of the default
     multiplier (False while the validation study has not selected, and for a grid without an interior optimum)."""
-    return method in UNTUNED or (not without_interior_optimum(out, task, method) and not extension(out, task, method)
-                                 and selected_lr_mult(out, task, method) == DEFAULT_LR_MULT)
+    if method in UNTUNED:
+        return True
+    try:
+        return selected_lr_mult(out, task, method) == DEFAULT_LR_MULT
+    except RuntimeError:  # not selected yet, or no interior optimum (NoInteriorOptimum)
+        return False
 
 
 def _at_default(runs: dict[int, dict]) -> bool:
@@ -344,8 +348,10 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
         return json.loads(path.read_text())
     prereg = preregistration_commit(root)
     if setting == 'default':
-        if not without_interior_optimum(out, task, method):
+        try:
             selected_lr_mult(out, task, method)  # refuses while validation has not decided
+        except NoInteriorOptimum:  # decided: no tuned setting, and x1 is still one to test at
+            pass
         if _tuned_at_default(out, task, method):
             raise ValueError(f'{task}/{method}: its tuned runs are at the default lr_mult {DEFAULT_LR_MULT:g} already '
                              f'(they are its default runs); only {test_methods(out, task, "default")} have default runs')
@@ -480,34 +486,24 @@ def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
         edge = {m for m in tuned if without_interior_optimum(out, task, m)}
         pending = {m: () if m in edge else extension(out, task, m) for m in tuned}
         val = [r for m in tuned for r in validation_records(out, task, m)]
-        tests = {s: {m: heldout_runs(out, task, m) if s == 'tuned' else _own_runs(out, task, m, s) for m in METHODS}
-                 for s in SETTINGS}
+        tests = {s: {m: _own_runs(out, task, m, s) for m in METHODS} for s in SETTINGS}
         done_tests = [r for by in tests.values() for runs in by.values() for r in runs.values()]
         minutes = {'validation': _mean_minutes(val)}
         minutes['test'] = _mean_minutes(done_tests) or minutes['validation']
         repeat = heldout_runs(out, task, 'flora', repeat=1)
-        default_needed = [m for m in tuned if m in edge or pending[m]
-                          or selected_lr_mult(out, task, m) != DEFAULT_LR_MULT]
-        phases = [
-            ('validation', len(val), sum(len(v) for v in pending.values()), 'validation'),
+        default_needed = [m for m in tuned if not _tuned_at_default(out, task, m)]
+        phases = [  # phase, done, to run, kind of run, whether more may follow
+            ('validation', len(val), sum(len(v) for v in pending.values()), 'validation', True),
             ('test (tuned)', sum(map(len, tests['tuned'].values())),
-             sum(len(set(TEST_SEEDS[m]) - set(tests['tuned'][m])) for m in METHODS if m not in edge), 'test'),
-            ('same-seed repeat', len(repeat), 1 - min(len(repeat), 1), 'test'),
+             sum(len(set(TEST_SEEDS[m]) - set(tests['tuned'][m])) for m in METHODS if m not in edge), 'test', False),
+            ('same-seed repeat', len(repeat), 1 - min(len(repeat), 1), 'test', False),
             ('test (default x1)', sum(map(len, tests['default'].values())),
-             sum(len(set(DEFAULT_SEEDS) - set(tests['default'][m])) for m in default_needed), 'test'),
+             sum(len(set(DEFAULT_SEEDS) - set(tests['default'][m])) for m in default_needed), 'test',
+             any(pending[m] for m in default_needed)),
         ]
-        for phase, done, todo, kind in phases:
-            rows.append(dict(task=task, phase=phase, done=done, to_run=todo, minutes=minutes[kind],
-                             at_least=phase == 'validation' or (phase.startswith('test (default') and any(
-                                 pending[m] for m in default_needed))))
+        rows += [dict(task=task, phase=phase, done=done, to_run=todo, minutes=minutes[kind], at_least=more)
+                 for phase, done, todo, kind, more in phases]
     return rows
-
-
-def _own_runs(out: Path, task: str, method: str, setting: str) -> dict[int, dict]:
-    """The run files in ``setting``'s own folder (not the tuned runs standing in for the default ones)."""
-    folder = out / SETTINGS[setting] / task / method
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
-    return {r['seed']: r for r in runs if r.get('repeat', 0) == 0}
 
 
 def _mean_minutes(runs: list[dict]) -> float | None:
@@ -518,13 +514,13 @@ def _mean_minutes(runs: list[dict]) -> float | None:
 def progress_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
     """Markdown of :func:`progress` with the hours still needed at one training process."""
     from ..docblocks import markdown_table
-    rows, hours = [], 0.0
+    rows, hours, unknown = [], 0.0, False
     for r in progress(out, tasks):
         need = r['to_run'] * r['minutes'] / 60 if r['minutes'] else None
         hours += need or 0
+        unknown = unknown or (need is None and r['to_run'] > 0)
         rows.append([r['task'], r['phase'], str(r['done']), f'{r["to_run"]}{"+" if r["at_least"] else ""}',
                      f'{r["minutes"]:.1f}' if r['minutes'] else '-', f'{need:.1f}' if need is not None else '-'])
-    unknown = any(r[4] == '-' and r[3] not in ('0', '0+') for r in rows)
     return '\n'.join([*markdown_table(['task', 'phase', 'done', 'to run', 'minutes per run', 'hours'], rows, right=2),
                       '', f'Still to run: {hours:.1f} hours at one training process'
                       + (' and more (a task without a finished run has no time per run yet)' if unknown else '')
@@ -554,12 +550,19 @@ EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
 def heldout_runs(out: Path, task: str, method: str, repeat: int = 0, setting: str = 'tuned') -> dict[int, dict]:
     """The test-split run files of (task, method) at ``setting``, by seed (``repeat`` > 0: that same-seed repeat).
     At the default, a method whose tuned runs are at the default multiplier answers with those."""
-    folder = out / SETTINGS[setting] / task / method
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
-    if setting == 'default' and not runs:
+    runs = _own_runs(out, task, method, setting, repeat)
+    if setting == 'default' and not _own_runs(out, task, method, setting, None):
         tuned = heldout_runs(out, task, method, repeat)
         return tuned if _at_default(tuned) else {}
-    return {r['seed']: r for r in runs if r.get('repeat', 0) == repeat}
+    return runs
+
+
+def _own_runs(out: Path, task: str, method: str, setting: str, repeat: int | None = 0) -> dict[int, dict]:
+    """The run files in ``setting``'s own folder, by seed (``repeat``: that one; None: any), without the tuned runs
+    that stand in for a method's default ones."""
+    folder = out / SETTINGS[setting] / task / method
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
+    return {r['seed']: r for r in runs if repeat is None or r.get('repeat', 0) == repeat}
 
 
 def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list[str]]:
