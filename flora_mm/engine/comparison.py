@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import statistics
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -477,8 +478,9 @@ def _choice(out: Path, task: str, method: str) -> str:
 
 def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
     """What the protocol has run and what it still needs, per task and phase (validation, tuned test, same-seed
-    repeat, default-setting test), from the run files: done, still to run, and the mean minutes of a finished run of
-    that task (test runs: the validation runs' until a test run exists). ``at_least``: more runs may follow (a grid
+    repeat, default-setting test), from the run files: done, still to run, and the median minutes of a finished run
+    of that task (test runs: the validation runs' until a test run exists; the median, as a run slowed by another
+    process on the machine must not inflate the estimate). ``at_least``: more runs may follow (a grid
     extension; a default run for a method whose selection is still open is counted as needed)."""
     rows = []
     for task in tasks:
@@ -488,8 +490,8 @@ def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
         val = [r for m in tuned for r in validation_records(out, task, m)]
         tests = {s: {m: _own_runs(out, task, m, s) for m in METHODS} for s in SETTINGS}
         done_tests = [r for by in tests.values() for runs in by.values() for r in runs.values()]
-        minutes = {'validation': _mean_minutes(val)}
-        minutes['test'] = _mean_minutes(done_tests) or minutes['validation']
+        minutes = {'validation': _median_minutes(val)}
+        minutes['test'] = _median_minutes(done_tests) or minutes['validation']
         repeat = heldout_runs(out, task, 'flora', repeat=1)
         default_needed = [m for m in tuned if not _tuned_at_default(out, task, m)]
         phases = [  # phase, done, to run, kind of run, whether more may follow
@@ -506,9 +508,9 @@ def progress(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
     return rows
 
 
-def _mean_minutes(runs: list[dict]) -> float | None:
+def _median_minutes(runs: list[dict]) -> float | None:
     minutes = [r['minutes'] for r in runs if r.get('minutes')]
-    return sum(minutes) / len(minutes) if minutes else None
+    return statistics.median(minutes) if minutes else None
 
 
 def progress_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
