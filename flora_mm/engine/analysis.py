@@ -14,7 +14,9 @@ file, so that a bootstrap resample costs a weighted sum, not a new evaluation:
 
 The paired bootstrap (:func:`paired_bootstrap`) resamples seeds (pairs of runs of the two methods with the same seed)
 and, within each resample, the test images (the same images for both methods), and recomputes the mean paired
-difference.
+difference. The image resamples are a fixed table (:func:`image_draws`) shared by every run, so each run's metric
+on them is computed once (:func:`metric_on_draws`, vectorised) however many comparisons the run enters
+(:func:`paired_resampled` pairs the precomputed values).
 
 * DOTA mAP (mmrotate's ``eval_rbbox_map``: IoU 0.5, VOC07 11-point AP): per detection (image, class, score, true /
   false positive from mmrotate's own ``tpfp_default``) and per image and class the number of ground truths
@@ -29,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ['bbox_map', 'coco_stats', 'dota_stats', 'holm', 'miou', 'paired_bootstrap', 'rbox_map', 'segmentation_stats',
-           't_interval']
+__all__ = ['bbox_map', 'coco_stats', 'dota_stats', 'holm', 'image_draws', 'metric_on_draws', 'miou', 'n_images',
+           'paired_bootstrap', 'paired_resampled', 'rbox_map', 'segmentation_stats', 't_interval']
 
 
 def _array(value) -> np.ndarray:
@@ -201,11 +203,148 @@ def rbox_map(stats: Mapping[str, np.ndarray], counts: np.ndarray | None = None, 
     return float(np.mean(aps)) if aps else 0.0
 
 
+def _miou_on_draws(stats: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    total = np.tensordot(draws, np.asarray(stats), axes=1)  # [rows, classes, 2], exact integer sums
+    inter, union = total[..., 0].astype(float), total[..., 1].astype(float)
+    present = union > 0
+    ratio = np.divide(inter, union, out=np.zeros_like(inter), where=present)
+    with np.errstate(invalid='ignore'):  # a row without any class present: nan, as the per-row mean of nothing
+        return 100 * ratio.sum(1) / present.sum(1)
+
+
+def _classes_sorted(stats: Mapping[str, np.ndarray]):
+    """Per class: the per-image ground truths and the class's detections sorted by score (stable; the detections of
+    the images a row draws keep this order, as the per-row sort gives them), computed once for every row."""
+    dets, gts = np.asarray(stats['dets'], dtype=float).reshape(-1, 5), np.asarray(stats['gts'])
+    for k in range(gts.shape[1]):
+        mine = dets[dets[:, 1] == k]
+        yield gts[:, k], mine[np.argsort(-mine[:, 2], kind='mergesort')]
+
+
+def _per_row_mean(aps: list[np.ndarray], counted: list[np.ndarray], rows: int, empty: float) -> np.ndarray:
+    """Row-wise mean of the APs of the classes a row counts (``np.mean`` of the per-row list, element order kept;
+    ``empty`` for a row that counts none)."""
+    if not aps:
+        return np.full(rows, empty)
+    aps, counted = np.stack(aps, 1), np.stack(counted, 1)
+    if counted.all():
+        return aps.mean(1)
+    return np.array([np.mean(a[c]) if c.any() else empty for a, c in zip(aps, counted)])
+
+
+def _bbox_map_on_draws(stats: Mapping[str, np.ndarray], draws: np.ndarray) -> np.ndarray:
+    """:func:`bbox_map` of every row, the classes sorted and their true / false positive bits unpacked once: a loop
+    over the rows (each row's accumulation runs over the detections of the images it draws, as the per-row call
+    does), all ten IoU thresholds of a class in one ``[detections, 10]`` cumulative sum."""
+    bits = 1 << np.arange(IOU_THRESHOLDS)
+    classes = [(gts_k, mine[:, 0].astype(int), (mine[:, 3:4].astype(np.int64) & bits) > 0,
+                (mine[:, 4:5].astype(np.int64) & bits) > 0) for gts_k, mine in _classes_sorted(stats)]
+    out = np.empty(len(draws))
+    for r, row in enumerate(np.asarray(draws, dtype=float)):
+        aps = []
+        for gts_k, image, tp_bits, fp_bits in classes:
+            positives = float(row @ gts_k)
+            if positives == 0:
+                continue
+            w = row[image]
+            keep = w > 0
+            w = w[keep][:, None]
+            q = np.zeros((IOU_THRESHOLDS, len(RECALL_THRESHOLDS)))
+            if len(w):
+                tp, fp = np.cumsum(w * tp_bits[keep], axis=0), np.cumsum(w * fp_bits[keep], axis=0)
+                rc = tp / positives
+                pr = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1], axis=0)[::-1]
+                for t in range(IOU_THRESHOLDS):
+                    inds = np.searchsorted(rc[:, t], RECALL_THRESHOLDS, side='left')
+                    valid = inds < len(w)
+                    q[t, valid] = pr[inds[valid], t]
+            aps.extend(q.mean(1))
+        out[r] = np.mean(aps) if aps else np.nan
+    return out
+
+
+def _rbox_map_on_draws(stats: Mapping[str, np.ndarray], draws: np.ndarray, chunk: int = 128) -> np.ndarray:
+    """:func:`rbox_map` of ``chunk`` rows at a time. A detection of an image a row does not draw keeps weight 0
+    there: it repeats the previous cumulative counts, which changes no best precision at recall >= a threshold
+    (the per-row call drops it instead)."""
+    eps = np.finfo(np.float32).eps
+    thresholds = np.arange(0, 1 + 1e-3, 0.1)  # mmdet's VOC07 11 points
+    classes = list(_classes_sorted(stats))
+    out = []
+    for start in range(0, len(draws), chunk):
+        rows = draws[start:start + chunk].astype(float)
+        aps, counted = [], []
+        for gts_k, mine in classes:
+            positives = rows @ gts_k
+            w = rows[:, mine[:, 0].astype(int)]
+            tp, fp = np.cumsum(w * mine[:, 3], axis=1), np.cumsum(w * mine[:, 4], axis=1)
+            recalls = tp / np.maximum(positives, eps)[:, None]
+            envelope = np.maximum.accumulate((tp / np.maximum(tp + fp, eps))[:, ::-1], axis=1)[:, ::-1]
+            ap = np.zeros(len(rows), dtype=np.float32)  # mmdet's average_precision accumulates in float32
+            for thr in thresholds:  # the best precision at recall >= thr: the envelope at the first such detection
+                first = (recalls < thr).sum(1)
+                ap += np.where(first < w.shape[1], envelope[np.arange(len(rows)), np.minimum(first, w.shape[1] - 1)]
+                               if w.shape[1] else 0.0, 0.0)
+            ap /= 11
+            aps.append(ap.astype(float))
+            counted.append(positives > 0)
+        out.append(_per_row_mean(aps, counted, len(rows), 0.0))  # rbox_map: 0 without ground truth
+    return np.concatenate(out)
+
+
+_ON_DRAWS = {miou: _miou_on_draws, bbox_map: _bbox_map_on_draws, rbox_map: _rbox_map_on_draws}
+
+
+def image_draws(n_images: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """``[resamples, n_images]`` counts: row k is the k-th bootstrap resample of the test images (``n_images``
+    draws with replacement), the same rows for every run and every comparison with the same arguments."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_images, (resamples, n_images)) + n_images * np.arange(resamples)[:, None]
+    return np.bincount(drawn.ravel(), minlength=resamples * n_images).reshape(resamples, n_images)
+
+
+def metric_on_draws(metric: Callable[[np.ndarray, np.ndarray | None], float], stats,
+                    draws: np.ndarray) -> np.ndarray:
+    """``metric(stats, row)`` for every row of ``draws`` (:func:`image_draws`): vectorised over the rows for
+    :func:`miou`, :func:`bbox_map` and :func:`rbox_map` (the same accumulation, equal to the per-row call), a loop
+    over the rows for any other metric."""
+    batched = _ON_DRAWS.get(metric)
+    if batched is not None:
+        return batched(stats, np.asarray(draws))
+    return np.array([metric(stats, row) for row in draws], dtype=float)
+
+
+def paired_resampled(a: Mapping[int, tuple[float, np.ndarray]], b: Mapping[int, tuple[float, np.ndarray]],
+                     seed: int = 0, images: int | None = None) -> dict:
+    """The paired bootstrap of :func:`paired_bootstrap` from each run's metric precomputed on the image draws.
+
+    Args:
+        a, b: Per seed, (the run's metric on the test set, its metric on each row of the image draws -- or that
+            metric repeated, to resample seeds only). Row k of every run must be the same image resample.
+        seed: The seed resampling's random seed (paired with image resample k in bootstrap resample k).
+        images: The number of test images the draws resample (None: seeds only).
+    """
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        raise ValueError(f'paired bootstrap needs at least 2 paired seeds, got {seeds}')
+    observed = float(np.mean([a[s][0] - b[s][0] for s in seeds]))
+    per_seed = np.stack([np.asarray(a[s][1], dtype=float) - np.asarray(b[s][1], dtype=float) for s in seeds])
+    resamples = per_seed.shape[1]
+    drawn = np.random.default_rng((seed, 1)).integers(0, len(seeds), (resamples, len(seeds)))
+    diffs = per_seed[drawn, np.arange(resamples)[:, None]].mean(axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    return dict(mean=observed, lo=float(lo), hi=float(hi), p=float(p), seeds=len(seeds), images=images,
+                covers='seeds and test images' if images else 'seeds')
+
+
 def paired_bootstrap(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray],
                      metric: Callable[[np.ndarray, np.ndarray | None], float], resamples: int = 10000,
                      seed: int = 0, images: bool = True) -> dict:
     """Mean paired difference ``metric(a) - metric(b)`` over the seeds both have, with a 95% percentile interval
-    and a two-sided p-value from resampling seeds and (``images``) test images.
+    and a two-sided p-value from resampling seeds and (``images``) test images: bootstrap resample k draws the seeds
+    with replacement and, independently, image resample k of :func:`image_draws` (the same images for both methods
+    and every seed), and takes the mean paired difference over the drawn seeds.
 
     Args:
         a, b: Per seed, a run's per-image statistics (same images, same order, for every run).
@@ -217,21 +356,22 @@ def paired_bootstrap(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray],
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         raise ValueError(f'paired bootstrap needs at least 2 paired seeds, got {seeds}')
-    n_images = {a[s].shape[0] for s in seeds} | {b[s].shape[0] for s in seeds}
-    if len(n_images) != 1:
-        raise ValueError(f'runs evaluated on different numbers of test images: {sorted(n_images)}')
-    n = n_images.pop()
-    observed = float(np.mean([metric(a[s], None) - metric(b[s], None) for s in seeds]))
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples)
-    for k in range(resamples):
-        drawn = rng.choice(seeds, size=len(seeds), replace=True)
-        counts = np.bincount(rng.integers(0, n, n), minlength=n) if images else None
-        diffs[k] = np.mean([metric(a[s], counts) - metric(b[s], counts) for s in drawn])
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    return dict(mean=observed, lo=float(lo), hi=float(hi), p=float(p), seeds=len(seeds), images=n,
-                covers='seeds and test images' if images else 'seeds')
+    sizes = {n_images(a[s]) for s in seeds} | {n_images(b[s]) for s in seeds}
+    if len(sizes) != 1:
+        raise ValueError(f'runs evaluated on different numbers of test images: {sorted(sizes)}')
+    n = sizes.pop()
+    draws = image_draws(n, resamples, seed) if images else None
+
+    def resampled(stats) -> tuple[float, np.ndarray]:
+        value = metric(stats, None)
+        return value, metric_on_draws(metric, stats, draws) if images else np.full(resamples, value)
+    return paired_resampled({s: resampled(a[s]) for s in seeds}, {s: resampled(b[s]) for s in seeds}, seed,
+                            n if images else None)
+
+
+def n_images(stats) -> int:
+    """The number of test images of a run's per-image statistics (an array by image, or a dict with ``gts``)."""
+    return (stats['gts'] if isinstance(stats, Mapping) else stats).shape[0]
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:

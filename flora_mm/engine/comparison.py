@@ -15,6 +15,7 @@ and the resolved config the run trained.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import statistics
@@ -26,8 +27,8 @@ from typing import Any
 import numpy as np
 from mmengine.config import Config
 
-from .analysis import (bbox_map, coco_stats, dota_stats, holm, miou, paired_bootstrap, rbox_map, segmentation_stats,
-                       t_interval)
+from .analysis import (bbox_map, coco_stats, dota_stats, holm, image_draws, metric_on_draws, miou, n_images,
+                       paired_resampled, rbox_map, segmentation_stats, t_interval)
 from .targets import TASKS
 from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
@@ -547,6 +548,10 @@ CLAIMS = {
         (('>', 'flora_k7', 'flora'), ),
 }
 EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
+#: Item 5 of the analysis, descriptive (per-comparison intervals, outside Holm's family): every tuned method - Base,
+#: and Full - every other tuned method -- where each method sits between the frozen backbone and full fine-tuning.
+BRACKET = (*((m, 'base') for m in METHODS if m not in UNTUNED),
+           *(('full', m) for m in METHODS if m not in (*UNTUNED, 'full')))
 
 
 def heldout_runs(out: Path, task: str, method: str, repeat: int = 0, setting: str = 'tuned') -> dict[int, dict]:
@@ -578,14 +583,35 @@ def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list
     return rows
 
 
-def _per_image(task: str, run: dict):
-    """A run's per-image statistics and the metric function (in points) of the task."""
-    kind = run.get('image_stats_kind')
-    if kind == 'segmentation':
-        return np.asarray(run['image_stats']), miou
-    stats = {k: np.asarray(v) for k, v in run['image_stats'].items()}
-    metric = bbox_map if kind == 'coco' else rbox_map
-    return stats, lambda s, counts=None: 100 * metric(s, counts)
+#: A test run's kind of per-image statistics -> (the metric of a multiset of test images, its factor to points).
+_METRICS = {'segmentation': (miou, 1.0), 'coco': (bbox_map, 100.0), 'dota': (rbox_map, 100.0)}
+_RESAMPLED: dict[tuple[str, int], tuple[float, np.ndarray, int]] = {}
+
+
+def _per_image(run: dict):
+    """A test run's per-image statistics, the metric of its kind and that metric's factor to points."""
+    kind = run['image_stats_kind']
+    metric, points = _METRICS[kind]
+    raw = run['image_stats']
+    return (np.asarray(raw) if kind == 'segmentation' else {k: np.asarray(v) for k, v in raw.items()}), metric, points
+
+
+def _resampled(run: dict, resamples: int) -> tuple[float, np.ndarray, int]:
+    """A test run's metric in points, its metric on each of the shared test-image resamples
+    (``image_draws(images, resamples)``, the same for every run) and its number of test images: computed once per
+    run content and kept, since a
+    run enters many comparisons (the primary ones, the default setting's, the tuning gain, Base and Full)."""
+    stats, metric, points = _per_image(run)
+    arrays = [stats] if run['image_stats_kind'] == 'segmentation' else [stats[k] for k in sorted(stats)]
+    digest = hashlib.sha1(run['image_stats_kind'].encode())
+    for array in arrays:
+        digest.update(repr(array.shape).encode() + np.ascontiguousarray(array, dtype=float).tobytes())
+    key = (digest.hexdigest(), resamples)
+    if key not in _RESAMPLED:
+        images = n_images(stats)
+        values = points * metric_on_draws(metric, stats, image_draws(images, resamples))
+        _RESAMPLED[key] = (points * metric(stats, None), values, images)
+    return _RESAMPLED[key]
 
 
 def compare(out: Path, task: str, a: str, b: str, resamples: int = 10000, setting: str = 'tuned') -> dict | None:
@@ -615,13 +641,14 @@ def _paired(task: str, ra: dict[int, dict], rb: dict[int, dict], resamples: int)
     seeds = sorted(set(ra) & set(rb))
     if len(seeds) < 2:
         return None
-    sa = {s: _per_image(task, ra[s]) for s in seeds}
-    sb = {s: _per_image(task, rb[s]) for s in seeds}
-    metric = sa[seeds[0]][1]
-    result = paired_bootstrap({s: v[0] for s, v in sa.items()}, {s: v[0] for s, v in sb.items()}, metric,
-                              resamples=resamples)
-    t_lo, t_hi, _ = t_interval([metric(sa[s][0]) - metric(sb[s][0]) for s in seeds])
-    result.update(t_lo=float(t_lo), t_hi=float(t_hi))
+    va, vb = ({s: _resampled(runs[s], resamples) for s in seeds} for runs in (ra, rb))
+    images = {v[2] for v in (*va.values(), *vb.values())}
+    if len(images) != 1:
+        raise ValueError(f'{task}: test runs evaluated on different numbers of test images: {sorted(images)}')
+    result = paired_resampled({s: v[:2] for s, v in va.items()}, {s: v[:2] for s, v in vb.items()},
+                              images=images.pop())
+    t_lo, t_hi, _ = t_interval([va[s][0] - vb[s][0] for s in seeds])
+    result.update(t_lo=float(t_lo), t_hi=float(t_hi), paired_seeds=seeds)
     return result
 
 
@@ -641,8 +668,9 @@ def verdict(result: dict | None, relation: str = '>') -> str:
 
 
 def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> dict:
-    """Every primary comparison on every task with Holm's correction over the family, and each claim's verdict
-    per task and overall (supported on at least two tasks and contradicted on none)."""
+    """Every primary comparison on every task with Holm's correction over the family, each claim's verdict per task
+    and overall (supported on at least two tasks and contradicted on none), the same comparisons at the default
+    setting, each method's tuned - default gain and its :data:`BRACKET` comparisons (the last three descriptive)."""
     results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
     present = [k for k, r in results.items() if r is not None]
     for key, p in zip(present, holm([results[k]['p'] for k in present])):
@@ -661,8 +689,9 @@ def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 1
     default = [r for r in (compare(out, t, a, b, resamples, setting='default') for t in tasks for a, b in PRIMARY)
                if r is not None]
     gains = [r for r in (tuning_gain(out, t, m, resamples) for t in tasks for m in METHODS) if r is not None]
+    bracket = [r for r in (compare(out, t, a, b, resamples) for t in tasks for a, b in BRACKET) if r is not None]
     return dict(comparisons=[r for r in results.values() if r is not None], claims=claims, default=default,
-                gains=gains)
+                gains=gains, bracket=bracket)
 
 
 def _direction(result: dict | None) -> str:
@@ -677,14 +706,30 @@ def _interval(r: dict) -> str:
 
 
 def _summary(task: str, runs: dict[int, dict]) -> str:
-    values = np.asarray([metric(stats) for stats, metric in (_per_image(task, r) for r in runs.values())])
+    values = np.asarray([points * metric(stats) for stats, metric, points in map(_per_image, runs.values())])
     return f'{values.mean():.2f}' + (f' +- {values.std(ddof=1):.2f}' if len(values) > 1 else '') + f' ({len(values)})'
+
+
+def _bracket_rows(bracket: list[dict], task: str) -> list[list[str]]:
+    """Rows (method, method - base, full - method, share of full - base) of one task's :data:`BRACKET` results."""
+    found = {(r['a'], r['b']): r for r in bracket if r['task'] == task}
+    span = found.get(('full', 'base'))
+    rows = []
+    for method in METHODS:
+        above, below = found.get((method, 'base')), found.get(('full', method))
+        if above is None and below is None:
+            continue
+        same_seeds = above is not None and span is not None and above['paired_seeds'] == span['paired_seeds']
+        share = f'{100 * above["mean"] / span["mean"]:.0f}%' if same_seeds and span['mean'] > 0 else '-'
+        rows.append([method, _interval(above) if above else '-', _interval(below) if below else '-', share])
+    return rows
 
 
 def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> str:
     """Markdown of the tuned comparison from its run files: per task the methods (selected multiplier, test mean
     +- sd over seeds), every primary comparison (bootstrap interval over seeds and test images, seed-only t
-    interval, Holm-adjusted p, verdict), and each claim's verdict per task and overall."""
+    interval, Holm-adjusted p, verdict), where each method sits between Base and Full (:data:`BRACKET`), and each
+    claim's verdict per task and overall."""
     from ..docblocks import markdown_table
     result = analyse(out, tasks, resamples)
     lines = []
@@ -718,6 +763,13 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
                           f'intervals over seeds and test images, no Holm correction), next to the tuned direction:', '',
                       *markdown_table(['a - b', f'default x{DEFAULT_LR_MULT:g}: mean [95% bootstrap]', 'default',
                                        'tuned'], default)]
+        bracket = _bracket_rows(result['bracket'], task)
+        if bracket:
+            lines += ['', 'Between the frozen backbone and full fine-tuning (descriptive: per-comparison intervals over '
+                          'seeds and test images, no Holm correction; the share of Full - Base is the ratio of the two '
+                          'paired means on the seeds both comparisons share):', '',
+                      *markdown_table(['method', 'method - base, 95% bootstrap', 'full - method, 95% bootstrap',
+                                       'share of full - base'], bracket)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
     repeats = repeats_table(out, tasks)

@@ -187,6 +187,55 @@ def test_rbox_map_of_the_statistics_is_mmrotates_eval_rbbox_map(seed):
     assert rbox_map(stats, counts) == pytest.approx(_mmrotate_map(duplicated), abs=0.01)
 
 
+def _kind_case(kind, tmp_path):
+    """(per-image statistics, metric) of one task kind, from the generated cases above."""
+    from flora_mm.engine.analysis import bbox_map, coco_stats, dota_stats, rbox_map
+    if kind == 'segmentation':
+        return segmentation_stats(_samples(3, n=10), CLASSES), miou
+    if kind == 'coco':
+        ann, samples, classes = _coco_case(tmp_path, seed=4, n=12)
+        return coco_stats(ann, samples, classes), bbox_map
+    return dota_stats(_dota_case(5, n=10), 3), rbox_map
+
+
+@pytest.mark.parametrize('kind', ['segmentation', 'coco', 'dota'])
+def test_metric_on_draws_is_the_metric_of_each_row(kind, tmp_path):
+    """The vectorised evaluation on many image resamples equals the per-row metric (the oracle, itself checked
+    against pycocotools / mmrotate / mmseg above), across a chunk boundary, on rows that draw one image only (classes
+    without ground truth there are not counted) and on a row that draws nothing."""
+    stats, metric = _kind_case(kind, tmp_path)
+    n = (stats['gts'] if kind != 'segmentation' else stats).shape[0]
+    draws = np.concatenate([analysis.image_draws(n, 150, seed=7), np.eye(n, dtype=np.int64), np.zeros((1, n), int)])
+    expected = np.array([metric(stats, row) for row in draws])
+    np.testing.assert_allclose(analysis.metric_on_draws(metric, stats, draws), expected, rtol=0, atol=1e-12,
+                               equal_nan=True)
+    assert len(set(np.round(expected[:150], 9))) > 20  # the rows do differ
+
+
+def test_image_draws_are_bootstrap_resamples_shared_by_every_run():
+    draws = analysis.image_draws(40, 500, seed=3)
+    assert draws.shape == (500, 40) and (draws.sum(1) == 40).all() and (draws >= 0).all()
+    assert (draws == analysis.image_draws(40, 500, seed=3)).all() and not (draws == analysis.image_draws(40, 500)).all()
+    assert abs((draws == 0).mean() - (1 - 1 / 40) ** 40) < 0.02  # an image is left out with probability ~1/e
+
+
+def test_paired_bootstrap_of_detection_statistics(tmp_path):
+    """COCO statistics (a dict per run, not an array): b drops the best-scored true positive of every image of
+    a, so a - b > 0 on every seed; the mean is the mean of the per-seed bbox_map differences."""
+    from flora_mm.engine.analysis import bbox_map
+    stats, _ = _kind_case('coco', tmp_path)
+    a, b = {}, {}
+    for seed in range(3):
+        keep = np.random.default_rng(seed).random(len(stats['dets'])) < 0.9
+        a[seed] = dict(dets=stats['dets'][keep], gts=stats['gts'])
+        worse = a[seed]['dets'].copy()
+        worse[worse[:, 3] > 0, 4], worse[worse[:, 3] > 0, 3] = worse[worse[:, 3] > 0, 3], 0  # true -> false positive
+        b[seed] = dict(dets=worse, gts=stats['gts'])
+    result = paired_bootstrap(a, b, bbox_map, resamples=300)
+    assert result['mean'] == pytest.approx(np.mean([bbox_map(a[s]) - bbox_map(b[s]) for s in a]))
+    assert result['lo'] > 0 and result['images'] == 12 and result['covers'] == 'seeds and test images'
+
+
 @pytest.mark.parametrize('pvalues, adjusted', [
     ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),  # m = 4: 4 x 0.005, 3 x 0.01, max(2 x 0.03, 1 x 0.04)
     ([0.5, 0.2], [0.5, 0.4]),  # 2 x 0.2, then max(0.4, 1 x 0.5)
