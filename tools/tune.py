@@ -10,6 +10,8 @@ Examples::
         --param backbone_lr_mult=log:0.1:10 model.backbone.adapter.scale=log:0.5:32
     # exactly this grid (the same number of trials for every method), three paired seeds per point
     tools/tune.py CONFIG --grid backbone_lr_mult=0.25,0.5,1,2,4 --seeds 0 1 2
+    # a log grid a factor 4 apart, extended one point at a time while its best value sits at an edge (at most 4)
+    tools/tune.py CONFIG --grid backbone_lr_mult=0.0625,0.25,1,4,16 --extend 4
     # one study, several processes / machines: the same command with a shared storage
     tools/tune.py CONFIG ... --storage postgresql://host/db --study-name coco-flora
 
@@ -23,7 +25,8 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import flora_mm.mm  # noqa: F401
-from flora_mm.engine.tune import LR_MULT, PRUNERS, SearchParam, Study, StudySettings, subprocess_launcher
+from flora_mm.engine.tune import (LR_MULT, PRUNERS, SearchParam, Study, StudySettings, edge_extension, grid_results,
+                                  run_extended_grid, subprocess_launcher)
 
 
 
@@ -35,6 +38,9 @@ def parse_args(argv=None):
                              f'PATH a dotted config path or {LR_MULT} (default: {LR_MULT}=log:0.1:10)')
     parser.add_argument('--grid', nargs='+', default=[], metavar='PATH=V1,V2',
                         help='grid mode: run exactly these values (all combinations), each once')
+    parser.add_argument('--extend', type=int, default=0, metavar='N',
+                        help='grid mode, one numeric parameter: while the best value is at an edge of the grid, add '
+                             'the next point beyond it (the grid\'s own step), at most N points')
     parser.add_argument('--n-trials', type=int, help='finished trials wanted (sampled mode; default 20)')
     parser.add_argument('--metric', help='validation metric (default: from val_evaluator, e.g. coco/bbox_mAP)')
     parser.add_argument('--direction', choices=['maximize', 'minimize'], default='maximize')
@@ -55,6 +61,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.param and args.grid:
         parser.error('give --param (sampled) or --grid, not both')
+    if args.extend and not args.grid:
+        parser.error('--extend extends a grid: give --grid PATH=V1,V2,...')
     return args
 
 
@@ -69,7 +77,16 @@ def main(argv=None):
         pruner=args.pruner, storage=args.storage, study_name=args.study_name, cfg_options=dict(args.cfg_options),
         heartbeat=args.heartbeat, fixed_budget=args.fixed_budget)
     env = {k: str(args.threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')} if args.threads else None
-    study = Study(settings, subprocess_launcher(args.nproc, cwd=Path(os.getcwd()), env=env))
+    launch = subprocess_launcher(args.nproc, cwd=Path(os.getcwd()), env=env)
+    if args.extend:
+        grid = run_extended_grid(settings, launch, args.extend)
+        print('\n'.join(f'{grid["param"]}={k}: {v}' for k, v in grid['results'].items()))
+        if 'selected' in grid:
+            print(f'[tune] selected over the grid and {len(grid["extensions"])} extension(s): {grid["param"]}='
+                  f'{grid["selected"]:g}, {grid["metric"]} {grid["value"]:.4f} -> {grid["best_config"]}')
+        _warn_at_edge(grid.get('at_edge', False), f'after {args.extend} extension(s); raise --extend or widen the grid')
+        return
+    study = Study(settings, launch)
     print(f'[tune] study {study.name!r} in {study.storage_url}: {study.n_trials} trials, metric {study.metric} '
           f'({settings.direction}), pruner {study.pruner}')
     study.optimize()
@@ -79,7 +96,14 @@ def main(argv=None):
         print(f'[tune] best: trial {summary["best_trial"]} {study.metric} {summary["best_value"]:.4f} '
               f'{summary["best_params"]} -> {summary["best_config"]}')
     print(f'[tune] plots: {", ".join(summary["plots"]) or "none (no complete trial)"}')
+    if settings.grid and len(settings.params) == 1 and settings.params[0].numeric_grid and len(study.finished()) > 1:
+        _warn_at_edge(edge_extension(grid_results([study]), settings.direction) is not None,
+                      '(--extend N adds points beyond it)')
 
+
+def _warn_at_edge(at_edge: bool, advice: str) -> None:
+    if at_edge:
+        print(f'[tune] WARNING: the best value is at an edge of the grid: it is not an optimum {advice}')
 
 if __name__ == '__main__':
     main()

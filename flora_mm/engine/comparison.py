@@ -31,7 +31,7 @@ from .analysis import (bbox_map, coco_stats, dota_stats, holm, image_draws, metr
                        paired_resampled, rbox_map, segmentation_stats, t_interval)
 from .targets import TASKS
 from .runs import git
-from .tune import LR_MULT, SearchParam, Study, StudySettings, subprocess_launcher
+from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, subprocess_launcher
 
 __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
            'TEST_SEEDS', 'VALIDATION_SEED', 'NoInteriorOptimum', 'without_interior_optimum',
@@ -214,17 +214,15 @@ def extension(out: Path, task: str, method: str) -> tuple[float, ...]:
     missing = tuple(g for g in LR_GRID if g not in done)
     if missing:
         return missing
-    best = max(runs, key=_value)
-    mults = sorted(done)
-    if best['lr_mult'] in (mults[0], mults[-1]) and len(mults) >= len(LR_GRID) + MAX_EXTENSIONS:
+    point = edge_extension({r['lr_mult']: _value(r) for r in runs}, factor=GRID_FACTOR)
+    if point is None:
+        return ()
+    if len(done) >= len(LR_GRID) + MAX_EXTENSIONS:
+        best = max(runs, key=_value)['lr_mult']
         raise NoInteriorOptimum(f'{task}/{method}: the best validation value is still at the edge lr_mult '
-                                f'{best["lr_mult"]:g} after {MAX_EXTENSIONS} extensions of the grid: no tuned test '
+                                f'{best:g} after {MAX_EXTENSIONS} extensions of the grid: no tuned test '
                                 f'run (reported as such); inspect the runs')
-    if best['lr_mult'] == mults[0]:
-        return (mults[0] / GRID_FACTOR, )
-    if best['lr_mult'] == mults[-1]:
-        return (mults[-1] * GRID_FACTOR, )
-    return ()
+    return (point, )
 
 
 def selected_lr_mult(out: Path, task: str, method: str) -> float:

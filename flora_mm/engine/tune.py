@@ -14,6 +14,10 @@ multiplier on the learning rate of the backbone's trainable parameters (the adap
 heads and neck unchanged (``paramwise_cfg.custom_keys['backbone'].lr_mult``, multiplying any more specific
 ``backbone...`` key the config has).
 
+An optimum at the edge of a grid is not an optimum: :func:`edge_extension` names the point one step beyond the edge
+the best value sits on, and :func:`run_extended_grid` (``tools/tune.py --grid ... --extend N``) runs such points,
+each as a study of its own in ``WORK_DIR/extend_<value>/``, until the best value is interior (or N are used up).
+
 One work dir holds one study (``study.json`` names it; a second study there is refused). Every trial writes
 ``WORK_DIR/trial_NNNN/`` (the config it trained, per-seed work dirs, ``trial.json`` with
 parameters, metric, minutes and commit); the study ends with ``best_config.py`` (a ready-to-run config of the
@@ -41,8 +45,8 @@ from ..cli import TRAIN, command, torchrun_command
 from .runs import git, last_validation, run_logged
 
 __all__ = ['LR_MULT', 'METRICS', 'SearchParam', 'StudySettings', 'Study', 'TrialFailed', 'apply_params',
-           'check_paths', 'check_validation_split', 'count_validations', 'default_metric', 'make_pruner',
-           'subprocess_launcher']
+           'check_paths', 'check_validation_split', 'count_validations', 'default_metric', 'edge_extension',
+           'grid_results', 'make_pruner', 'run_extended_grid', 'subprocess_launcher']
 
 #: The search-space name of the backbone learning-rate multiplier.
 LR_MULT = 'backbone_lr_mult'
@@ -562,3 +566,80 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f'{value:.4g}'
     return str(value)
+
+
+# -- the edge rule ---------------------------------------------------------------------------------------------------
+def edge_extension(results: Mapping[float, float | None], direction: str = 'maximize',
+                   factor: float | None = None) -> float | None:
+    """The grid point the edge rule asks for next: None when the best result is interior, else the point one step
+    beyond the edge it sits on. A failed point (None, NaN) counts as worst; of tied points the smallest wins.
+
+    Args:
+        results: Metric by grid point (positive numbers: the grid is read as log-spaced).
+        direction: 'maximize' or 'minimize'.
+        factor: The step beyond an edge (default: the ratio of the two outermost points on that side).
+    """
+    points = sorted(results)
+    if len(points) < 2 or points[0] <= 0:
+        raise ValueError(f'the edge rule needs at least two positive grid points, got {points}')
+    sign = 1 if direction == 'maximize' else -1
+
+    def score(point: float) -> float:
+        value = results[point]
+        return sign * value if value is not None and math.isfinite(value) else -math.inf
+    best = max(points, key=score)
+    if best == points[0]:
+        return points[0] / (factor or points[1] / points[0])
+    if best == points[-1]:
+        return points[-1] * (factor or points[-1] / points[-2])
+    return None
+
+
+def grid_results(studies: Sequence[Study]) -> dict[float, float | None]:
+    """Metric by grid point over one-parameter grid studies (a failed or pruned trial: None)."""
+    out: dict[float, float | None] = {}
+    for study in studies:
+        path = study.settings.params[0].path
+        for trial in study.finished():
+            out[trial.params[path]] = trial.value if trial.state.name == 'COMPLETE' else None
+    return out
+
+
+def run_extended_grid(settings: StudySettings, launch: Callable[[Path, Path, Path], None], max_extensions: int,
+                      log: Callable[[str], None] = print) -> dict:
+    """Run a one-parameter numeric grid, then extend it one point at a time beyond the edge its best value sits on
+    (:func:`edge_extension`) until the best is interior or ``max_extensions`` points are added. Each extension is a
+    study of its own in ``WORK_DIR/extend_<value>/`` (same seeds, options and storage kind); resumable like any
+    study. Writes ``WORK_DIR/grid.json`` (metric by point, the selection, whether it is still at an edge) and
+    ``WORK_DIR/best_config.py`` of the selection over all points; returns what ``grid.json`` holds."""
+    if (not settings.grid or len(settings.params) != 1 or not settings.params[0].numeric_grid
+            or len(settings.params[0].values) < 2 or min(settings.params[0].values) <= 0):
+        raise ValueError('--extend needs a grid of at least two positive values of one parameter (log-spaced, e.g. '
+                         '--grid backbone_lr_mult=0.25,1,4)')
+    studies = [Study(settings, launch, log=log)]
+    studies[0].optimize()
+    base_name, param = studies[0].name, settings.params[0]
+    while (point := edge_extension(grid_results(studies), settings.direction)) is not None:
+        if len(studies) > max_extensions:
+            break
+        log(f'[tune] the best {studies[0].metric} is at an edge of the grid: extending it to {param.path}={point:g}')
+        extra = dataclasses.replace(settings, work_dir=settings.work_dir / f'extend_{point:g}',
+                                    params=[dataclasses.replace(param, values=(point, ))], n_trials=None,
+                                    study_name=f'{base_name}_extend_{point:g}')
+        studies.append(Study(extra, launch, log=log))
+        studies[-1].optimize()
+    for study in studies:
+        study.finish()
+    results = grid_results(studies)
+    sign = 1 if settings.direction == 'maximize' else -1
+    complete = {k: v for k, v in results.items() if v is not None and math.isfinite(v)}
+    summary = dict(param=param.path, metric=studies[0].metric, results={f'{k:g}': v for k, v in sorted(results.items())},
+                   extensions=[s.settings.work_dir.name for s in studies[1:]])
+    if complete:
+        selected = max(sorted(complete), key=lambda k: sign * complete[k])
+        config = settings.work_dir / 'best_config.py'
+        studies[0].trial_config({param.path: selected}, settings.seeds[0]).dump(str(config))
+        summary.update(selected=selected, value=complete[selected], best_config=str(config),
+                       at_edge=edge_extension(results, settings.direction) is not None)
+    (settings.work_dir / 'grid.json').write_text(json.dumps(summary, indent=1) + '\n')
+    return summary

@@ -23,7 +23,8 @@ from torch import nn
 
 from flora_mm.engine.hooks import FiniteLossHook, OptunaPruningHook
 from flora_mm.engine.tune import (LR_MULT, PRUNED_MARKER, SearchParam, Study, StudySettings, TrialFailed, apply_params,
-                                  check_validation_split, count_validations, default_metric)
+                                  check_validation_split, count_validations, default_metric, edge_extension,
+                                  run_extended_grid)
 from tests.test_configs.smoke import ROOT
 
 DEMO = ROOT / 'configs/target/mask-rcnn_convnextv2-atto_flora-r10_6e_target-coco.py'
@@ -248,6 +249,62 @@ def test_a_work_dir_from_before_the_owner_record_is_adopted_only_without_another
         Study(_settings(tmp_path, grid='2,4', study_name='second'), FakeTraining(), log=lambda _: None)
     Study(_settings(tmp_path, grid='0.5,1'), FakeTraining(), log=lambda _: None)  # its own study: adopted
     assert json.loads((tmp_path / 'study' / 'study.json').read_text())['study_name'] == 'first'
+
+
+@pytest.mark.parametrize('results,direction,factor,expected', [
+    ({1: .3, 4: .5, 16: .4}, 'maximize', None, None),          # interior
+    ({1: .3, 4: .4, 16: .5}, 'maximize', None, 64),            # top edge: one grid step beyond
+    ({1: .5, 4: .4, 16: .3}, 'maximize', None, 0.25),          # bottom edge
+    ({1: .5, 2: .4, 8: .3}, 'maximize', None, 0.5),            # the step is the outermost ratio on that side
+    ({1: .3, 2: .4, 8: .5}, 'maximize', None, 32),
+    ({1: .3, 4: .5, 16: None}, 'maximize', None, None),        # a failed point is the worst, not a missing one
+    ({1: .3, 4: .5, 16: math.nan}, 'maximize', None, None),
+    ({1: None, 4: None}, 'maximize', None, 0.25),              # nothing finished: the smallest wins the tie
+    ({1: .5, 4: .5, 16: .2}, 'maximize', None, 0.25),          # tied best: the smallest point
+    ({1: .3, 4: .1, 16: .2}, 'minimize', None, None),
+    ({1: .1, 4: .2, 16: .3}, 'minimize', None, 0.25),
+    ({1: .3, 4: .4, 16: .5}, 'maximize', 2.0, 32),             # an explicit factor
+])
+def test_edge_rule(results, direction, factor, expected):
+    assert edge_extension(results, direction, factor) == expected
+
+
+def test_edge_rule_refuses_a_grid_it_cannot_read():
+    for results in ({1: .5}, {0: .1, 1: .2}, {-1: .1, 1: .2}):
+        with pytest.raises(ValueError, match='at least two positive grid points'):
+            edge_extension(results)
+
+
+def test_an_extended_grid_adds_points_beyond_the_edge_until_its_best_is_interior(tmp_path):
+    """FakeTraining peaks at lr_mult 2 (1 and 4 tie): a grid 1/16, 1/4 at its top edge is extended to 1, then 4,
+    where the best (1, the smaller of the tie) is interior; a rerun trains nothing; the best config is the
+    selection over every point, not the first study's best."""
+    fake = FakeTraining()
+    settings = _settings(tmp_path, grid='0.0625,0.25')
+    grid = run_extended_grid(settings, fake, max_extensions=4, log=lambda _: None)
+    assert sorted(fake.calls) == [0.0625, 0.25, 1, 4] and fake.calls[2:] == [1, 4]
+    assert grid['selected'] == 1 and not grid['at_edge'] and grid['extensions'] == ['extend_1', 'extend_4']
+    assert set(grid['results']) == {'0.0625', '0.25', '1', '4'}
+    best = Config.fromfile(grid['best_config'])
+    assert best.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 1
+    assert json.loads((tmp_path / 'study' / 'grid.json').read_text())['selected'] == 1
+    run_extended_grid(settings, fake, max_extensions=4, log=lambda _: None)
+    assert len(fake.calls) == 4  # resumed: every study already finished
+
+
+def test_an_extended_grid_still_at_an_edge_says_so(tmp_path):
+    fake = FakeTraining()
+    grid = run_extended_grid(_settings(tmp_path, grid='0.0625,0.25'), fake, max_extensions=1, log=lambda _: None)
+    assert sorted(fake.calls) == [0.0625, 0.25, 1] and grid['selected'] == 1 and grid['at_edge']
+
+
+@pytest.mark.parametrize('grid', ['1', '0,1', 'LoRA,DoRA'])
+def test_an_extended_grid_needs_two_positive_numbers(tmp_path, grid):
+    fake = FakeTraining()
+    settings = dataclasses.replace(_settings(tmp_path), params=[SearchParam.parse(f'{LR_MULT}={grid}')])
+    with pytest.raises(ValueError, match='at least two positive values'):
+        run_extended_grid(settings, fake, max_extensions=2)
+    assert fake.calls == []
 
 
 @pytest.mark.slow

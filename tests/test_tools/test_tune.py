@@ -53,3 +53,30 @@ def test_the_best_config_trains(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tmp_path / 'best' / 'last_checkpoint').exists()
+
+
+def _tool(monkeypatch, fake):
+    """tools/tune.py as a module, its trials run by ``fake``."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('tune_tool', ROOT / 'tools/tune.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tool, 'subprocess_launcher', lambda *a, **k: fake)
+    return tool
+
+
+def test_the_tool_warns_when_a_grid_ends_at_an_edge_and_extends_it_on_request(tmp_path, monkeypatch, capsys):
+    """FakeTraining peaks at lr_mult 2: the grid 0.25, 0.5 ends at its top edge (a warning); with --extend the
+    tool adds 1, 2 and 4 and selects 2, interior (no warning)."""
+    common = [str(DEMO), '--work-dir', str(tmp_path / 'plain')]
+    _tool(monkeypatch, FakeTraining()).main([*common, '--grid', f'{LR_MULT}=0.25,0.5'])
+    assert 'WARNING: the best value is at an edge of the grid' in capsys.readouterr().out
+    fake = FakeTraining()
+    _tool(monkeypatch, fake).main([str(DEMO), '--work-dir', str(tmp_path / 'extended'), '--grid',
+                                  f'{LR_MULT}=0.25,0.5', '--extend', '4'])
+    out = capsys.readouterr().out
+    assert f'selected over the grid and 3 extension(s): {LR_MULT}=2,' in out and 'WARNING' not in out
+    assert fake.calls[2:] == [1, 2, 4]
+    with pytest.raises(SystemExit):
+        _tool(monkeypatch, fake).parse_args([str(DEMO), '--extend', '2'])  # --extend without a grid
+
