@@ -3,7 +3,7 @@
 
     tools/tuned_study.py budgets [--write docs/preregistration.md]  # the pre-registration's budget table
     tools/tuned_study.py validate --tasks coco --methods flora lora   # validation grids (resumable)
-    tools/tuned_study.py curves [--write README.md]               # validation curves and selections so far
+    tools/tuned_study.py curves [--write README.md] [--plot]      # validation curves and selections so far
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
     tools/tuned_study.py test --tasks coco --default              # test split at the default x1 (tuned vs default)
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table,
+from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, plot_curves,
                                         progress_table, report, run_test_split, run_validation, test_methods,
                                         test_order)
 from flora_mm.engine.targets import TASKS, ensure_task_data
@@ -37,6 +37,8 @@ def main():
                              'another; seeds 0-4), for the pre-registered tuned-vs-default table')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
+    parser.add_argument('--plot', action='store_true',
+                        help='curves: also draw them, OUT/plots/<task>_curves.png (one panel per family of methods)')
     parser.add_argument('--write', type=Path,
                         help='budgets / curves / report / progress: rewrite the generated block of this document')
     args = parser.parse_args()
@@ -50,6 +52,8 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'curves')
         print(table)
+        for path in plot_curves(args.out, tuple(args.tasks), args.out / 'plots') if args.plot else ():
+            print(f'[tuned] {path}')
     elif args.command == 'report':
         text = report(args.out, tuple(args.tasks))
         if args.write:

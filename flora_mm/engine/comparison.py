@@ -37,7 +37,8 @@ __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'M
            'TEST_SEEDS', 'VALIDATION_SEED', 'NoInteriorOptimum', 'without_interior_optimum',
            'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
-           'PRIMARY', 'CLAIMS', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
+           'CURVE_PANELS', 'curves_figure', 'plot_curves',
+           'PRIMARY', 'CLAIMS', 'BRACKET', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
            'test_methods', 'test_order', 'verdict']
 
 ADAPTER = 'model.backbone.adapter'
@@ -461,6 +462,62 @@ def curves_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
         lines += [f'| {m} | ' + ' | '.join(_choice(out, t, m) for t in started) + ' |'
                   for m in METHODS if m not in UNTUNED]
     return '\n'.join(lines).strip()
+
+
+#: The panels of the curves plot: the low-rank forms; full fine-tuning and the per-channel methods.
+CURVE_PANELS = {'low-rank forms': ('lora', 'dora', 'flora', 'flora_k7', 'trilora', 'lora_mpc_o', 'lora_mpc_d',
+                                   'lora_mpc_n'),
+                'full fine-tuning and per-channel methods': ('full', 'bitfit', 'ia3', 'ssl', 'ssb')}
+
+
+def curves_figure(out: Path, task: str):
+    """A matplotlib figure of one task's validation curves (metric in % against the learning-rate multiplier, log
+    axis; the selected point ringed; a failed run an 'x' on the bottom axis), a panel per :data:`CURVE_PANELS`
+    entry; None without runs."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    if not any(validation_records(out, task, m) for m in METHODS if m not in UNTUNED):
+        return None
+    scale = TASKS[task]['to_percent']
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(6 * len(CURVE_PANELS), 4), sharey=True)
+    for ax, (title, methods) in zip(axes, CURVE_PANELS.items()):
+        for method in methods:
+            runs = validation_records(out, task, method)
+            if not runs:
+                continue
+            done = [r for r in runs if _value(r) > -math.inf]
+            line, = ax.plot([r['lr_mult'] for r in done], [scale * r['value'] for r in done], marker='o', ms=3,
+                            label=method)
+            failed = [r['lr_mult'] for r in runs if _value(r) == -math.inf]
+            if failed:
+                ax.plot(failed, [0] * len(failed), 'x', color=line.get_color())
+            choice = _choice(out, task, method)
+            if choice.startswith('x'):
+                best = next(r for r in done if f'x{r["lr_mult"]:g}' == choice)
+                ax.plot([best['lr_mult']], [scale * best['value']], 'o', ms=10, mfc='none', color=line.get_color())
+        ax.set_xscale('log', base=2)
+        ax.set(title=title, xlabel='learning-rate multiplier (x AdamW 2e-4)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(f'{TASKS[task]["metric"]} (%), validation, seed {VALIDATION_SEED}')
+    fig.suptitle(f'{task}: validation curves (ringed: selected)')
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(out: Path, tasks: tuple[str, ...], folder: Path) -> list[Path]:
+    """:func:`curves_figure` of each task with runs, as ``folder/<task>_curves.png``."""
+    import matplotlib.pyplot as plt
+    written = []
+    for task in tasks:
+        fig = curves_figure(out, task)
+        if fig is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            written.append(folder / f'{task}_curves.png')
+            fig.savefig(written[-1], dpi=100)
+            plt.close(fig)
+    return written
 
 
 def _choice(out: Path, task: str, method: str) -> str:

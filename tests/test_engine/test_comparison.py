@@ -105,6 +105,33 @@ def test_preregistration_budget_table_is_what_the_solver_gives_now():
     assert block == C.budget_table(ROOT) + '\n'
 
 
+def test_curve_panels_hold_every_tuned_method_once():
+    panels = [m for methods in C.CURVE_PANELS.values() for m in methods]
+    assert sorted(panels) == sorted(m for m in C.METHODS if m not in C.UNTUNED)
+
+
+def test_curves_figure_draws_the_run_files(tmp_path):
+    """FLoRA's five points (one failed) and LoRA's two: each line is its runs in %, the failed point an 'x' on the
+    axis, FLoRA's selection (x4) ringed; a task without runs has no figure."""
+    import matplotlib.pyplot as plt
+    for mult, value in {0.0625: .1, 0.25: .2, 1: .3, 4: .5, 16: .4}.items():
+        _record(tmp_path, mult, value, state='FAIL' if mult == 16 else 'COMPLETE')
+    for mult in (0.0625, 0.25):
+        _record(tmp_path, mult, 0.2, method='lora')
+    fig = C.curves_figure(tmp_path, 'coco')
+    low_rank = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in low_rank.get_lines() if not ln.get_label().startswith('_')}
+    assert set(lines) == {'flora', 'lora'}
+    assert list(lines['flora'].get_xdata()) == [0.0625, 0.25, 1, 4]
+    assert list(lines['flora'].get_ydata()) == pytest.approx([10, 20, 30, 50])
+    extra = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in low_rank.get_lines() if ln.get_label().startswith('_')]
+    assert ([16], [0]) in extra and ([4], [pytest.approx(50)]) in extra  # the failed run, the ringed selection
+    assert not fig.axes[1].get_lines()
+    plt.close(fig)
+    assert C.curves_figure(tmp_path, 'dota') is None
+    assert [p.name for p in C.plot_curves(tmp_path, ('coco', 'dota'), tmp_path / 'plots')] == ['coco_curves.png']
+
+
 def test_curves_table_marks_failed_points_and_pending_selections(tmp_path):
     for mult, value in {0.0625: .1, 0.25: .2, 1: .5, 4: .3, 16: math.nan}.items():
         _record(tmp_path, mult, value, state='FAIL' if math.isnan(value) else 'COMPLETE')
