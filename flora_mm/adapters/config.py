@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -58,6 +59,9 @@ class AdapterConfig:
             warning).
         train_bias: Also train the biases of the adapted layers.
         train_norm: Also train the affine parameters of normalisation layers.
+        lr_mult: Multiplier on the optimizer's learning rate for every parameter this adapter trains (its own and
+            the base parameters it unfreezes), on top of any ``paramwise_cfg``; None: the method's default
+            (:attr:`effective_lr_mult`). Applied by ``AdapterOptimWrapperConstructor``.
         options: The method's own options (its options dataclass, e.g.
             :class:`~flora_mm.adapters.methods.FLoRAOptions`); read them as attributes of the config too
             (``cfg.rank``), which names the method when it has no such option.
@@ -70,6 +74,7 @@ class AdapterConfig:
     route: str = 'auto'
     train_bias: bool = False
     train_norm: bool = False
+    lr_mult: float | None = None
     options: Any = None
 
     @classmethod
@@ -147,6 +152,12 @@ class AdapterConfig:
         for key in ('train_bias', 'train_norm'):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f'{self.type} adapter: {key} must be True or False, got {getattr(self, key)!r}')
+        if self.lr_mult is not None:
+            if isinstance(self.lr_mult, bool) or not isinstance(self.lr_mult, (int, float)):
+                raise TypeError(f'{self.type} adapter: lr_mult must be a number or None, got {self.lr_mult!r}')
+            if not (math.isfinite(self.lr_mult) and self.lr_mult > 0):
+                raise ValueError(f'{self.type} adapter: lr_mult must be a finite number > 0 (a multiplier on the '
+                                 f'learning rate), got {self.lr_mult!r}')
         for key in ('include', 'exclude'):
             for pattern in getattr(self, key):
                 try:
@@ -161,6 +172,11 @@ class AdapterConfig:
         if options is not None and name in methods.option_names(type(options)):
             return getattr(options, name)
         raise AttributeError(f'{self.__dict__.get("type", "this")} adapter has no option {name!r}')
+
+    @property
+    def effective_lr_mult(self) -> float:
+        """The learning-rate multiplier of this adapter's parameters: ``lr_mult``, else the method's default."""
+        return float(self.lr_mult if self.lr_mult is not None else self.method.lr_mult)
 
     @property
     def method(self):

@@ -25,7 +25,7 @@ __all__ = ['COMMON_OPTIONS', 'METHODS', 'method_table', 'MPC_FORMS', 'MPC_NONLIN
            'NoOptions', 'option_names', 'register_method']
 
 #: Options of every method that adapts layers (besides ``type``); BitFit takes all but ``route`` / ``train_bias``.
-COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'route', 'train_bias', 'train_norm'})
+COMMON_OPTIONS = frozenset({'targets', 'include', 'exclude', 'route', 'train_bias', 'train_norm', 'lr_mult'})
 #: The matrix-pattern constraints of the subspace-tuning paper (Si et al., Sec. 4.2): ``orthogonal`` (eq. 20),
 #: ``diagonal`` (eq. 21), ``nonlinear`` (MPC_n: an activation between the two factors, eq. 25).
 MPC_FORMS = ('orthogonal', 'diagonal', 'nonlinear')
@@ -145,6 +145,8 @@ class Method:
         params: Its parameter count per adapted layer, for docs.
         mergeable: When its update folds into the weight, for docs.
         source: Where the method comes from.
+        lr_mult: The multiplier on the optimizer's learning rate that the parameters it trains get when the config
+            sets no ``lr_mult`` (applied by the OpenMMLab optimizer constructor of :mod:`flora_mm.engine`).
     """
     name: str
     options: type = NoOptions
@@ -157,6 +159,7 @@ class Method:
     params: str = ''
     mergeable: str = 'yes, exactly'
     source: str = ''
+    lr_mult: float = 1.0
 
     @property
     def option_names(self) -> frozenset[str]:
@@ -187,7 +190,7 @@ def register_method(method: Method) -> Method:
 
 # BitFit adapts no layer: it trains the biases of the selected layers (norms.py keeps that exact for norm layers
 # whose weight stays frozen).
-register_method(Method('BitFit', common=frozenset({'targets', 'include', 'exclude', 'train_norm'}),
+register_method(Method('BitFit', common=frozenset({'targets', 'include', 'exclude', 'train_norm', 'lr_mult'}),
                        default_targets=('all', ), trains_bias=True, formula='`b -> b + db` (biases only)',
                        params='`d_out` (its bias)', mergeable='nothing to merge (the bias itself trains)',
                        source='Zaken et al. 2021'))

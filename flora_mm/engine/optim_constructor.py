@@ -66,6 +66,9 @@ class AdapterOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     * Refuses to build if a base parameter frozen by adapter injection is trainable again (:func:`check_frozen`).
     * Keeps every ``paramwise_cfg`` feature of the default constructor (``custom_keys`` with ``lr_mult`` /
       ``decay_mult``, ``norm_decay_mult``, ``bias_decay_mult``...), e.g. ``custom_keys={'flora_': dict(lr_mult=2.)}``.
+    * Each adapter's ``lr_mult`` (its config's, else its method's default: ``AdapterConfig.effective_lr_mult``)
+      multiplies the learning rate of every parameter the adapter trains, on top of ``paramwise_cfg``; one log line
+      per multiplier other than 1.
     * Parameter groups with identical options are merged (one group per distinct setting, so the optimizer's
       multi-tensor kernels apply), and frozen parameters are left out.
     * Logs one summary table instead of mmengine's per-parameter messages.
@@ -94,8 +97,31 @@ class AdapterOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def add_params(self, params: list[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
         super().add_params(params, module, prefix=prefix, **kwargs)
-        if prefix == '':  # the outermost call: merge groups with identical options
+        if prefix == '':  # the outermost call: the adapters' multipliers, then merge groups with identical options
+            self._apply_adapter_lr_mult(params, module)
             params[:] = self._merge_groups(params)
+
+    def _apply_adapter_lr_mult(self, groups: list[dict], module: nn.Module) -> None:
+        mults: dict[int, tuple[float, str]] = {}
+        for _, adapted, state in adapter_states(module):  # an inner adapted module overrides an outer one
+            mults.update({id(p): (state.config.effective_lr_mult, state.config.type)
+                          for p in adapter_parameters(adapted).values()})
+        applied: dict[tuple[str, float], int] = defaultdict(int)
+        for group in groups:
+            found = {mults.get(id(p), (1.0, '')) for p in group['params']}
+            if len(found) != 1:
+                raise RuntimeError(f'a parameter group mixes parameters of different adapter lr_mult: {found}')
+            (mult, kind), = found
+            if mult == 1.0:
+                continue
+            if self.base_lr is None:
+                raise ValueError(f'{kind} adapter: lr_mult {mult:g} multiplies the optimizer\'s lr, which the '
+                                 f'optimizer config does not set')
+            group['lr'] = group.get('lr', self.base_lr) * mult
+            applied[(kind, mult)] += sum(p.numel() for p in group['params'])
+        for (kind, mult), count in applied.items():
+            print_log(f'AdapterOptimWrapperConstructor: the {count:,} parameters the {kind} adapter trains at '
+                      f'x{mult:g} the learning rate (its lr_mult)', logger='current')
 
     @staticmethod
     def _merge_groups(groups: list[dict]) -> list[dict]:

@@ -86,6 +86,17 @@ def test_each_validation_grid_has_a_work_dir_of_its_own():
     assert [p.values for p in up.params] == [(64.0, )]
 
 
+def test_the_study_scales_only_the_backbone_learning_rate():
+    """The grid multiplies the config's lr (backbone_lr_mult); an adapter default lr_mult other than 1 would shift
+    every method's grid by it: the study's adapters train at x1 before the grid applies."""
+    from flora_mm.adapters import AdapterConfig
+    for method, spec in C.METHODS.items():
+        adapter = spec.get('adapter')
+        if adapter is not None:
+            cfg = AdapterConfig.from_dict({k: (16 if v == C.SOLVE else v) for k, v in adapter.items()})
+            assert cfg.effective_lr_mult == 1.0, method
+
+
 def test_base_is_untuned():
     with pytest.raises(ValueError, match='no learning-rate grid'):
         C.validation_study('coco', 'base', ROOT, ROOT / 'unused')

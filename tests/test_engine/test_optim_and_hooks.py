@@ -87,6 +87,32 @@ def test_paramwise_cfg_kept_groups_merged_and_no_per_parameter_flood():
     assert any('trainable' in m and 'frozen' in m and 'adapter' in m for m in messages)
 
 
+@pytest.mark.parametrize('adapter,custom_keys,expected', [
+    (dict(type='FLoRA', rank=2, lr_mult=8), None, 8e-3),                           # the config's multiplier
+    (dict(type='FLoRA', rank=2, lr_mult=8), {'backbone': dict(lr_mult=2.0)}, 1.6e-2),  # times paramwise_cfg's
+    (dict(type='IA3', lr_mult=0.5), None, 5e-4),
+    (dict(type='BitFit', lr_mult=4), None, 4e-3),                                  # base biases it unfroze
+    (dict(type='FLoRA', rank=2), None, 1e-3),                                      # the method's default: 1
+])
+def test_adapter_lr_mult_scales_what_the_adapter_trains_and_nothing_else(adapter, custom_keys, expected):
+    model = ToyModel(adapter=adapter)
+    wrapper, messages = logged(lambda: build(model, dict(custom_keys=custom_keys) if custom_keys else None))
+    lr = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    trained = adapter_parameters(model.backbone)
+    assert trained and all(lr[id(p)] == pytest.approx(expected) for p in trained.values())
+    assert all(lr[id(p)] == pytest.approx(1e-3) for p in model.head.parameters())  # the head keeps the base lr
+    noted = [m for m in messages if 'its lr_mult' in m]
+    assert len(noted) == (expected != pytest.approx(1e-3) and 'lr_mult' in adapter)
+
+
+@pytest.mark.parametrize('value,error', [(0, ValueError), (-2, ValueError), (float('inf'), ValueError),
+                                         ('8', TypeError), (True, TypeError)])
+def test_a_bad_adapter_lr_mult_is_refused(value, error):
+    from flora_mm.adapters import AdapterConfig
+    with pytest.raises(error, match='lr_mult'):
+        AdapterConfig.from_dict(dict(type='LoRA', lr_mult=value))
+
+
 def test_refuses_base_weights_trainable_again():
     model = ToyModel(adapter=dict(type='LoRA', rank=2))
     model.backbone[0].weight.requires_grad_(True)
