@@ -770,7 +770,7 @@ def _bracket_rows(bracket: list[dict], task: str) -> list[list[str]]:
     found = {(r['a'], r['b']): r for r in bracket if r['task'] == task}
     span = found.get(('full', 'base'))
     rows = []
-    for method in METHODS:
+    for method in (m for m in METHODS if m not in UNTUNED):
         above, below = found.get((method, 'base')), found.get(('full', method))
         if above is None and below is None:
             continue

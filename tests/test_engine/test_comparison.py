@@ -363,6 +363,7 @@ def test_report_places_each_method_between_base_and_full(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith('| flora | +'))
     assert row.endswith(f'| {share:.0f}% |') and 60 < share < 73  # about (0.8 - 0.6) / (0.9 - 0.6)
     assert next(line for line in text.splitlines() if line.startswith('| lora | +')).endswith('| - |')
+    assert '| base | - |' not in text  # Base is the bracket's end, not a row of it
 
 
 def test_detection_runs_are_compared_in_points_and_each_run_is_resampled_once(tmp_path, monkeypatch):
