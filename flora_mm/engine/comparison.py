@@ -35,7 +35,7 @@ from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, su
 
 __all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
            'TEST_SEEDS', 'VALIDATION_SEED', 'NoInteriorOptimum', 'without_interior_optimum',
-           'budget_table', 'curves_table', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
+           'budget_table', 'curves_table', 'dump_run', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
            'CURVE_PANELS', 'curves_figure', 'plot_curves',
            'PRIMARY', 'CLAIMS', 'BRACKET', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
@@ -160,7 +160,27 @@ def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> No
                 resolved_config=resolved)
     path = out / 'validation' / task / method / f'lr{mult:g}_s{record["seeds"][0]}.json'
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + '\n')
+    path.write_text(dump_run(data))
+
+
+def dump_run(data: Mapping[str, Any]) -> str:
+    """A run file's text: ``json.dumps(data, indent=1)``, except that per-image statistics (``image_stats``) are
+    written one row -- an image, a detection -- per line instead of one number per line (a detection test run has
+    thousands of rows). ``json.loads`` gives ``data`` back."""
+    if data.get('image_stats') is None:
+        return json.dumps(data, indent=1) + '\n'
+    placeholder = json.dumps(dict(data, image_stats=None), indent=1)
+    head, tail = placeholder.split('"image_stats": null', 1)
+    return head + '"image_stats": ' + _rows(data['image_stats'], ' ') + tail + '\n'
+
+
+def _rows(value: Any, indent: str) -> str:
+    inner = indent + ' '
+    if isinstance(value, Mapping):
+        items = [f'{inner}{json.dumps(k)}: {_rows(v, inner)}' for k, v in value.items()]
+        return '{\n' + ',\n'.join(items) + f'\n{indent}}}' if items else '{}'
+    rows = [inner + json.dumps(row, separators=(',', ':')) for row in value]
+    return '[\n' + ',\n'.join(rows) + f'\n{indent}]' if rows else '[]'
 
 
 def validation_settings(task: str, method: str, root: Path, grid: tuple[float, ...] = LR_GRID,
@@ -388,7 +408,7 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
         data.update(_IMAGE_STATS[spec['image_stats']](cfg, work_dir / 'test_predictions.pkl', metrics[spec['metric']],
                                                        workspace))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + '\n')
+    path.write_text(dump_run(data))
     return data
 
 

@@ -56,6 +56,24 @@ def test_a_method_still_at_an_edge_after_the_extensions_is_reported_and_not_test
     assert rows['test (tuned)']['to_run'] == sum(len(s) for m, s in C.TEST_SEEDS.items() if m != 'flora')
 
 
+@pytest.mark.parametrize('stats', [
+    None,                                                                       # a validation run: plain indent=1
+    [[[3, 5], [0, 2]], [[1, 1], [4, 9]]],                                       # segmentation: [images, classes, 2]
+    {'dets': [[0.0, 1.0, 0.875, 1023.0, 0.0], [1.0, 2.0, 0.5, 0.0, 1023.0]], 'gts': [[1, 0, 2], [0, 0, 1]]},
+    {'dets': [], 'gts': [[0, 0, 0]]},                                           # no detection at all
+])
+def test_run_files_keep_one_statistics_row_per_line(stats):
+    data = dict(task='coco', method='flora', seed=0, value=0.5, image_stats=stats, predictions=None)
+    text = C.dump_run(data)
+    assert json.loads(text) == data
+    if stats is None:
+        assert text == json.dumps(data, indent=1) + '\n'
+    else:
+        rows = stats['dets'] + stats['gts'] if isinstance(stats, dict) else stats
+        assert len(text.splitlines()) <= len(rows) + 15  # a line per row, not per number
+        assert all(f'{json.dumps(r, separators=(",", ":"))}' in text for r in rows)
+
+
 def test_grid_is_log_spaced_a_factor_four_apart_with_five_points():
     ratios = {b / a for a, b in zip(C.LR_GRID, C.LR_GRID[1:])}
     assert len(C.LR_GRID) >= 5 and ratios == {C.GRID_FACTOR} and 1.0 in C.LR_GRID
