@@ -490,38 +490,47 @@ CURVE_PANELS = {'low-rank forms': ('lora', 'dora', 'flora', 'flora_k7', 'trilora
                 'full fine-tuning and per-channel methods': ('full', 'bitfit', 'ia3', 'ssl', 'ssb')}
 
 
-def curves_figure(out: Path, task: str):
+def curves_figure(out: Path, task: str, zoom: float = 12.0):
     """A matplotlib figure of one task's validation curves (metric in % against the learning-rate multiplier, log
-    axis; the selected point ringed; a failed run an 'x' on the bottom axis), a panel per :data:`CURVE_PANELS`
-    entry; None without runs."""
+    axis; the selected point ringed; a failed run an 'x' on the bottom axis), a column per :data:`CURVE_PANELS`
+    entry: the full range on top, below it the ``zoom`` points under the column's best (where the selections are
+    made); None without runs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     if not any(validation_records(out, task, m) for m in METHODS if m not in UNTUNED):
         return None
     scale = TASKS[task]['to_percent']
-    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(6 * len(CURVE_PANELS), 4), sharey=True)
-    for ax, (title, methods) in zip(axes, CURVE_PANELS.items()):
-        for method in methods:
-            runs = validation_records(out, task, method)
-            if not runs:
-                continue
-            done = [r for r in runs if _value(r) > -math.inf]
-            line, = ax.plot([r['lr_mult'] for r in done], [scale * r['value'] for r in done], marker='o', ms=3,
-                            label=method)
-            failed = [r['lr_mult'] for r in runs if _value(r) == -math.inf]
-            if failed:
-                ax.plot(failed, [0] * len(failed), 'x', color=line.get_color())
-            choice = _choice(out, task, method)
-            if choice.startswith('x'):
-                best = next(r for r in done if f'x{r["lr_mult"]:g}' == choice)
-                ax.plot([best['lr_mult']], [scale * best['value']], 'o', ms=10, mfc='none', color=line.get_color())
-        ax.set_xscale('log', base=2)
-        ax.set(title=title, xlabel='learning-rate multiplier (x AdamW 2e-4)')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(f'{TASKS[task]["metric"]} (%), validation, seed {VALIDATION_SEED}')
-    fig.suptitle(f'{task}: validation curves (ringed: selected)')
+    fig, axes = plt.subplots(2, len(CURVE_PANELS), figsize=(6 * len(CURVE_PANELS), 7), sharex='col')
+    for column, (title, methods) in enumerate(CURVE_PANELS.items()):
+        top = -math.inf
+        for ax in axes[:, column]:
+            for method in methods:
+                runs = validation_records(out, task, method)
+                if not runs:
+                    continue
+                done = [r for r in runs if _value(r) > -math.inf]
+                line, = ax.plot([r['lr_mult'] for r in done], [scale * r['value'] for r in done], marker='o', ms=3,
+                                label=method)
+                top = max([top, *(scale * r['value'] for r in done)])
+                failed = [r['lr_mult'] for r in runs if _value(r) == -math.inf]
+                if failed:
+                    ax.plot(failed, [0] * len(failed), 'x', color=line.get_color())
+                choice = _choice(out, task, method)
+                if choice.startswith('x'):
+                    best = next(r for r in done if f'x{r["lr_mult"]:g}' == choice)
+                    ax.plot([best['lr_mult']], [scale * best['value']], 'o', ms=10, mfc='none',
+                            color=line.get_color())
+            ax.set_xscale('log', base=2)
+            ax.grid(alpha=0.3)
+        axes[0, column].set_title(title)
+        axes[0, column].legend(fontsize=7)
+        axes[1, column].set_xlabel('learning-rate multiplier (x AdamW 2e-4)')
+        if math.isfinite(top):
+            axes[1, column].set_ylim(top - zoom, top + 1)
+    axes[0, 0].set_ylabel(f'{TASKS[task]["metric"]} (%)')
+    axes[1, 0].set_ylabel(f'the best {zoom:g} points (%)')
+    fig.suptitle(f'{task}: validation curves (seed {VALIDATION_SEED}; ringed: selected)')
     fig.tight_layout()
     return fig
 

@@ -155,7 +155,10 @@ def test_curves_figure_draws_the_run_files(tmp_path):
     assert list(lines['flora'].get_ydata()) == pytest.approx([10, 20, 30, 50])
     extra = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in low_rank.get_lines() if ln.get_label().startswith('_')]
     assert ([16], [0]) in extra and ([4], [pytest.approx(50)]) in extra  # the failed run, the ringed selection
-    assert not fig.axes[1].get_lines()
+    top_left, top_right, bottom_left, bottom_right = fig.axes
+    assert bottom_left.get_ylim() == pytest.approx((50 - 12, 50 + 1))  # the zoom under the low-rank column's best
+    assert len(bottom_left.get_lines()) == len(low_rank.get_lines())  # the same curves
+    assert not top_right.get_lines() and not bottom_right.get_lines()  # no per-channel method ran
     plt.close(fig)
     assert C.curves_figure(tmp_path, 'dota') is None
     assert [p.name for p in C.plot_curves(tmp_path, ('coco', 'dota'), tmp_path / 'plots')] == ['coco_curves.png']
