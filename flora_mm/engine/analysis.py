@@ -122,20 +122,25 @@ def coco_stats(ann_file: str, detections: Sequence[Mapping], classes: Sequence[s
     return dict(dets=np.asarray(rows, dtype=float).reshape(-1, 5), gts=gts)
 
 
+def _classes_sorted(stats: Mapping[str, np.ndarray]):
+    """Per class: the per-image ground truths and the class's detections sorted by score (stable; the detections of
+    the images a row draws keep this order, as the per-row sort gives them), computed once for every row."""
+    dets, gts = np.asarray(stats['dets'], dtype=float).reshape(-1, 5), np.asarray(stats['gts'])
+    for k in range(gts.shape[1]):
+        mine = dets[dets[:, 1] == k]
+        yield gts[:, k], mine[np.argsort(-mine[:, 2], kind='mergesort')]
+
+
 def _by_class(stats: Mapping[str, np.ndarray], counts: np.ndarray | None):
     """Per class that has ground truth among the drawn images: (ground truths counted with the image weights, its
     detections of drawn images sorted by score -- stable, in image order for ties --, their image weights)."""
-    dets, gts = np.asarray(stats['dets']), np.asarray(stats['gts'])
-    weights_img = np.ones(gts.shape[0]) if counts is None else np.asarray(counts, dtype=float)
-    for k in range(gts.shape[1]):
-        positives = float(weights_img @ gts[:, k])
+    weights_img = np.ones(np.asarray(stats['gts']).shape[0]) if counts is None else np.asarray(counts, dtype=float)
+    for gts_k, mine in _classes_sorted(stats):
+        positives = float(weights_img @ gts_k)
         if positives == 0:
             continue
-        mine = dets[dets[:, 1] == k]
         w = weights_img[mine[:, 0].astype(int)]
-        mine, w = mine[w > 0], w[w > 0]
-        order = np.argsort(-mine[:, 2], kind='mergesort')
-        yield positives, mine[order], w[order]
+        yield positives, mine[w > 0], w[w > 0]
 
 
 def bbox_map(stats: Mapping[str, np.ndarray], counts: np.ndarray | None = None) -> float:
@@ -210,15 +215,6 @@ def _miou_on_draws(stats: np.ndarray, draws: np.ndarray) -> np.ndarray:
     ratio = np.divide(inter, union, out=np.zeros_like(inter), where=present)
     with np.errstate(invalid='ignore'):  # a row without any class present: nan, as the per-row mean of nothing
         return 100 * ratio.sum(1) / present.sum(1)
-
-
-def _classes_sorted(stats: Mapping[str, np.ndarray]):
-    """Per class: the per-image ground truths and the class's detections sorted by score (stable; the detections of
-    the images a row draws keep this order, as the per-row sort gives them), computed once for every row."""
-    dets, gts = np.asarray(stats['dets'], dtype=float).reshape(-1, 5), np.asarray(stats['gts'])
-    for k in range(gts.shape[1]):
-        mine = dets[dets[:, 1] == k]
-        yield gts[:, k], mine[np.argsort(-mine[:, 2], kind='mergesort')]
 
 
 def _per_row_mean(aps: list[np.ndarray], counted: list[np.ndarray], rows: int, empty: float) -> np.ndarray:
