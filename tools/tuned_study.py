@@ -7,6 +7,7 @@
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
     tools/tuned_study.py test --tasks coco --default              # test split at the default x1 (tuned vs default)
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
+    tools/tuned_study.py report --readme README.md                # also README's ranking per task and the claims
     tools/tuned_study.py progress [--write docs/tuned_comparison.md]  # runs done / to run, hours left
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
@@ -16,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
-from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, plot_curves,
-                                        progress_table, report, run_test_split, run_validation, test_methods,
-                                        test_order)
+from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, headline,
+                                        plot_curves, progress_table, report, run_test_split, run_validation,
+                                        test_methods, test_order)
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,8 @@ def main():
                         help='curves: also draw them, OUT/plots/<task>_curves.png (one panel per family of methods)')
     parser.add_argument('--write', type=Path,
                         help='budgets / curves / report / progress: rewrite the generated block of this document')
+    parser.add_argument('--readme', type=Path,
+                        help='report: also rewrite the "Which method?" block (the ranking and the claims) of this file')
     args = parser.parse_args()
     if args.command == 'budgets':
         table = budget_table(ROOT, tuple(args.tasks))
@@ -59,6 +62,9 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, text + '\n', 'tools/tuned_study.py', 'report')
         print(text)
+        if args.readme:  # the same process: every run's resampled metric is computed once for both
+            docblocks.replace_block(args.readme, headline(args.out, ROOT, tuple(args.tasks)) + '\n',
+                                    'tools/tuned_study.py', 'headline')
     elif args.command == 'progress':
         table = progress_table(args.out, tuple(args.tasks))
         if args.write:

@@ -33,13 +33,13 @@ from .targets import TASKS
 from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, subprocess_launcher
 
-__all__ = ['BUDGET_TOLERANCE', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'LR_GRID', 'METHODS', 'REFERENCE', 'RUN_ENV',
-           'TEST_SEEDS', 'VALIDATION_SEED', 'NoInteriorOptimum', 'without_interior_optimum',
-           'budget_table', 'curves_table', 'dump_run', 'extension', 'method_overrides', 'preregistration_commit', 'run_test_split',
-           'run_validation', 'selected_lr_mult', 'validation_records', 'validation_settings', 'validation_study',
-           'CURVE_PANELS', 'curves_figure', 'plot_curves',
-           'PRIMARY', 'CLAIMS', 'BRACKET', 'analyse', 'compare', 'heldout_runs', 'progress', 'progress_table', 'report',
-           'test_methods', 'test_order', 'verdict']
+__all__ = ['ADAPTERS', 'BRACKET', 'BUDGET_TOLERANCE', 'CLAIMS', 'CURVE_PANELS', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS',
+           'LR_GRID', 'METHODS', 'PRIMARY', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED', 'analyse',
+           'budget_table', 'compare', 'curves_figure', 'curves_table', 'dump_run', 'extension', 'headline',
+           'heldout_runs', 'method_config', 'method_overrides', 'NoInteriorOptimum', 'plot_curves',
+           'preregistration_commit', 'progress', 'progress_table', 'ranking', 'report', 'run_test_split',
+           'run_validation', 'selected_lr_mult', 'test_methods', 'test_order', 'validation_records',
+           'validation_settings', 'validation_study', 'verdict', 'without_interior_optimum']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -112,6 +112,13 @@ def method_overrides(task: str, method: str, root: Path) -> dict:
     return overrides
 
 
+def method_config(task: str, method: str, root: Path) -> Config:
+    """The task's target config turned into ``method`` (:func:`method_overrides` merged)."""
+    cfg = Config.fromfile(str(root / TASKS[task]['config']))
+    cfg.merge_from_dict(method_overrides(task, method, root))
+    return cfg
+
+
 def budget_table(root: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
     """Markdown: per task and method, the solved rank, the trainable backbone parameters and the gap to the
     reference budget (the pre-registration's budget table, generated)."""
@@ -124,8 +131,7 @@ def budget_table(root: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
         init_default_scope(target.get('default_scope'))
         reference = adapter_budget(target.model.backbone, REFERENCE)[0]
         for method in METHODS:
-            cfg = Config.fromfile(str(root / TASKS[task]['config']))
-            cfg.merge_from_dict(method_overrides(task, method, root))
+            cfg = method_config(task, method, root)
             adapter = cfg.model.backbone.get('adapter')
             count = adapter_budget(cfg.model.backbone, adapter)[0] if adapter else 0
             gap = f'{100 * (count / reference - 1):+.2f}%' if adapter and 'rank' in adapter else '-'
@@ -862,4 +868,66 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
                                                                  repeats, right=2)]
     claims = [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in result['claims'].items()]
     lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], claims, right=len(tasks) + 2)]
+    return '\n'.join(lines).strip()
+
+
+#: The methods a user chooses between, ranked in :func:`ranking` (Base and Full are its ends, listed for reference).
+ADAPTERS = tuple(m for m in METHODS if m not in (*UNTUNED, 'full'))
+
+
+def ranking(out: Path, task: str, resamples: int = 10000) -> list[dict]:
+    """Every method with tuned test runs on ``task``, by test mean (best first): selected multiplier, per-seed mean
+    and sd, and for each adapter below the top adapter, top - it (:func:`compare`: paired seeds, seeds and test images
+    resampled), ``tied`` when that interval includes 0. Descriptive: the top adapter is picked on these same runs
+    (so its lead is, if anything, flattered) and no multiplicity correction is applied."""
+    rows = []
+    for method in METHODS:
+        runs = heldout_runs(out, task, method)
+        if runs:
+            values = np.asarray([_resampled(runs[s], resamples)[0] for s in sorted(runs)])
+            rows.append(dict(method=method, lr_mult=next(iter(runs.values())).get('lr_mult', DEFAULT_LR_MULT),
+                             mean=float(values.mean()), sd=float(values.std(ddof=1)) if len(values) > 1 else None,
+                             seeds=len(values), adapter=method in ADAPTERS))
+    rows.sort(key=lambda r: -r['mean'])
+    top = next((r['method'] for r in rows if r['adapter']), None)
+    for row in rows:
+        row['top'] = top
+        lead = compare(out, task, top, row['method'], resamples) if row['adapter'] and row['method'] != top else None
+        row['lead'] = lead
+        row['tied'] = row['method'] == top or (lead is not None and lead['lo'] <= 0)
+    return rows
+
+
+def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> str:
+    """The README's "Which method?" block: per task :func:`ranking` with each method's trainable backbone parameters,
+    and each claim's verdict (:func:`analyse`)."""
+    from ..docblocks import markdown_table
+    from mmengine.registry import init_default_scope
+    from ..models.budget import trainable_parameters
+    lines = []
+    for task in tasks:
+        rows = ranking(out, task, resamples)
+        if not rows:
+            continue
+        images = _resampled(next(iter(heldout_runs(out, task, rows[0]['method']).values())), resamples)[2]
+        init_default_scope(Config.fromfile(str(root / TASKS[task]['config'])).get('default_scope'))
+        table = []
+        for r in rows:
+            params = trainable_parameters(method_config(task, r['method'], root).model.backbone)[0]
+            lead = ('(top adapter)' if r['method'] == r['top'] else '(reference)' if not r['adapter'] else
+                    _interval(r['lead']) + (' tied' if r['tied'] else '') if r['lead'] else '-')
+            sd = f' +- {r["sd"]:.2f}' if r['sd'] is not None else ''
+            table.append([r['method'], f'{params:,}', f'x{r["lr_mult"]:g}', f'{r["mean"]:.2f}{sd} ({r["seeds"]})', lead])
+        lines += [f'\n**{task}** ({TASKS[task]["metric"]}, %, test split: {images} images)\n',
+                  *markdown_table(['method', 'trainable backbone params', 'selected lr multiplier',
+                                   'test: mean +- sd (seeds)', 'top adapter - method, 95% bootstrap'], table)]
+    if not lines:
+        return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
+    claims = analyse(out, tasks, resamples)['claims']
+    lines += ['', '"top adapter - method": paired over the seeds both have, resampling seeds and test images; "tied": '
+                  'the interval includes 0. Descriptive -- the top adapter is picked on these same runs and no '
+                  'multiplicity correction applies; the pre-registered tests are the claims below.', '',
+              *markdown_table(['claim (pre-registered verdict)', *tasks, 'overall'],
+                              [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in claims.items()],
+                              right=len(tasks) + 2)]
     return '\n'.join(lines).strip()

@@ -469,3 +469,62 @@ def test_progress_counts_what_the_protocol_still_needs(tmp_path):
     # default runs: every tuned method but flora's 4 still-missing seeds counted in full while selections are open
     assert (rows['test (default x1)']['done'], rows['test (default x1)']['to_run']) == (1, 4 + 5 * (len(tuned) - 1))
     assert C.progress_table(tmp_path, ('coco', )).count('\n| coco |') == 4
+
+
+def test_ranking_orders_by_test_mean_and_ties_what_the_top_does_not_clear(tmp_path):
+    """Three adapters and Full on 4 seeds: DoRA clearly below FLoRA (not tied), LoRA a hair below (tied), Full a
+    reference row (no lead computed). Means and sds recomputed here from the per-image counts; the top adapter is the
+    best adapter, not Full."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(50, 100, size=(40, 5, 1))
+    runs = {}
+    for method, hit in (('full', 0.90), ('flora', 0.80), ('lora', 0.7995), ('dora', 0.70)):
+        for seed in range(4):
+            inter = (base * (hit + rng.normal(0, 0.01, size=base.shape))).astype(np.int64)
+            runs[(method, seed)] = np.concatenate([inter, 2 * base - inter], axis=2)
+            _test_run(tmp_path, method, seed, runs[(method, seed)])
+
+    def miou(stats):  # the oracle
+        return 100 * float(np.mean(stats[..., 0].sum(0) / stats[..., 1].sum(0)))
+    rows = C.ranking(tmp_path, 'ade20k', resamples=300)
+    assert [r['method'] for r in rows[:2]] == ['full', 'flora'] and rows[-1]['method'] == 'dora'
+    by = {r['method']: r for r in rows}
+    for method in ('full', 'flora', 'lora', 'dora'):
+        values = [miou(runs[(method, s)]) for s in range(4)]
+        assert by[method]['mean'] == pytest.approx(np.mean(values))
+        assert by[method]['sd'] == pytest.approx(np.std(values, ddof=1))
+    assert {r['top'] for r in rows} == {'flora'} and by['full']['lead'] is None and by['flora']['tied']
+    assert by['dora']['lead']['lo'] > 0 and not by['dora']['tied']
+    assert by['lora']['lead']['lo'] <= 0 <= by['lora']['lead']['hi'] and by['lora']['tied']
+    expected = np.mean([miou(runs[('flora', s)]) - miou(runs[('dora', s)]) for s in range(4)])
+    assert by['dora']['lead']['mean'] == pytest.approx(expected)
+
+
+def test_readme_headline_is_the_run_files():
+    """README's "Which method?" block is :func:`headline` of the committed run files (cheap until test runs exist)."""
+    from flora_mm import docblocks
+    out = ROOT / 'results' / 'tuned'
+    if not (out / 'test').exists():
+        assert docblocks.read_block(ROOT / 'README.md', 'tools/tuned_study.py', 'headline') == C.headline(out, ROOT) + '\n'
+
+
+def test_headline_lists_each_methods_trainable_parameters_and_the_claims(tmp_path):
+    """The README block on made-up ADE20K runs: each row's trainable backbone parameters are the pre-registration's
+    committed budget table (generated from the solver; its own test checks it against the solver now), and every claim
+    has a row."""
+    from flora_mm import docblocks
+    rng = np.random.default_rng(6)
+    base = rng.integers(50, 100, size=(20, 5, 1))
+    for method, hit in (('flora', 0.8), ('ssl', 0.7)):
+        for seed in range(2):
+            inter = (base * (hit + rng.normal(0, 0.01, size=base.shape))).astype(np.int64)
+            _test_run(tmp_path, method, seed, np.concatenate([inter, 2 * base - inter], axis=2), lr_mult=16.0)
+    budgets = docblocks.read_block(ROOT / 'docs' / 'preregistration.md', 'tools/tuned_study.py', 'budgets')
+    trainable = {line.split(' | ')[1]: line.split(' | ')[-1].rstrip(' |') for line in budgets.splitlines()
+                 if line.startswith('| ade20k |')}
+    text = C.headline(tmp_path, ROOT, tasks=('ade20k', ), resamples=200)
+    rows = {line.split(' | ')[0].lstrip('| '): line.split(' | ') for line in text.splitlines() if line.startswith('| ')}
+    assert rows['flora'][1] == trainable['flora'] and rows['ssl'][1] == trainable['ssl']
+    assert rows['flora'][2] == 'x16' and rows['flora'][4].startswith('(top adapter)')
+    assert rows['ssl'][4].rstrip(' |').endswith(']')  # a clear gap: no "tied"
+    assert all(f'| {name} |' in text for name in C.CLAIMS) and 'test split: 20 images' in text
