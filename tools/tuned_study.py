@@ -35,7 +35,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=0, help='test: a same-seed repeat (1, 2...), to show determinism')
     parser.add_argument('--default', action='store_true',
                         help='test: at the default lr_mult 1 instead of the selected one (the methods that selected '
-                             'another; seeds 0-4), for the pre-registered tuned-vs-default table')
+                             'another; seeds 0-2), for the pre-registered tuned-vs-default table')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
     parser.add_argument('--plot', action='store_true',

@@ -230,6 +230,9 @@ def test_default_setting_runs_only_where_validation_selected_something_else(tmp_
 def test_preregistered_seeds_are_paired_and_cover_the_protocol():
     assert all(set(range(5)) <= set(seeds) for seeds in C.TEST_SEEDS.values())
     assert all(len(C.TEST_SEEDS[m]) >= 10 for m in ('flora', 'lora', 'dora'))
+    # the default runs (amendment A3: seeds 0-2) pair with every method's tuned runs
+    assert all(set(C.DEFAULT_SEEDS) <= set(seeds) for seeds in C.TEST_SEEDS.values()) and len(C.DEFAULT_SEEDS) >= 3
+    assert C.test_order(['ssl', 'flora'], 'default') == [(s, m) for s in C.DEFAULT_SEEDS for m in ('ssl', 'flora')]
     order = C.test_order(['base', 'flora', 'ssl'])
     assert order[:6] == [(0, 'base'), (0, 'flora'), (0, 'ssl'), (1, 'base'), (1, 'flora'), (1, 'ssl')]
     assert order[15:] == [(s, 'flora') for s in range(5, 10)] and len(order) == 20  # seed by seed: paired at a stop
@@ -466,8 +469,9 @@ def test_progress_counts_what_the_protocol_still_needs(tmp_path):
     # the median of the finished test runs, default ones included: the run slowed to 30 minutes does not count
     assert rows['test (tuned)']['minutes'] == 6.0
     assert rows['same-seed repeat']['to_run'] == 1
-    # default runs: every tuned method but flora's 4 still-missing seeds counted in full while selections are open
-    assert (rows['test (default x1)']['done'], rows['test (default x1)']['to_run']) == (1, 4 + 5 * (len(tuned) - 1))
+    # default runs: every tuned method but flora's still-missing seeds counted in full while selections are open
+    n = len(C.DEFAULT_SEEDS)
+    assert (rows['test (default x1)']['done'], rows['test (default x1)']['to_run']) == (1, n - 1 + n * (len(tuned) - 1))
     assert C.progress_table(tmp_path, ('coco', )).count('\n| coco |') == 4
 
 
