@@ -9,6 +9,7 @@
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
     tools/tuned_study.py report --readme README.md                # also README's ranking per task and the claims
     tools/tuned_study.py progress [--write docs/tuned_comparison.md]  # runs done / to run, hours left
+    tools/tuned_study.py defaults [--write docs/tuned_comparison.md]  # each method's lr_mult from the curves
 
 One training process at a time (2 threads, rule-based routes); each finished run is written to
 results/tuned/validation/<task>/<method>/ at once, so a killed batch loses at most the run in progress.
@@ -20,6 +21,7 @@ from flora_mm import docblocks
 from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, headline,
                                         plot_curves, progress_table, report, run_test_split, run_validation,
                                         test_methods, test_order)
+from flora_mm.engine.defaults import defaults_table
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report', 'progress'])
+    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report', 'progress', 'defaults'])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='default: every tuned method (validate), every method (test)')
@@ -41,7 +43,8 @@ def main():
     parser.add_argument('--plot', action='store_true',
                         help='curves: also draw them, OUT/plots/<task>_curves.png (one panel per family of methods)')
     parser.add_argument('--write', type=Path,
-                        help='budgets / curves / report / progress: rewrite the generated block of this document')
+                        help='budgets / curves / report / progress / defaults: rewrite the generated block of this '
+                             'document')
     parser.add_argument('--readme', type=Path,
                         help='report: also rewrite the "Which method?" block (the ranking and the claims) of this file')
     args = parser.parse_args()
@@ -65,6 +68,11 @@ def main():
         if args.readme:  # the same process: every run's resampled metric is computed once for both
             docblocks.replace_block(args.readme, headline(args.out, ROOT, tuple(args.tasks)) + '\n',
                                     'tools/tuned_study.py', 'headline')
+    elif args.command == 'defaults':
+        table = defaults_table(args.out, tuple(args.tasks))
+        if args.write:
+            docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'defaults')
+        print(table)
     elif args.command == 'progress':
         table = progress_table(args.out, tuple(args.tasks))
         if args.write:

@@ -230,7 +230,8 @@ LORA = register_method(Method(
     'LoRA', options=LowRankOptions, layers=_layers(LoRALinear, LoRAConv1d, LoRAConv2d, LoRAConv3d),
     formula='`dW = s B A` (AB); convolutions: loralib ConvLoRA reshape, rank `r k`',
     params='`r (d_in + d_out)`; Conv2d `r k^2 (d_in + d_out / g)`', mergeable=_LOW_RANK_MERGE,
-    source='Hu et al. 2021; subspace-tuning paper eq. 12 (AB)'))
+    source='Hu et al. 2021; subspace-tuning paper eq. 12 (AB)',
+    lr_mult=0.25))  # chosen on validation curves of three tasks (flora_mm.engine.defaults; docs/tuned_comparison.md)
 DORA = register_method(Method(
     'DoRA', options=LowRankOptions, layers=_layers(DoRALinear, DoRAConv1d, DoRAConv2d, DoRAConv3d),
     fixed=dict(dora=True), formula='`W = m (W0 + s B A) / ‖W0 + s B A‖` per output channel',

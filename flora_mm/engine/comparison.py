@@ -106,7 +106,8 @@ def method_overrides(task: str, method: str, root: Path) -> dict:
         overrides[ADAPTER] = None
     else:
         cfg = Config.fromfile(str(root / TASKS[task]['config']))
-        overrides[ADAPTER] = dict(_delete_=True, **_solved_adapter(cfg, spec['adapter']))
+        # at x1 of the backbone's rate before the grid multiplies it, whatever the method's declared lr_mult
+        overrides[ADAPTER] = dict(_delete_=True, **_solved_adapter(cfg, spec['adapter']), lr_mult=1.0)
     if 'frozen_stages' in spec:
         overrides['model.backbone.frozen_stages'] = spec['frozen_stages']
     return overrides

@@ -34,9 +34,9 @@ from .analysis import holm, t_interval
 from .runs import git, test_config, train_config
 from .targets import TASKS
 
-__all__ = ['GRID', 'GRID_PAIRS', 'HEADLINE_PAIRS', 'MECHANISMS', 'METHODS', 'MIN_SEEDS', 'PAIRS', 'Variant',
-           'aggregate', 'headline', 'headline_mark', 'planned_runs', 'plot', 'render', 'run_one', 'summarize',
-           'trainable_backbone_params']
+__all__ = ['GRID', 'GRID_PAIRS', 'HEADLINE_PAIRS', 'MECHANISMS', 'METHODS', 'MIN_SEEDS', 'PAIRS', 'UNTUNED_LR_MULT',
+           'Variant', 'aggregate', 'headline', 'headline_mark', 'planned_runs', 'plot', 'render', 'run_one',
+           'run_overrides', 'summarize', 'trainable_backbone_params']
 
 MIN_SEEDS = 5  # paired seeds a comparison needs (issue #16)
 ADAPTER = 'model.backbone.adapter'
@@ -48,6 +48,9 @@ def adapter(**options) -> dict:
 
 
 LORA = adapter(type='LoRA', scale=1.0)
+#: The untuned protocol trains every adapter at the config's learning rate (x1), whatever its method's declared
+#: ``lr_mult`` (flora_mm.engine.defaults moved some defaults after this record was made).
+UNTUNED_LR_MULT = {f'{ADAPTER}.lr_mult': 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +149,14 @@ def _commit(repo: Path) -> str:
     return (git(repo, 'rev-parse', '--short', 'HEAD') or 'unknown') + ('+dirty' if dirty else '')
 
 
+def run_overrides(task: str, method: str, seed: int, quick: bool = False) -> dict:
+    """The ``--cfg-options`` of one run: the variant's, any adapter at x1 (:data:`UNTUNED_LR_MULT`), the seed and
+    the quick schedule's."""
+    overrides = METHODS[method].overrides
+    pin = {} if overrides.get(ADAPTER, 0) is None else UNTUNED_LR_MULT  # None: the variant has no adapter
+    return dict(overrides, **pin, **{'randomness.seed': seed}, **(TASKS[task]['quick'] if quick else {}))
+
+
 def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bool, root: Path,
             threads: int, repo: Path) -> dict:
     """Train (or, for ``zero_shot``, evaluate) one (task, method, seed) with ``threads`` CPU threads; its JSON.
@@ -157,7 +168,7 @@ def run_one(out: Path, task: str, method: str, seed: int, repeat: int, quick: bo
         return json.loads(path.read_text())
     spec, variant = TASKS[task], METHODS[method]
     work_dir = root / 'work_dirs' / 'adaptation' / out.name / task / name  # logs and checkpoints stay out of out/
-    overrides = dict(variant.overrides, **{'randomness.seed': seed}, **(spec['quick'] if quick else {}))
+    overrides = run_overrides(task, method, seed, quick)
     config_name = variant.config(task)
     config = repo / config_name
     env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

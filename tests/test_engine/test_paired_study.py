@@ -160,6 +160,20 @@ def test_variant_overrides_survive_the_command_line(method):
     assert cli.optim_wrapper == direct.optim_wrapper
 
 
+@pytest.mark.slow
+def test_the_record_trains_every_adapter_at_x1_whatever_its_declared_default():
+    """The untuned protocol is every method at the config's learning rate: a method whose declared lr_mult moved
+    (flora_mm.engine.defaults) is pinned back to 1 in its runs; variants without an adapter stay without."""
+    from flora_mm.adapters import AdapterConfig
+    for method, variant in study.METHODS.items():
+        task = next(t for t in study.TASKS if variant.runs_on(t))
+        adapter = _merged(variant.config(task), study.run_overrides(task, method, 3), True).model.backbone.get('adapter')
+        if variant.overrides.get(study.ADAPTER, 0) is None:
+            assert adapter is None, method
+        else:
+            assert AdapterConfig.from_dict(adapter.to_dict()).effective_lr_mult == 1.0, method
+
+
 @pytest.mark.parametrize('variant, reference, exclude', [
     ('flora', 'lora', ()), ('flora_4x', 'lora_4x', ()), ('flora_no_dw', 'lora_no_dw', ('conv_dw', )),
 ])
