@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import functools
 from collections import defaultdict
 
 from mmengine.logging import MMLogger, print_log
@@ -13,7 +14,7 @@ from ..adapters import adapter_parameters
 from ..adapters.inject import adapter_states, named_parameters
 from .adapter_checkpoint import unwrap_model
 
-__all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'parameter_summary']
+__all__ = ['AdapterOptimWrapperConstructor', 'check_frozen', 'install_lr_mult_guard', 'parameter_summary']
 
 
 def check_frozen(model: nn.Module) -> None:
@@ -131,3 +132,51 @@ class AdapterOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             key = tuple(sorted((k, repr(v)) for k, v in options.items()))
             merged.setdefault(key, dict(options, params=[]))['params'].extend(group['params'])
         return list(merged.values())
+
+
+class _RefusesAdapterLrMult:
+    """Another optimizer-wrapper constructor, refusing a model whose adapters want a learning-rate multiplier: it would
+    train them at the optimizer's rate, silently (only :class:`AdapterOptimWrapperConstructor` applies ``lr_mult``)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, model: nn.Module):
+        wanted = {}
+        for _, _, state in adapter_states(model):
+            config = state.config
+            if config.effective_lr_mult != 1.0:
+                source = 'its config\'s' if config.lr_mult is not None else f'the {config.type} method\'s default'
+                wanted[config.type] = f'{config.type} adapter: lr_mult {config.effective_lr_mult:g} ({source})'
+        if wanted:
+            raise ValueError(f'{"; ".join(wanted.values())}, but this config builds its optimizer with '
+                             f'{type(self._inner).__name__}, which would train the adapter at the optimizer\'s '
+                             f'learning rate: set optim_wrapper.constructor=\'AdapterOptimWrapperConstructor\' (it '
+                             f'applies lr_mult), or lr_mult=1 in the adapter config to train at the config\'s rate')
+        return self._inner(model)
+
+
+def _guarded(build):
+    if getattr(build, '_refuses_adapter_lr_mult', False):
+        return build
+
+    @functools.wraps(build)
+    def guarded(cfg, *args, **kwargs):
+        constructor = build(cfg, *args, **kwargs)
+        return constructor if isinstance(constructor, AdapterOptimWrapperConstructor) else \
+            _RefusesAdapterLrMult(constructor)
+
+    guarded._refuses_adapter_lr_mult = True
+    return guarded
+
+
+def install_lr_mult_guard(root=OPTIM_WRAPPER_CONSTRUCTORS) -> None:
+    """Wrap the build function of ``root`` and its descendants (idempotent): an optimizer-wrapper constructor other
+    than :class:`AdapterOptimWrapperConstructor` refuses a model whose adapters want an ``lr_mult`` other than 1
+    (a method's declared default, :mod:`flora_mm.engine.defaults`, or the config's) instead of ignoring it."""
+    from ..models.builder import registry_tree
+    for registry in registry_tree(root):
+        registry.build_func = _guarded(registry.build_func)

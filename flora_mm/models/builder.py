@@ -30,7 +30,7 @@ from ..adapters import (adapter_parameters, count_parameters, inject_adapters, m
                         register_compatible_layer)
 from .checkpoint import BASE_METADATA_KEY, base_identity, pretrained_init_cfgs
 
-__all__ = ['add_mpc_loss', 'attach_adapter', 'install_adapter_build_hook', 'register_mm_layers']
+__all__ = ['add_mpc_loss', 'attach_adapter', 'install_adapter_build_hook', 'register_mm_layers', 'registry_tree']
 
 
 def register_mm_layers() -> None:
@@ -161,14 +161,16 @@ def _wrap(build_func: Callable) -> Callable:
     return build_with_adapter
 
 
-def _registries(root: Registry):
+def registry_tree(root: Registry):
+    """``root`` and all its descendant registries (mmdet's, mmseg's...: children copy their parent's build_func
+    when created, so a wrapped root reaches those created later too)."""
     yield root
     for child in root.children.values():
-        yield from _registries(child)
+        yield from registry_tree(child)
 
 
 def install_adapter_build_hook(root: Registry = MODELS) -> None:
     """Wrap the build function of ``root`` and all its descendants (idempotent); register mm layer wrappers."""
     register_mm_layers()
-    for registry in _registries(root):
+    for registry in registry_tree(root):
         registry.build_func = _wrap(registry.build_func)

@@ -235,3 +235,28 @@ def test_delta_stats_hook_logs_to_the_visualizer_and_the_text_log(tmp_path):
     assert delta[-1]['delta/mean_amp'] > 0 and delta[0]['delta/mean_fro'] < delta[-1]['delta/mean_fro']
     logged = [r for r in records if 'delta_mean_fro' in r]
     assert logged and logged[-1]['delta_mean_fro'] == pytest.approx(delta[-1]['delta/mean_fro'])
+
+
+@pytest.mark.parametrize('constructor,adapter,lr', [
+    ('DefaultOptimWrapperConstructor', dict(type='LoRA', rank=2), "the LoRA method's default"),  # LoRA's 0.25
+    ('DefaultOptimWrapperConstructor', dict(type='FLoRA', rank=2, lr_mult=4), "its config's"),
+    ('DefaultOptimWrapperConstructor', dict(type='LoRA', rank=2, lr_mult=1), 1e-3),  # x1 asked for: nothing lost
+    ('DefaultOptimWrapperConstructor', None, 1e-3),                                  # no adapter: Full
+    ('AdapterOptimWrapperConstructor', dict(type='LoRA', rank=2), 2.5e-4),
+])
+def test_a_constructor_that_ignores_lr_mult_refuses_adapters_that_want_one(constructor, adapter, lr):
+    """mmengine's own path (build_optim_wrapper, as the Runner builds it): another constructor would train the
+    adapter at the optimizer's rate, so it refuses, naming where the multiplier comes from and the fix."""
+    from mmengine.optim import build_optim_wrapper
+    from flora_mm.adapters.methods import METHODS
+    assert METHODS['LoRA'].lr_mult == 0.25  # the declared default this test leans on (flora_mm.engine.defaults)
+    model = ToyModel(adapter=adapter)
+    cfg = dict(type='OptimWrapper', constructor=constructor, optimizer=dict(type='SGD', lr=1e-3))
+    if isinstance(lr, str):
+        with pytest.raises(ValueError, match=f"lr_mult .*{lr}.*DefaultOptimWrapperConstructor.*constructor="):
+            build_optim_wrapper(model, cfg)
+        return
+    wrapper = build_optim_wrapper(model, cfg)
+    lrs = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    trained = adapter_parameters(model.backbone).values() if adapter else model.backbone.parameters()
+    assert all(lrs[id(p)] == pytest.approx(lr) for p in trained)
