@@ -180,3 +180,6 @@ def install_lr_mult_guard(root=OPTIM_WRAPPER_CONSTRUCTORS) -> None:
     from ..models.builder import registry_tree
     for registry in registry_tree(root):
         registry.build_func = _guarded(registry.build_func)
+
+
+install_lr_mult_guard()  # with the constructor's registration: wherever it can be named, the others are guarded
