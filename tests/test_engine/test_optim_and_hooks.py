@@ -260,3 +260,18 @@ def test_a_constructor_that_ignores_lr_mult_refuses_adapters_that_want_one(const
     lrs = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
     trained = adapter_parameters(model.backbone).values() if adapter else model.backbone.parameters()
     assert all(lrs[id(p)] == pytest.approx(lr) for p in trained)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize('first', ['flora_mm.engine', 'flora_mm.models', 'flora_mm.mm'])
+def test_any_first_import_of_the_mm_parts_installs_the_guard(first):
+    """Each entry imported first in a fresh process (engine -> models -> mm -> engine is a cycle) ends with the
+    constructor registered and the guard on mmengine's constructor registry and mmdet's, created later."""
+    import subprocess
+    import sys
+    code = (f'import {first}\nimport mmdet.registry\nfrom mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as R\n'
+            'for r in (R, mmdet.registry.OPTIM_WRAPPER_CONSTRUCTORS):\n'
+            '    assert r.build_func._refuses_adapter_lr_mult and "AdapterOptimWrapperConstructor" in R.module_dict\n'
+            'print("guarded")')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and 'guarded' in proc.stdout, proc.stderr[-2000:]
