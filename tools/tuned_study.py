@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from flora_mm import docblocks
+from flora_mm.engine import comparison
 from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, headline,
                                         plot_curves, progress_table, report, run_test_split, run_validation,
                                         test_methods, test_order)
@@ -61,6 +62,7 @@ def main():
         for path in plot_curves(args.out, tuple(args.tasks), args.out / 'plots') if args.plot else ():
             print(f'[tuned] {path}')
     elif args.command == 'report':
+        comparison.RESAMPLED_CACHE = args.out / '.cache' / 'resampled'  # only the runs added since the last report
         text = report(args.out, tuple(args.tasks))
         if args.write:
             docblocks.replace_block(args.write, text + '\n', 'tools/tuned_study.py', 'report')

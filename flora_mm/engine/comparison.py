@@ -34,8 +34,8 @@ from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, subprocess_launcher
 
 __all__ = ['ADAPTERS', 'BRACKET', 'BUDGET_TOLERANCE', 'CLAIMS', 'CURVE_PANELS', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS',
-           'LR_GRID', 'METHODS', 'PRIMARY', 'REFERENCE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED', 'analyse',
-           'budget_table', 'compare', 'curves_figure', 'curves_table', 'dump_run', 'extension', 'headline',
+           'LR_GRID', 'METHODS', 'PRIMARY', 'REFERENCE', 'RESAMPLED_CACHE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
+           'analyse', 'budget_table', 'compare', 'curves_figure', 'curves_table', 'dump_run', 'extension', 'headline',
            'heldout_runs', 'method_config', 'method_overrides', 'NoInteriorOptimum', 'plot_curves',
            'preregistration_commit', 'progress', 'progress_table', 'ranking', 'report', 'run_test_split',
            'run_validation', 'selected_lr_mult', 'test_methods', 'test_order', 'validation_records',
@@ -678,6 +678,18 @@ def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list
 #: A test run's kind of per-image statistics -> (the metric of a multiset of test images, its factor to points).
 _METRICS = {'segmentation': (miou, 1.0), 'coco': (bbox_map, 100.0), 'dota': (rbox_map, 100.0)}
 _RESAMPLED: dict[tuple[str, int], tuple[float, np.ndarray, int]] = {}
+#: Where each test run's resampled metric is also kept between processes (None: in this process only). Files are
+#: named by the run's statistics, the number of resamples and the source of the metrics
+#: (:mod:`flora_mm.engine.analysis`), so a changed run or metric never reads a stale file. ``tools/tuned_study.py``
+#: sets ``results/tuned/.cache/resampled`` (ignored by git): a report computes only the runs added since the last.
+RESAMPLED_CACHE: Path | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _metrics_source() -> str:
+    import inspect
+    from . import analysis
+    return hashlib.sha1(inspect.getsource(analysis).encode()).hexdigest()[:16]
 
 
 def _per_image(run: dict):
@@ -691,18 +703,29 @@ def _per_image(run: dict):
 def _resampled(run: dict, resamples: int) -> tuple[float, np.ndarray, int]:
     """A test run's metric in points, its metric on each of the shared test-image resamples
     (``image_draws(images, resamples)``, the same for every run) and its number of test images: computed once per
-    run content and kept, since a
-    run enters many comparisons (the primary ones, the default setting's, the tuning gain, Base and Full)."""
+    run content and kept (in memory, and in :data:`RESAMPLED_CACHE` where set), since a run enters many comparisons
+    (the primary ones, the default setting's, the tuning gain, Base and Full)."""
     stats, metric, points = _per_image(run)
     arrays = [stats] if run['image_stats_kind'] == 'segmentation' else [stats[k] for k in sorted(stats)]
     digest = hashlib.sha1(run['image_stats_kind'].encode())
     for array in arrays:
         digest.update(repr(array.shape).encode() + np.ascontiguousarray(array, dtype=float).tobytes())
     key = (digest.hexdigest(), resamples)
-    if key not in _RESAMPLED:
-        images = n_images(stats)
-        values = points * metric_on_draws(metric, stats, image_draws(images, resamples))
-        _RESAMPLED[key] = (points * metric(stats, None), values, images)
+    if key in _RESAMPLED:
+        return _RESAMPLED[key]
+    path = None if RESAMPLED_CACHE is None else RESAMPLED_CACHE / f'{key[0]}_{resamples}_{_metrics_source()}.npz'
+    if path is not None and path.exists():
+        with np.load(path) as kept:
+            _RESAMPLED[key] = (float(kept['value']), kept['values'], int(kept['images']))
+        return _RESAMPLED[key]
+    images = n_images(stats)
+    values = points * metric_on_draws(metric, stats, image_draws(images, resamples))
+    _RESAMPLED[key] = (points * metric(stats, None), values, images)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix('.partial.npz')  # written whole, then renamed: a killed report leaves no half file
+        np.savez(partial, value=_RESAMPLED[key][0], values=values, images=images)
+        partial.replace(path)
     return _RESAMPLED[key]
 
 

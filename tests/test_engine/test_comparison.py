@@ -302,6 +302,30 @@ def _test_run(out, method, seed, stats, repeat=0, task='ade20k', folder='test', 
                                     image_stats=stats.tolist(), lr_mult=lr_mult)))
 
 
+def test_resampled_metrics_are_kept_between_processes_and_never_stale(tmp_path, monkeypatch):
+    """With RESAMPLED_CACHE set, a run's resampled metric is read back instead of recomputed (a fresh process: the
+    in-memory memo cleared), equal to the recomputation; changed statistics get a file of their own."""
+    from flora_mm.engine import analysis
+    rng = np.random.default_rng(1)
+    stats = rng.integers(10, 100, size=(12, 3, 2))
+    _test_run(tmp_path, 'flora', 0, stats)
+    run = json.loads((tmp_path / 'test' / 'ade20k' / 'flora' / 's0.json').read_text())
+    monkeypatch.setattr(C, 'RESAMPLED_CACHE', tmp_path / 'cache')
+    monkeypatch.setattr(C, '_RESAMPLED', {})
+    value, values, images = C._resampled(run, 50)
+    assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1 and images == 12
+    expected = analysis.metric_on_draws(analysis.miou, stats, analysis.image_draws(12, 50))  # the oracle
+    np.testing.assert_allclose(values, expected)
+    assert value == pytest.approx(analysis.miou(stats))
+    monkeypatch.setattr(C, '_RESAMPLED', {})  # as in a new process
+    monkeypatch.setattr(C, 'metric_on_draws', lambda *a: pytest.fail('recomputed although kept'))
+    again = C._resampled(run, 50)
+    assert again[0] == value and again[2] == images and np.array_equal(again[1], values)
+    changed = dict(run, image_stats=(stats + 1).tolist())
+    with pytest.raises(pytest.fail.Exception, match='recomputed'):
+        C._resampled(changed, 50)
+
+
 def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.integers(50, 100, size=(40, 5, 1))
