@@ -172,7 +172,8 @@ class SSBConv3d(SSBLayer, nn.Conv3d):
 IA3 = register_method(Method(
     'IA3', layers={nn.Linear: IA3Linear, nn.Conv1d: IA3Conv1d, nn.Conv2d: IA3Conv2d, nn.Conv3d: IA3Conv3d},
     formula='`W = diag(l) W0` (output channels)', params='`d_out`',
-    source='Liu et al. 2022; subspace-tuning paper eq. 7 (W D_2)'))
+    source='Liu et al. 2022; subspace-tuning paper eq. 7 (W D_2)',
+    lr_mult=16.0))  # chosen on validation curves of three tasks (flora_mm.engine.defaults; docs/tuned_comparison.md)
 SSL = register_method(Method(
     'SSL', layers={nn.Linear: SSLLinear, nn.Conv1d: SSLConv1d, nn.Conv2d: SSLConv2d, nn.Conv3d: SSLConv3d},
     formula='`W = W0 diag(d)` (input channels)', params='`d_in`', source='subspace-tuning paper eq. 7 (D_1 W)'))
