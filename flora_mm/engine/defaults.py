@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 
 from ..docblocks import markdown_table
-from .comparison import METHODS, selected_lr_mult, validation_records
+from .comparison import METHODS, _choice, _value, selected_lr_mult, validation_records
 from .targets import TASKS
 
 __all__ = ['MARGIN', 'REFERENCE_METHOD', 'SOURCES', 'defaults_table', 'lr_mult_defaults', 'relative_curve']
@@ -45,15 +45,10 @@ def relative_curve(out: Path, task: str, method: str) -> dict[float, float]:
     anchor = selected_lr_mult(out, task, REFERENCE_METHOD)
     selected_lr_mult(out, task, method)  # refuses an open grid: its curve may still grow
     scale = TASKS[task]['to_percent']
-    curve = {}
-    for run in validation_records(out, task, method):
-        value = run.get('value')
-        ok = run.get('state') == 'COMPLETE' and value is not None and math.isfinite(value)
-        curve[run['lr_mult'] / anchor] = scale * value if ok else -math.inf
-    return curve
+    return {run['lr_mult'] / anchor: scale * _value(run) for run in validation_records(out, task, method)}
 
 
-def _choice(curves: dict[str, dict[float, float]]) -> dict:
+def _rule(curves: dict[str, dict[float, float]]) -> dict:
     """The rule of the module docstring on one method's relative curves (task -> multiplier -> value)."""
     best = {task: max(curve.values()) for task, curve in curves.items()}
     common = sorted(set.intersection(*(set(c) for c in curves.values())))
@@ -64,11 +59,6 @@ def _choice(curves: dict[str, dict[float, float]]) -> dict:
     return dict(regret=regret, candidate=candidate, default=candidate if moves else 1.0)
 
 
-def _selection(curve: dict[float, float]) -> float:
-    """The selection rule's point of a relative curve: the best value, ties to the smaller multiplier."""
-    return max(curve, key=lambda m: (curve[m], -m))
-
-
 def lr_mult_defaults(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict]:
     """One row per :data:`SOURCES` method: its relative selection per task, the mean regret by relative multiplier,
     the candidate and the default the rule gives (``default`` None and ``pending`` the open tasks while any task's
@@ -77,16 +67,18 @@ def lr_mult_defaults(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[d
     for name, method in SOURCES.items():
         if method not in METHODS:
             raise KeyError(f'{name}: its source {method!r} is not a method of the tuned comparison')
-        curves, pending = {}, []
+        curves, relative, pending = {}, {}, []
         for task in tasks:
             try:
                 curves[task] = relative_curve(out, task, method)
             except RuntimeError:  # an open selection (the method's or Full's)
                 pending.append(task)
+                continue
+            relative[task] = selected_lr_mult(out, task, method) / selected_lr_mult(out, task, REFERENCE_METHOD)
         row = dict(method=name, source=method, pending=pending, default=None, candidate=None, regret={},
-                   relative={task: _selection(curve) for task, curve in curves.items()})
+                   relative=relative)
         if not pending:
-            row.update(_choice(curves))
+            row.update(_rule(curves))
         rows.append(row)
     return rows
 
@@ -106,18 +98,9 @@ def defaults_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
         regret, cand = row['regret'], row['candidate']
         rows.append([f'`{row["method"]}`', *selected, f'{regret[1.0]:.1f}' if 1.0 in regret else 'not run',
                      f'{_mult(cand)} ({regret[cand]:.1f})', f'**{_mult(row["default"])}**'])
-    anchors = ', '.join(f'{t} x{selected_lr_mult(out, t, REFERENCE_METHOD):g}' for t in tasks
-                        if _selected(out, t, REFERENCE_METHOD))
-    head = (f'Multipliers relative to Full\'s selected one on each task ({anchors or "open"} of the config\'s '
+    anchors = ', '.join(f'{t} {_choice(out, t, REFERENCE_METHOD)}' for t in tasks)
+    head = (f'Multipliers relative to Full\'s selected one on each task ({anchors} of the config\'s '
             f'learning rate); regret: best validation value minus the value there, points, mean over '
             f'{len(tasks)} tasks; the default moves off x1 when that saves >= {MARGIN:g} point.\n\n')
     return head + '\n'.join(markdown_table(['method', *(f'selected, {t}' for t in tasks), 'mean regret at x1',
                                              'least mean regret', 'default lr_mult'], rows))
-
-
-def _selected(out: Path, task: str, method: str) -> bool:
-    try:
-        selected_lr_mult(out, task, method)
-    except RuntimeError:
-        return False
-    return True

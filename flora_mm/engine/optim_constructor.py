@@ -1,8 +1,8 @@
 """An optimizer-wrapper constructor for adapter training: trainable parameters only, one summary, no flood."""
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 from collections import defaultdict
 
 from mmengine.logging import MMLogger, print_log

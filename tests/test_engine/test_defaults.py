@@ -1,5 +1,4 @@
 """flora_mm.engine.defaults: the shipped lr_mult of each method from the validation curves, against hand counts."""
-import json
 import math
 from pathlib import Path
 
@@ -9,17 +8,15 @@ from flora_mm.adapters.methods import METHODS as DECLARED
 from flora_mm.engine import comparison as C
 from flora_mm.engine import defaults as D
 
+from .test_comparison import _record
+
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ('coco', 'ade20k')  # to_percent 100 and 1: regrets are in points of each task's metric
 
 
 def _curve(out, task, method, values):
-    for mult, value in values.items():
-        path = out / 'validation' / task / method / f'lr{mult:g}_s{C.VALIDATION_SEED}.json'
-        path.parent.mkdir(parents=True, exist_ok=True)
-        failed = value is None
-        path.write_text(json.dumps(dict(lr_mult=mult, value=None if failed else value,
-                                        state='FAIL' if failed else 'COMPLETE')))
+    for mult, value in values.items():  # None: a failed run
+        _record(out, mult, value, task=task, method=method, state='FAIL' if value is None else 'COMPLETE')
 
 
 @pytest.fixture
