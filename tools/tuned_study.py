@@ -6,6 +6,7 @@
     tools/tuned_study.py curves [--write README.md] [--plot]      # validation curves and selections so far
     tools/tuned_study.py test --tasks coco                        # test split, selected settings only
     tools/tuned_study.py test --tasks coco --default              # test split at the default x1 (tuned vs default)
+    tools/tuned_study.py batch [--dry-run]                        # every test-split run left, in A4's order
     tools/tuned_study.py report [--write docs/tuned_comparison.md]  # intervals, Holm, the claims' verdicts
     tools/tuned_study.py report --readme README.md                # also README's ranking per task and the claims
     tools/tuned_study.py progress [--write docs/tuned_comparison.md]  # runs done / to run, hours left
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from flora_mm import docblocks
 from flora_mm.engine import comparison
-from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, budget_table, curves_table, headline,
-                                        plot_curves, progress_table, report, run_test_split, run_validation,
-                                        test_methods, test_order)
+from flora_mm.engine.comparison import (METHODS, UNTUNED, NoInteriorOptimum, batch_order, budget_table, curves_table,
+                                        headline, plot_curves, progress_table, report, run_test_split,
+                                        run_validation, test_methods, test_order, test_run_path)
 from flora_mm.engine.defaults import defaults_table
 from flora_mm.engine.targets import TASKS, ensure_task_data
 
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['budgets', 'validate', 'curves', 'test', 'report', 'progress', 'defaults'])
+    parser.add_argument('command',
+                        choices=['budgets', 'validate', 'curves', 'test', 'batch', 'report', 'progress', 'defaults'])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='default: every tuned method (validate), every method (test)')
@@ -39,6 +41,7 @@ def main():
     parser.add_argument('--default', action='store_true',
                         help='test: at the default lr_mult 1 instead of the selected one (the methods that selected '
                              'another; seeds 0-2), for the pre-registered tuned-vs-default table')
+    parser.add_argument('--dry-run', action='store_true', help='batch: list the runs left in their order, run none')
     parser.add_argument('--out', type=Path, default=ROOT / 'results' / 'tuned')
     parser.add_argument('--quick', action='store_true', help='tiny data and schedule (smoke test)')
     parser.add_argument('--plot', action='store_true',
@@ -80,6 +83,22 @@ def main():
         if args.write:
             docblocks.replace_block(args.write, table + '\n', 'tools/tuned_study.py', 'progress')
         print(table)
+    elif args.command == 'batch':  # the whole test phase, resumable: a finished run's file is never redone
+        order = batch_order(args.out, tuple(args.tasks))
+        left = [run for run in order if not test_run_path(args.out, **run._asdict()).exists()]
+        print(f'[tuned] {len(order) - len(left)} of {len(order)} test-split runs done, {len(left)} left '
+              f'(docs/preregistration.md, amendment A4: the order)', flush=True)
+        for i, run in enumerate(left):
+            print(f'[tuned] {i + 1}/{len(left)} {run.setting} {run.task}/{run.method} seed {run.seed}'
+                  + (f' repeat {run.repeat}' if run.repeat else ''), flush=True)
+            if args.dry_run:
+                continue
+            if i == 0 or run.task != left[i - 1].task:
+                ensure_task_data(run.task, ROOT, args.quick)
+            done = run_test_split(run.task, run.method, run.seed, ROOT, args.out, quick=args.quick,
+                                  repeat=run.repeat, setting=run.setting)
+            print(f'[tuned] test {done["metric"]} {done["value"]:.4f} (lr_mult {done["lr_mult"]:g}, '
+                  f'{done["minutes"]:.1f} min)', flush=True)
     elif args.command == 'test':
         for task in args.tasks:
             ensure_task_data(task, ROOT, args.quick)

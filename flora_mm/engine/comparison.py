@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from mmengine.config import Config
@@ -33,13 +33,14 @@ from .targets import TASKS
 from .runs import git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, subprocess_launcher
 
-__all__ = ['ADAPTERS', 'BRACKET', 'BUDGET_TOLERANCE', 'CLAIMS', 'CURVE_PANELS', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS',
-           'LR_GRID', 'METHODS', 'PRIMARY', 'REFERENCE', 'RESAMPLED_CACHE', 'RUN_ENV', 'TEST_SEEDS', 'VALIDATION_SEED',
-           'analyse', 'budget_table', 'compare', 'curves_figure', 'curves_table', 'dump_run', 'extension', 'headline',
-           'heldout_runs', 'method_config', 'method_overrides', 'NoInteriorOptimum', 'plot_curves',
-           'preregistration_commit', 'progress', 'progress_table', 'ranking', 'report', 'run_test_split',
-           'run_validation', 'selected_lr_mult', 'test_methods', 'test_order', 'validation_records',
-           'validation_settings', 'validation_study', 'verdict', 'without_interior_optimum']
+__all__ = ['ADAPTERS', 'analyse', 'batch_order', 'BRACKET', 'budget_table', 'BUDGET_TOLERANCE', 'CLAIMS', 'compare',
+           'CURVE_PANELS', 'curves_figure', 'curves_table', 'DEFAULT_LR_MULT', 'DEFAULT_SEEDS', 'dump_run',
+           'extension', 'headline', 'heldout_runs', 'LR_GRID', 'method_config', 'method_overrides', 'METHODS',
+           'NoInteriorOptimum', 'PlannedRun', 'plot_curves', 'preregistration_commit', 'PRIMARY', 'progress',
+           'progress_table', 'ranking', 'REFERENCE', 'report', 'RESAMPLED_CACHE', 'RUN_ENV', 'run_test_split',
+           'run_validation', 'SECONDARY', 'SECONDARY_KEPT', 'selected_lr_mult', 'test_methods', 'test_order',
+           'test_run_path', 'TEST_SEEDS', 'undecided', 'validation_records', 'VALIDATION_SEED', 'validation_settings',
+           'validation_study', 'verdict', 'without_interior_optimum']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -357,6 +358,72 @@ def test_order(methods: list[str], setting: str = 'tuned', seeds: tuple[int, ...
             if seed in planned[m]]
 
 
+#: The secondary methods of section 4, and the test seeds of theirs a compute cut keeps (the first cut: the rest).
+SECONDARY = ('bitfit', 'flora_k7', 'trilora', 'ia3', 'ssl', 'ssb', 'lora_mpc_o', 'lora_mpc_d', 'lora_mpc_n')
+SECONDARY_KEPT = 3
+
+
+def undecided(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[str]:
+    """'task/method' of every validation grid that has not decided yet (neither a selection nor an edge after the
+    last extension)."""
+    pending = []
+    for task in tasks:
+        for method in (m for m in METHODS if m not in UNTUNED):
+            try:
+                selected_lr_mult(out, task, method)
+            except NoInteriorOptimum:
+                pass
+            except RuntimeError:
+                pending.append(f'{task}/{method}')
+    return pending
+
+
+class PlannedRun(NamedTuple):
+    """One test-split run of the protocol (the arguments of :func:`run_test_split` and :func:`test_run_path`)."""
+    setting: str
+    task: str
+    seed: int
+    method: str
+    repeat: int = 0
+
+
+def batch_order(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[PlannedRun]:
+    """Every pre-registered test-split run (done or not), in the order of amendment A4, so that a batch stopped
+    anywhere leaves a cut of the pre-registered form -- whole seeds, every comparison paired, the secondary methods'
+    seeds 3-4 the first to go:
+
+    1. the tuned runs seed by seed, each seed on every task before the next (COCO, DOTA, ADE20K), every method at
+       each seed except the secondary methods' seeds beyond the first :data:`SECONDARY_KEPT`; each task's same-seed
+       repeat (FLoRA, seed 0) right after seed 0;
+    2. the default x1 runs (:data:`DEFAULT_SEEDS`), seed by seed over the tasks;
+    3. the secondary methods' remaining tuned seeds.
+
+    Refused while any task's validation grid has not decided (amendment A2: validation first)."""
+    if pending := undecided(out, tasks):
+        raise RuntimeError(f'the validation grids of {pending} have not selected a setting yet: every task\'s grids '
+                           f'finish before the first test-split run (docs/preregistration.md, amendment A2)')
+    tuned = {t: test_methods(out, t) for t in tasks}
+    default = {t: test_methods(out, t, 'default') for t in tasks}
+    seeds = sorted({s for v in TEST_SEEDS.values() for s in v})
+    kept = {m: TEST_SEEDS[m][:SECONDARY_KEPT] if m in SECONDARY else TEST_SEEDS[m] for m in METHODS}
+    order = []
+    for seed in seeds:
+        order += [PlannedRun('tuned', t, seed, m) for t in tasks for m in tuned[t] if seed in kept[m]]
+        if seed == 0:
+            order += [PlannedRun('tuned', t, 0, 'flora', 1) for t in tasks if 'flora' in tuned[t]]
+    order += [PlannedRun('default', t, s, m) for s in DEFAULT_SEEDS for t in tasks for m in default[t]]
+    order += [PlannedRun('tuned', t, s, m) for s in seeds for t in tasks for m in tuned[t]
+              if s in TEST_SEEDS[m] and s not in kept[m]]
+    return order
+
+
+def test_run_path(out: Path, task: str, method: str, seed: int, repeat: int = 0, setting: str = 'tuned') -> Path:
+    """Where :func:`run_test_split` writes the run file of (task, method, seed, repeat) at ``setting``."""
+    if setting not in SETTINGS:
+        raise ValueError(f'unknown test setting {setting!r}; choose from {tuple(SETTINGS)}')
+    return out / SETTINGS[setting] / task / method / (f's{seed}' + (f'_r{repeat}' if repeat else '') + '.json')
+
+
 def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, quick: bool = False,
                    workspace: Path | None = None, repeat: int = 0, setting: str = 'tuned') -> dict:
     """Train (task, method) at its selected learning-rate multiplier with ``seed`` and evaluate it once on the test
@@ -369,10 +436,8 @@ def run_test_split(task: str, method: str, seed: int, root: Path, out: Path, qui
     workspace = workspace or root
     from .runs import last_checkpoint, last_validation, test_config
     from .tune import apply_params
-    if setting not in SETTINGS:
-        raise ValueError(f'unknown test setting {setting!r}; choose from {tuple(SETTINGS)}')
-    name = f's{seed}' + (f'_r{repeat}' if repeat else '')
-    path = out / SETTINGS[setting] / task / method / f'{name}.json'
+    path = test_run_path(out, task, method, seed, repeat, setting)
+    name = path.stem
     if path.exists():
         return json.loads(path.read_text())
     prereg = preregistration_commit(root)

@@ -240,6 +240,46 @@ def test_preregistered_seeds_are_paired_and_cover_the_protocol():
     assert C.test_order(['flora', 'lora'], seeds=(7, )) == [(7, 'flora'), (7, 'lora')]
 
 
+def test_the_batch_plans_every_preregistered_test_run_once_and_any_stop_leaves_a_preregistered_cut(tmp_path):
+    """Amendment A4: whole seeds over the tasks, the secondary methods' seeds 3-4 last (the first cut), the default
+    runs before them; the expected runs are written out from the protocol's constants."""
+    tasks = ('coco', 'dota')
+    with pytest.raises(RuntimeError, match=r"grids of \['coco/full', 'coco/bitfit'.*amendment A2"):
+        C.batch_order(tmp_path, tasks)
+    for task in tasks:
+        for method in (m for m in C.METHODS if m not in C.UNTUNED):
+            if (task, method) == ('dota', 'ssb'):  # still at the upper edge after every extension: decided, untested
+                for i in range(len(C.LR_GRID) + C.MAX_EXTENSIONS):
+                    _record(tmp_path, 0.0625 * 4 ** i, i, task=task, method=method)
+                continue
+            peak = 1.0 if method == 'dora' else 4.0  # DoRA selects the default: its tuned runs are its default runs
+            for mult in C.LR_GRID:
+                _record(tmp_path, mult, -abs(math.log(mult / peak)), task=task, method=method)
+    order = C.batch_order(tmp_path, tasks)
+    tuned = {(t, m) for t in tasks for m in C.METHODS} - {('dota', 'ssb')}
+    expected = {('tuned', t, s, m, 0) for t, m in tuned for s in C.TEST_SEEDS[m]}
+    expected |= {('tuned', t, 0, 'flora', 1) for t in tasks}
+    expected |= {('default', t, s, m, 0) for t in tasks for m in C.METHODS if m not in ('base', 'dora')
+                 for s in range(3)}
+    assert len(order) == len(set(order)) and set(order) == expected
+    cut = [r for r in order if r.setting == 'tuned' and r.method in C.SECONDARY and r.seed >= 3]
+    assert cut and order[-len(cut):] == cut  # the first cut is the tail
+    head = order[:-len(cut)]
+    defaults = [r for r in head if r.setting == 'default']
+    assert head[-len(defaults):] == defaults  # the default runs follow every tuned run that is kept
+    kept = head[:-len(defaults)]
+    assert [r.seed for r in kept] == sorted(r.seed for r in kept)  # seed by seed
+    for seed in range(10):  # within a seed, task after task; the repeats right after seed 0
+        runs = [r for r in kept if r.seed == seed and not r.repeat]
+        assert [r.task for r in runs] == sorted((r.task for r in runs), key=tasks.index)
+    assert [r[:2] + r[3:] for r in kept if r.repeat] == [('tuned', t, 'flora', 1) for t in tasks]
+    assert kept.index(('tuned', 'coco', 0, 'flora', 1)) == sum(r.seed == 0 and not r.repeat for r in kept)
+    assert [r.seed for r in defaults] == sorted(r.seed for r in defaults)
+    assert C.test_run_path(tmp_path, 'coco', 'flora', 0, 1) == tmp_path / 'test' / 'coco' / 'flora' / 's0_r1.json'
+    assert C.test_run_path(tmp_path, 'dota', 'lora', 2, setting='default').parts[-4:] == (
+        'test_default', 'dota', 'lora', 's2.json')
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize('task,stats_metric', [('ade20k', 'miou'), ('coco', 'bbox_map'), ('dota', 'rbox_map')])
 def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_split(tmp_path, task, stats_metric):
