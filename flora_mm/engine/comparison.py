@@ -705,6 +705,9 @@ CLAIMS = {
         (('>', 'flora_k7', 'flora'), ),
 }
 EQUIVALENCE = 0.5  # points: an interval inside +-0.5 is "practically equal"
+INTERIM_NOTE = ('"(interim)": read before all of its pre-registered paired seeds are in (the test phase is running; '
+                'Holm\'s family is the comparisons present so far); the pre-registered verdict is the one read when '
+                'none is interim.')
 #: Item 5 of the analysis, descriptive (per-comparison intervals, outside Holm's family): every tuned method - Base,
 #: and Full - every other tuned method -- where each method sits between the frozen backbone and full fine-tuning.
 BRACKET = (*((m, 'base') for m in METHODS if m not in UNTUNED),
@@ -847,24 +850,40 @@ def verdict(result: dict | None, relation: str = '>') -> str:
     return 'unresolved'
 
 
+def _interim(out: Path, task: str, a: str, b: str, result: dict | None) -> bool:
+    """Whether the tuned a - b of ``task`` is read before its pre-registered paired seeds are all in: fewer of them,
+    or none yet while both methods are to be tested (not: a method whose grid has no interior optimum)."""
+    planned = set(TEST_SEEDS[a]) & set(TEST_SEEDS[b])
+    if result is None:
+        tested = test_methods(out, task)
+        return a in tested and b in tested
+    return not planned <= set(result['paired_seeds'])
+
+
 def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> dict:
     """Every primary comparison on every task with Holm's correction over the family, each claim's verdict per task
     and overall (supported on at least two tasks and contradicted on none), the same comparisons at the default
-    setting, each method's tuned - default gain and its :data:`BRACKET` comparisons (the last three descriptive)."""
+    setting, each method's tuned - default gain and its :data:`BRACKET` comparisons (the last three descriptive).
+    While the test phase runs, a comparison without all its pre-registered seeds is ``interim``, and so is every
+    claim that reads one (and Holm's family is then the comparisons present): the verdicts are the protocol's only
+    once nothing is interim."""
     results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
+    interim = {k: _interim(out, *k, r) for k, r in results.items()}
     present = [k for k, r in results.items() if r is not None]
     for key, p in zip(present, holm([results[k]['p'] for k in present])):
-        results[key]['holm_p'] = p
+        results[key].update(holm_p=p, interim=interim[key])
     claims = {}
     for name, parts in CLAIMS.items():
-        per_task = {}
+        per_task, early = {}, {}
         for t in tasks:
             marks = [verdict(results[(t, a, b)], rel) for rel, a, b in parts]
             per_task[t] = ('supported' if all(m == 'supported' for m in marks) else
                            'not supported' if any(m == 'not supported' for m in marks) else 'unresolved')
+            early[t] = any(interim[(t, a, b)] for _, a, b in parts)
         supported = sum(v == 'supported' for v in per_task.values())
         against = sum(v == 'not supported' for v in per_task.values())
-        claims[name] = dict(per_task=per_task, overall='supported' if supported >= 2 and not against else
+        claims[name] = dict(per_task=per_task, interim=early, overall_interim=any(early.values()),
+                            overall='supported' if supported >= 2 and not against else
                             'not supported' if against else 'unresolved')
     default = [r for r in (compare(out, t, a, b, resamples, setting='default') for t in tasks for a, b in PRIMARY)
                if r is not None]
@@ -879,6 +898,16 @@ def _direction(result: dict | None) -> str:
     if result is None:
         return 'no data'
     return 'a > b' if result['lo'] > 0 else 'a < b' if result['hi'] < 0 else 'unresolved'
+
+
+def _marked(label: str, interim: bool) -> str:
+    return f'{label} (interim)' if interim else label
+
+
+def _claim_rows(claims: dict, tasks: tuple[str, ...]) -> list[list[str]]:
+    return [[name, *(_marked(c['per_task'][t], c['interim'][t]) for t in tasks), _marked(c['overall'],
+                                                                                      c['overall_interim'])]
+            for name, c in claims.items()]
 
 
 def _interval(r: dict) -> str:
@@ -930,7 +959,7 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
                                    f'default x{DEFAULT_LR_MULT:g}: mean +- sd (seeds)',
                                    'tuned - default, 95% bootstrap (seeds and test images)'], rows)]
         pairs = [[f'{r["a"]} - {r["b"]}', f'{r["mean"]:+.2f}', f'[{r["lo"]:+.2f}, {r["hi"]:+.2f}]',
-                  f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}]', f'{r["holm_p"]:.3f}', verdict(r)]
+                  f'[{r["t_lo"]:+.2f}, {r["t_hi"]:+.2f}]', f'{r["holm_p"]:.3f}', _marked(verdict(r), r['interim'])]
                  for r in result['comparisons'] if r['task'] == task]
         if pairs:
             lines += ['', *markdown_table(['a - b', 'mean', '95% bootstrap (seeds and test images)', '95% t (seeds)',
@@ -956,8 +985,10 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
     if repeats:
         lines += ['\n### Same-seed repeats\n', *markdown_table(['task', 'method', 'seed', 'run', 'repeat', 'difference'],
                                                                  repeats, right=2)]
-    claims = [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in result['claims'].items()]
-    lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], claims, right=len(tasks) + 2)]
+    lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], _claim_rows(result['claims'], tasks),
+                                                right=len(tasks) + 2)]
+    if any(r['interim'] for r in result['comparisons']) or any(c['overall_interim'] for c in result['claims'].values()):
+        lines += ['', INTERIM_NOTE]
     return '\n'.join(lines).strip()
 
 
@@ -1017,7 +1048,8 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
     lines += ['', '"top adapter - method": paired over the seeds both have, resampling seeds and test images; "tied": '
                   'the interval includes 0. Descriptive -- the top adapter is picked on these same runs and no '
                   'multiplicity correction applies; the pre-registered tests are the claims below.', '',
-              *markdown_table(['claim (pre-registered verdict)', *tasks, 'overall'],
-                              [[name, *(c['per_task'][t] for t in tasks), c['overall']] for name, c in claims.items()],
+              *markdown_table(['claim (pre-registered verdict)', *tasks, 'overall'], _claim_rows(claims, tasks),
                               right=len(tasks) + 2)]
+    if any(c['overall_interim'] for c in claims.values()):
+        lines += ['', INTERIM_NOTE]
     return '\n'.join(lines).strip()
