@@ -38,9 +38,9 @@ __all__ = ['ADAPTERS', 'analyse', 'batch_order', 'BRACKET', 'budget_table', 'BUD
            'extension', 'headline', 'heldout_runs', 'LR_GRID', 'method_config', 'method_overrides', 'METHODS',
            'NoInteriorOptimum', 'PlannedRun', 'plot_curves', 'preregistration_commit', 'PRIMARY', 'progress',
            'progress_table', 'ranking', 'REFERENCE', 'report', 'RESAMPLED_CACHE', 'RUN_ENV', 'run_test_split',
-           'run_validation', 'SECONDARY', 'SECONDARY_KEPT', 'selected_lr_mult', 'test_methods', 'test_order',
-           'test_run_path', 'TEST_SEEDS', 'undecided', 'validation_records', 'VALIDATION_SEED', 'validation_settings',
-           'validation_study', 'verdict', 'without_interior_optimum']
+           'run_validation', 'runs_fingerprint', 'SECONDARY', 'SECONDARY_KEPT', 'selected_lr_mult', 'test_methods',
+           'test_order', 'test_run_path', 'TEST_SEEDS', 'undecided', 'validation_records', 'VALIDATION_SEED',
+           'validation_settings', 'validation_study', 'verdict', 'without_interior_optimum']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -732,6 +732,16 @@ def _own_runs(out: Path, task: str, method: str, setting: str, repeat: int | Non
     return {r['seed']: r for r in runs if repeat is None or r.get('repeat', 0) == repeat}
 
 
+def runs_fingerprint(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
+    """'N test-split run files, sha256 <12 hex>' of every run file (path and content) of ``tasks`` at every setting:
+    a generated page states it, and its test compares it with the committed files without redoing the bootstrap."""
+    files = sorted(p for setting in SETTINGS.values() for t in tasks for p in (out / setting / t).glob('*/s*.json'))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(out).as_posix().encode() + b'\0' + path.read_bytes() + b'\0')
+    return f'{len(files)} test-split run files, sha256 {digest.hexdigest()[:12]}'
+
+
 def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list[str]]:
     """Rows (task, method, seed, first run, repeat, difference) of every same-seed repeat: determinism, shown."""
     rows = []
@@ -989,6 +999,7 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
                                                 right=len(tasks) + 2)]
     if any(r['interim'] for r in result['comparisons']) or any(c['overall_interim'] for c in result['claims'].values()):
         lines += ['', INTERIM_NOTE]
+    lines += ['', f'From {runs_fingerprint(out, tasks)}.']
     return '\n'.join(lines).strip()
 
 
@@ -1052,4 +1063,5 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
                               right=len(tasks) + 2)]
     if any(c['overall_interim'] for c in claims.values()):
         lines += ['', INTERIM_NOTE]
+    lines += ['', f'From {runs_fingerprint(out, tasks)}.']
     return '\n'.join(lines).strip()

@@ -398,7 +398,7 @@ def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     text = C.report(tmp_path, tasks=('ade20k', ), resamples=300)
     assert '| FLoRA paper: FLoRA > LoRA and DoRA at a matched budget | supported (interim) |' in text
     assert '| supported (interim) |' in next(line for line in text.splitlines() if line.startswith('| flora - lora |'))
-    assert text.endswith(C.INTERIM_NOTE)
+    assert C.INTERIM_NOTE in text
     assert '| ade20k | flora | 0 |' in text and '+0.0000 |' in text  # the repeat row
     runs(range(5, 10), low_rank)
     result = C.analyse(tmp_path, tasks=('ade20k', ), resamples=300)
@@ -523,13 +523,36 @@ def test_holm_family_is_every_task_together(tmp_path):
     assert large['holm_p'] == pytest.approx(max(small['holm_p'], large['p']))
 
 
+def test_the_run_files_fingerprint_names_every_test_run_and_changes_with_any_of_them(tmp_path):
+    """Hand-made run files: the count is every test-split file of the tasks (repeats and default runs included,
+    validation runs and other tasks not); the digest moves with one byte of one file, and with a file's name."""
+    stats = np.ones((4, 2, 2), dtype=np.int64)
+    _test_run(tmp_path, 'flora', 0, stats)
+    _test_run(tmp_path, 'flora', 0, stats, repeat=1)
+    _test_run(tmp_path, 'lora', 1, stats, folder='test_default')
+    _test_run(tmp_path, 'lora', 1, stats, task='coco')
+    _record(tmp_path, 1.0, 0.5, task='ade20k')  # a validation run: not part of it
+    first = C.runs_fingerprint(tmp_path, ('ade20k', ))
+    assert first.startswith('3 test-split run files, sha256 ') and len(first.split()[-1]) == 12
+    assert C.runs_fingerprint(tmp_path, ('ade20k', 'coco')).startswith('4 ')
+    path = tmp_path / 'test' / 'ade20k' / 'flora' / 's0.json'
+    path.write_text(path.read_text().replace('"seed": 0', '"seed": 0 '))
+    second = C.runs_fingerprint(tmp_path, ('ade20k', ))
+    assert second != first
+    path.rename(path.with_name('s5.json'))
+    assert C.runs_fingerprint(tmp_path, ('ade20k', )) not in (first, second)
+
+
 def test_the_comparison_page_is_the_run_files():
     from flora_mm import docblocks
     page, out = ROOT / 'docs' / 'tuned_comparison.md', ROOT / 'results' / 'tuned'
     assert docblocks.read_block(page, 'tools/tuned_study.py', 'curves') == C.curves_table(out) + '\n'
     assert docblocks.read_block(page, 'tools/tuned_study.py', 'progress') == C.progress_table(out) + '\n'
-    if not (out / 'test').exists():  # the report block is checked cheaply until test runs exist
-        assert docblocks.read_block(page, 'tools/tuned_study.py', 'report') == C.report(out) + '\n'
+    block = docblocks.read_block(page, 'tools/tuned_study.py', 'report')
+    if not (out / 'test').exists():  # the report block is checked in full until test runs exist
+        assert block == C.report(out) + '\n'
+    else:  # then by the fingerprint of the run files it was generated from (the bootstrap is not redone here)
+        assert block.endswith(f'From {C.runs_fingerprint(out)}.\n'), 'regenerate: tools/tuned_study.py report'
 
 
 def test_progress_counts_what_the_protocol_still_needs(tmp_path):
@@ -592,8 +615,11 @@ def test_readme_headline_is_the_run_files():
     """README's "Which method?" block is :func:`headline` of the committed run files (cheap until test runs exist)."""
     from flora_mm import docblocks
     out = ROOT / 'results' / 'tuned'
+    block = docblocks.read_block(ROOT / 'README.md', 'tools/tuned_study.py', 'headline')
     if not (out / 'test').exists():
-        assert docblocks.read_block(ROOT / 'README.md', 'tools/tuned_study.py', 'headline') == C.headline(out, ROOT) + '\n'
+        assert block == C.headline(out, ROOT) + '\n'
+    else:  # the fingerprint of the run files it was generated from
+        assert block.endswith(f'From {C.runs_fingerprint(out)}.\n'), 'regenerate: tools/tuned_study.py report --readme'
 
 
 def test_headline_lists_each_methods_trainable_parameters_and_the_claims(tmp_path):
@@ -616,4 +642,5 @@ def test_headline_lists_each_methods_trainable_parameters_and_the_claims(tmp_pat
     assert rows['flora'][2] == 'x16' and rows['flora'][4].startswith('(top adapter)')
     assert rows['ssl'][4].rstrip(' |').endswith(']')  # a clear gap: no "tied"
     assert all(f'| {name} |' in text for name in C.CLAIMS) and 'test split: 20 images' in text
-    assert '| unresolved (interim) |' in text and text.endswith(C.INTERIM_NOTE)  # 2 seeds of the planned 5 or 10
+    assert '| unresolved (interim) |' in text and C.INTERIM_NOTE in text  # 2 seeds of the planned 5 or 10
+    assert text.endswith('From 4 test-split run files, sha256 ' + C.runs_fingerprint(tmp_path, ('ade20k', ))[-12:] + '.')
