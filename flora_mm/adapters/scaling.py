@@ -176,7 +176,8 @@ IA3 = register_method(Method(
     lr_mult=16.0))  # chosen on validation curves of three tasks (flora_mm.engine.defaults; docs/tuned_comparison.md)
 SSL = register_method(Method(
     'SSL', layers={nn.Linear: SSLLinear, nn.Conv1d: SSLConv1d, nn.Conv2d: SSLConv2d, nn.Conv3d: SSLConv3d},
-    formula='`W = W0 diag(d)` (input channels)', params='`d_in`', source='subspace-tuning paper eq. 7 (D_1 W)'))
+    formula='`W = W0 diag(d)` (input channels)', params='`d_in`', source='subspace-tuning paper eq. 7 (D_1 W)',
+    lr_mult=16.0))  # chosen on validation curves of three tasks (flora_mm.engine.defaults; docs/tuned_comparison.md)
 SSB = register_method(Method(
     'SSB', layers={nn.Linear: SSBLinear, nn.Conv1d: SSBConv1d, nn.Conv2d: SSBConv2d, nn.Conv3d: SSBConv3d},
     formula='`W = diag(l) W0 diag(d)` (both)', params='`d_in + d_out`',
