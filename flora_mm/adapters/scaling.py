@@ -181,4 +181,5 @@ SSL = register_method(Method(
 SSB = register_method(Method(
     'SSB', layers={nn.Linear: SSBLinear, nn.Conv1d: SSBConv1d, nn.Conv2d: SSBConv2d, nn.Conv3d: SSBConv3d},
     formula='`W = diag(l) W0 diag(d)` (both)', params='`d_in + d_out`',
-    source='subspace-tuning paper eq. 7 (D_1 W D_2)'))
+    source='subspace-tuning paper eq. 7 (D_1 W D_2)',
+    lr_mult=16.0))  # chosen on validation curves of three tasks (flora_mm.engine.defaults; docs/tuned_comparison.md)
