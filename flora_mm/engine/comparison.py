@@ -860,14 +860,13 @@ def verdict(result: dict | None, relation: str = '>') -> str:
     return 'unresolved'
 
 
-def _interim(out: Path, task: str, a: str, b: str, result: dict | None) -> bool:
-    """Whether the tuned a - b of ``task`` is read before its pre-registered paired seeds are all in: fewer of them,
-    or none yet while both methods are to be tested (not: a method whose grid has no interior optimum)."""
-    planned = set(TEST_SEEDS[a]) & set(TEST_SEEDS[b])
+def _interim(tested: list[str], a: str, b: str, result: dict | None) -> bool:
+    """Whether the tuned a - b is read before its pre-registered paired seeds are all in: fewer of them, or none yet
+    while both methods are to be tested (``tested``: the task's :func:`test_methods`; not listed: a method whose grid
+    has no interior optimum)."""
     if result is None:
-        tested = test_methods(out, task)
         return a in tested and b in tested
-    return not planned <= set(result['paired_seeds'])
+    return not set(TEST_SEEDS[a]) & set(TEST_SEEDS[b]) <= set(result['paired_seeds'])
 
 
 def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> dict:
@@ -878,7 +877,8 @@ def analyse(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 1
     claim that reads one (and Holm's family is then the comparisons present): the verdicts are the protocol's only
     once nothing is interim."""
     results = {(t, a, b): compare(out, t, a, b, resamples) for t in tasks for a, b in PRIMARY}
-    interim = {k: _interim(out, *k, r) for k, r in results.items()}
+    tested = {t: test_methods(out, t) for t in tasks}  # once per task: it reads every validation grid
+    interim = {(t, a, b): _interim(tested[t], a, b, r) for (t, a, b), r in results.items()}
     present = [k for k, r in results.items() if r is not None]
     for key, p in zip(present, holm([results[k]['p'] for k in present])):
         results[key].update(holm_p=p, interim=interim[key])
