@@ -38,9 +38,10 @@ __all__ = ['ADAPTERS', 'analyse', 'batch_order', 'BRACKET', 'budget_table', 'BUD
            'extension', 'headline', 'heldout_runs', 'LR_GRID', 'method_config', 'method_overrides', 'METHODS',
            'NoInteriorOptimum', 'PlannedRun', 'plot_curves', 'preregistration_commit', 'PRIMARY', 'progress',
            'progress_table', 'ranking', 'REFERENCE', 'report', 'RESAMPLED_CACHE', 'RUN_ENV', 'run_test_split',
-           'run_validation', 'runs_fingerprint', 'SECONDARY', 'SECONDARY_KEPT', 'selected_lr_mult', 'test_methods',
-           'test_order', 'test_run_path', 'TEST_SEEDS', 'undecided', 'validation_records', 'VALIDATION_SEED',
-           'validation_settings', 'validation_study', 'verdict', 'without_interior_optimum']
+           'run_validation', 'runs_fingerprint', 'SECONDARY', 'SECONDARY_KEPT', 'selected_lr_mult', 'shortlist',
+           'shortlist_sentence', 'test_methods', 'test_order', 'test_run_path', 'TEST_SEEDS', 'undecided',
+           'validation_records', 'VALIDATION_SEED', 'validation_settings', 'validation_study', 'verdict',
+           'without_interior_optimum']
 
 ADAPTER = 'model.backbone.adapter'
 #: The budget every rank-based method is solved to: LoRA r = 16 (r = 2, 4 and 8 cannot hold FLoRA and DoRA within
@@ -1030,22 +1031,44 @@ def ranking(out: Path, task: str, resamples: int = 10000) -> list[dict]:
     return rows
 
 
+def shortlist(tied: Mapping[str, set], params: Mapping[str, int]) -> list[str]:
+    """The adapters tied with the top adapter (:func:`ranking`) on every task in ``tied`` (task -> tied adapters),
+    fewest trainable backbone parameters first (amendment A5: the README's recommendation rule)."""
+    common = set.intersection(*map(set, tied.values())) if tied else set()
+    return sorted(common, key=lambda m: (params[m], m))
+
+
+def shortlist_sentence(tied: Mapping[str, set], params: Mapping[str, int]) -> str:
+    """:func:`shortlist` as the README states it; with no common adapter, each task's tied adapters instead."""
+    tasks = ', '.join(tied)
+    names = shortlist(tied, params)
+    if names:
+        listed = ', '.join(f'{m} ({params[m]:,})' for m in names)
+        return (f'**Shortlist** (amendment A5): the adapters tied with the top adapter on every task here ({tasks}), '
+                f'fewest trainable backbone parameters first: {listed}.')
+    per_task = '; '.join(f'{t}: ' + ', '.join(sorted(tied[t], key=lambda m: (params[m], m))) for t in tied)
+    return (f'**Shortlist** (amendment A5): no adapter is tied with the top adapter on every task here ({tasks}); '
+            f'tied per task, fewest trainable backbone parameters first -- {per_task}.')
+
+
 def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10000) -> str:
     """The README's "Which method?" block: per task :func:`ranking` with each method's trainable backbone parameters,
-    and each claim's verdict (:func:`analyse`)."""
+    the :func:`shortlist`, and each claim's verdict (:func:`analyse`)."""
     from ..docblocks import markdown_table
     from mmengine.registry import init_default_scope
     from ..models.budget import trainable_parameters
-    lines = []
+    lines, tied, params_of = [], {}, {}
     for task in tasks:
         rows = ranking(out, task, resamples)
         if not rows:
             continue
+        tied[task] = {r['method'] for r in rows if r['adapter'] and r['tied']}
         images = _resampled(next(iter(heldout_runs(out, task, rows[0]['method']).values())), resamples)[2]
         init_default_scope(Config.fromfile(str(root / TASKS[task]['config'])).get('default_scope'))
         table = []
         for r in rows:
             params = trainable_parameters(method_config(task, r['method'], root).model.backbone)[0]
+            params_of[r['method']] = params
             lead = ('(top adapter)' if r['method'] == r['top'] else '(reference)' if not r['adapter'] else
                     _interval(r['lead']) + (' tied' if r['tied'] else '') if r['lead'] else '-')
             sd = f' +- {r["sd"]:.2f}' if r['sd'] is not None else ''
@@ -1055,10 +1078,12 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
                                    'test: mean +- sd (seeds)', 'top adapter - method, 95% bootstrap'], table)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
+    lines += ['', shortlist_sentence(tied, params_of)]
     claims = analyse(out, tasks, resamples)['claims']
     lines += ['', '"top adapter - method": paired over the seeds both have, resampling seeds and test images; "tied": '
                   'the interval includes 0. Descriptive -- the top adapter is picked on these same runs and no '
-                  'multiplicity correction applies; the pre-registered tests are the claims below.', '',
+                  'multiplicity correction applies, and a method with fewer seeds (5 against the top\'s 10, say) ties more '
+                  'easily; the pre-registered tests are the claims below.', '',
               *markdown_table(['claim (pre-registered verdict)', *tasks, 'overall'], _claim_rows(claims, tasks),
                               right=len(tasks) + 2)]
     if any(c['overall_interim'] for c in claims.values()):

@@ -611,6 +611,27 @@ def test_ranking_orders_by_test_mean_and_ties_what_the_top_does_not_clear(tmp_pa
     assert by['dora']['lead']['mean'] == pytest.approx(expected)
 
 
+PARAMS = {'ssb': 24163, 'ssl': 12523, 'lora': 1812336, 'flora': 1810529, 'dora': 1823976}
+
+
+@pytest.mark.parametrize('tied, expected', [
+    # common to all tasks, cheapest first (not alphabetical, not insertion order)
+    ({'coco': {'lora', 'ssb', 'flora'}, 'dota': {'flora', 'ssb', 'lora', 'dora'}}, ['ssb', 'flora', 'lora']),
+    ({'coco': {'lora'}, 'dota': {'flora'}}, []),             # nothing common
+    ({'ade20k': {'dora', 'ssl'}}, ['ssl', 'dora']),          # one task: its own tied set
+    ({}, []),
+])
+def test_shortlist_is_the_cheapest_first_intersection_of_the_tied_sets(tied, expected):
+    assert C.shortlist(tied, PARAMS) == expected
+
+
+def test_shortlist_sentence_names_parameters_or_falls_back_to_each_task():
+    text = C.shortlist_sentence({'coco': {'lora', 'ssb'}, 'dota': {'ssb', 'lora'}}, PARAMS)
+    assert 'ssb (24,163), lora (1,812,336).' in text and '(coco, dota)' in text
+    text = C.shortlist_sentence({'coco': {'lora', 'ssl'}, 'dota': {'flora'}}, PARAMS)
+    assert 'no adapter is tied' in text and 'coco: ssl, lora; dota: flora.' in text
+
+
 def test_readme_headline_is_the_run_files():
     """README's "Which method?" block is :func:`headline` of the committed run files (cheap until test runs exist)."""
     from flora_mm import docblocks
@@ -641,6 +662,7 @@ def test_headline_lists_each_methods_trainable_parameters_and_the_claims(tmp_pat
     assert rows['flora'][1] == trainable['flora'] and rows['ssl'][1] == trainable['ssl']
     assert rows['flora'][2] == 'x16' and rows['flora'][4].startswith('(top adapter)')
     assert rows['ssl'][4].rstrip(' |').endswith(']')  # a clear gap: no "tied"
+    assert f'fewest trainable backbone parameters first: flora ({trainable["flora"]}).' in text  # ssl is not tied
     assert all(f'| {name} |' in text for name in C.CLAIMS) and 'test split: 20 images' in text
     assert '| unresolved (interim) |' in text and C.INTERIM_NOTE in text  # 2 seeds of the planned 5 or 10
     assert text.endswith('From 4 test-split run files, sha256 ' + C.runs_fingerprint(tmp_path, ('ade20k', ))[-12:] + '.')
