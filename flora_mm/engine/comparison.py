@@ -1057,12 +1057,13 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
     from ..docblocks import markdown_table
     from mmengine.registry import init_default_scope
     from ..models.budget import trainable_parameters
-    lines, tied, params_of = [], {}, {}
+    lines, tied, params_of, open_ties = [], {}, {}, 0
     for task in tasks:
         rows = ranking(out, task, resamples)
         if not rows:
             continue
         tied[task] = {r['method'] for r in rows if r['adapter'] and r['tied']}
+        open_ties += sum(r['adapter'] and r['method'] != r['top'] and r['lead'] is None for r in rows)
         images = _resampled(next(iter(heldout_runs(out, task, rows[0]['method']).values())), resamples)[2]
         init_default_scope(Config.fromfile(str(root / TASKS[task]['config'])).get('default_scope'))
         table = []
@@ -1072,13 +1073,15 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
             lead = ('(top adapter)' if r['method'] == r['top'] else '(reference)' if not r['adapter'] else
                     _interval(r['lead']) + (' tied' if r['tied'] else '') if r['lead'] else '-')
             sd = f' +- {r["sd"]:.2f}' if r['sd'] is not None else ''
-            table.append([r['method'], f'{params:,}', f'x{r["lr_mult"]:g}', f'{r["mean"]:.2f}{sd} ({r["seeds"]})', lead])
+            table.append([r['method'], f'{params:,}', '-' if r['method'] in UNTUNED else f'x{r["lr_mult"]:g}', f'{r["mean"]:.2f}{sd} ({r["seeds"]})', lead])
         lines += [f'\n**{task}** ({TASKS[task]["metric"]}, %, test split: {images} images)\n',
                   *markdown_table(['method', 'trainable backbone params', 'selected lr multiplier',
                                    'test: mean +- sd (seeds)', 'top adapter - method, 95% bootstrap'], table)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
-    lines += ['', shortlist_sentence(tied, params_of)]
+    lines += ['', shortlist_sentence(tied, params_of) if not open_ties else
+              f'**Shortlist** (amendment A5): not formed yet -- {open_ties} adapter row(s) above have fewer than 2 '
+              'seeds paired with the top adapter ("-"), so whether they tie is not known.']
     claims = analyse(out, tasks, resamples)['claims']
     lines += ['', '"top adapter - method": paired over the seeds both have, resampling seeds and test images; "tied": '
                   'the interval includes 0. Descriptive -- the top adapter is picked on these same runs and no '

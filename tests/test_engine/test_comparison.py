@@ -666,3 +666,6 @@ def test_headline_lists_each_methods_trainable_parameters_and_the_claims(tmp_pat
     assert all(f'| {name} |' in text for name in C.CLAIMS) and 'test split: 20 images' in text
     assert '| unresolved (interim) |' in text and C.INTERIM_NOTE in text  # 2 seeds of the planned 5 or 10
     assert text.endswith('From 4 test-split run files, sha256 ' + C.runs_fingerprint(tmp_path, ('ade20k', ))[-12:] + '.')
+    (tmp_path / 'test' / 'ade20k' / 'ssl' / 's1.json').unlink()  # one seed: its tie is unknown, no shortlist yet
+    text = C.headline(tmp_path, ROOT, tasks=('ade20k', ), resamples=200)
+    assert 'not formed yet -- 1 adapter row(s)' in text and 'fewest trainable' not in text
