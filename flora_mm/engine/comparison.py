@@ -1011,7 +1011,8 @@ ADAPTERS = tuple(m for m in METHODS if m not in (*UNTUNED, 'full'))
 def ranking(out: Path, task: str, resamples: int = 10000) -> list[dict]:
     """Every method with tuned test runs on ``task``, by test mean (best first): selected multiplier, per-seed mean
     and sd, and for each adapter below the top adapter, top - it (:func:`compare`: paired seeds, seeds and test images
-    resampled), ``tied`` when that interval includes 0. Descriptive: the top adapter is picked on these same runs
+    resampled), ``tied``: True when that interval includes 0 (and for the top adapter), None where it cannot be
+    computed yet (fewer than 2 paired seeds) and for Base and Full, False otherwise. Descriptive: the top adapter is picked on these same runs
     (so its lead is, if anything, flattered) and no multiplicity correction is applied."""
     rows = []
     for method in METHODS:
@@ -1027,26 +1028,42 @@ def ranking(out: Path, task: str, resamples: int = 10000) -> list[dict]:
         row['top'] = top
         lead = compare(out, task, top, row['method'], resamples) if row['adapter'] and row['method'] != top else None
         row['lead'] = lead
-        row['tied'] = row['method'] == top or (lead is not None and lead['lo'] <= 0)
+        row['tied'] = True if row['method'] == top else None if lead is None else bool(lead['lo'] <= 0)
     return rows
 
 
-def shortlist(tied: Mapping[str, set], params: Mapping[str, int]) -> list[str]:
-    """The adapters tied with the top adapter (:func:`ranking`) on every task in ``tied`` (task -> tied adapters),
-    fewest trainable backbone parameters first (amendment A5: the README's recommendation rule)."""
-    common = set.intersection(*map(set, tied.values())) if tied else set()
-    return sorted(common, key=lambda m: (params[m], m))
+def shortlist(ties: Mapping[str, Mapping[str, bool | None]],
+              params: Mapping[str, Mapping[str, int]]) -> list[str] | None:
+    """The README's recommendation rule (amendment A5): the adapters tied with the top adapter on every task.
+
+    Args:
+        ties: Per task, each adapter's :func:`ranking` ``tied`` (True / False / None: not known yet).
+        params: Per task, each adapter's trainable backbone parameters.
+
+    Returns:
+        The adapters tied on every task in ``ties``, fewest trainable backbone parameters first (the most over the
+        tasks), or None while any adapter's tie is not known.
+    """
+    if any(tie is None for task in ties.values() for tie in task.values()):
+        return None
+    common = set.intersection(*({m for m, tie in task.items() if tie} for task in ties.values())) if ties else set()
+    return sorted(common, key=lambda m: (max(params[t][m] for t in ties), m))
 
 
-def shortlist_sentence(tied: Mapping[str, set], params: Mapping[str, int]) -> str:
-    """:func:`shortlist` as the README states it; with no common adapter, each task's tied adapters instead."""
-    tasks = ', '.join(tied)
-    names = shortlist(tied, params)
+def shortlist_sentence(ties: Mapping[str, Mapping[str, bool | None]], params: Mapping[str, Mapping[str, int]]) -> str:
+    """:func:`shortlist` as the README states it: with no common adapter, each task's tied adapters instead; while
+    some tie is not known, that it is not formed yet."""
+    names = shortlist(ties, params)
+    if names is None:
+        unknown = sum(tie is None for task in ties.values() for tie in task.values())
+        return (f'**Shortlist** (amendment A5): not formed yet -- {unknown} adapter row(s) above have fewer than 2 '
+                'seeds paired with the top adapter ("-"), so whether they tie is not known.')
+    tasks = ', '.join(ties)
     if names:
-        listed = ', '.join(f'{m} ({params[m]:,})' for m in names)
+        listed = ', '.join(f'{m} ({max(params[t][m] for t in ties):,})' for m in names)
         return (f'**Shortlist** (amendment A5): the adapters tied with the top adapter on every task here ({tasks}), '
                 f'fewest trainable backbone parameters first: {listed}.')
-    per_task = '; '.join(f'{t}: ' + ', '.join(sorted(tied[t], key=lambda m: (params[m], m))) for t in tied)
+    per_task = '; '.join(f'{t}: ' + ', '.join(shortlist({t: ties[t]}, params)) for t in ties)
     return (f'**Shortlist** (amendment A5): no adapter is tied with the top adapter on every task here ({tasks}); '
             f'tied per task, fewest trainable backbone parameters first -- {per_task}.')
 
@@ -1057,31 +1074,29 @@ def headline(out: Path, root: Path, tasks: tuple[str, ...] = tuple(TASKS), resam
     from ..docblocks import markdown_table
     from mmengine.registry import init_default_scope
     from ..models.budget import trainable_parameters
-    lines, tied, params_of, open_ties = [], {}, {}, 0
+    lines, ties, params_of = [], {}, {}
     for task in tasks:
         rows = ranking(out, task, resamples)
         if not rows:
             continue
-        tied[task] = {r['method'] for r in rows if r['adapter'] and r['tied']}
-        open_ties += sum(r['adapter'] and r['method'] != r['top'] and r['lead'] is None for r in rows)
+        ties[task] = {r['method']: r['tied'] for r in rows if r['adapter']}
         images = _resampled(next(iter(heldout_runs(out, task, rows[0]['method']).values())), resamples)[2]
         init_default_scope(Config.fromfile(str(root / TASKS[task]['config'])).get('default_scope'))
-        table = []
+        table, params_of[task] = [], {}
         for r in rows:
-            params = trainable_parameters(method_config(task, r['method'], root).model.backbone)[0]
-            params_of[r['method']] = params
+            params = params_of[task][r['method']] = trainable_parameters(
+                method_config(task, r['method'], root).model.backbone)[0]
             lead = ('(top adapter)' if r['method'] == r['top'] else '(reference)' if not r['adapter'] else
                     _interval(r['lead']) + (' tied' if r['tied'] else '') if r['lead'] else '-')
             sd = f' +- {r["sd"]:.2f}' if r['sd'] is not None else ''
-            table.append([r['method'], f'{params:,}', '-' if r['method'] in UNTUNED else f'x{r["lr_mult"]:g}', f'{r["mean"]:.2f}{sd} ({r["seeds"]})', lead])
+            mult = '-' if r['method'] in UNTUNED else f'x{r["lr_mult"]:g}'
+            table.append([r['method'], f'{params:,}', mult, f'{r["mean"]:.2f}{sd} ({r["seeds"]})', lead])
         lines += [f'\n**{task}** ({TASKS[task]["metric"]}, %, test split: {images} images)\n',
                   *markdown_table(['method', 'trainable backbone params', 'selected lr multiplier',
                                    'test: mean +- sd (seeds)', 'top adapter - method, 95% bootstrap'], table)]
     if not lines:
         return 'No test-split run yet: the validation grids select the settings first (docs/preregistration.md).'
-    lines += ['', shortlist_sentence(tied, params_of) if not open_ties else
-              f'**Shortlist** (amendment A5): not formed yet -- {open_ties} adapter row(s) above have fewer than 2 '
-              'seeds paired with the top adapter ("-"), so whether they tie is not known.']
+    lines += ['', shortlist_sentence(ties, params_of)]
     claims = analyse(out, tasks, resamples)['claims']
     lines += ['', '"top adapter - method": paired over the seeds both have, resampling seeds and test images; "tied": '
                   'the interval includes 0. Descriptive -- the top adapter is picked on these same runs and no '

@@ -612,6 +612,13 @@ def test_ranking_orders_by_test_mean_and_ties_what_the_top_does_not_clear(tmp_pa
 
 
 PARAMS = {'ssb': 24163, 'ssl': 12523, 'lora': 1812336, 'flora': 1810529, 'dora': 1823976}
+TASK_PARAMS = {t: PARAMS for t in ('coco', 'dota', 'ade20k')}
+
+
+def _ties(tied: dict, untied=('dora', ), unknown=()) -> dict:
+    """Per task: the named adapters tied, ``untied`` not (unless named), ``unknown`` not known yet."""
+    return {t: {**dict.fromkeys(untied, False), **dict.fromkeys(names, True), **dict.fromkeys(unknown, None)}
+            for t, names in tied.items()}
 
 
 @pytest.mark.parametrize('tied, expected', [
@@ -622,14 +629,22 @@ PARAMS = {'ssb': 24163, 'ssl': 12523, 'lora': 1812336, 'flora': 1810529, 'dora':
     ({}, []),
 ])
 def test_shortlist_is_the_cheapest_first_intersection_of_the_tied_sets(tied, expected):
-    assert C.shortlist(tied, PARAMS) == expected
+    assert C.shortlist(_ties(tied), TASK_PARAMS) == expected
+
+
+def test_shortlist_orders_by_the_most_parameters_over_the_tasks_and_waits_for_unknown_ties():
+    params = {'coco': PARAMS, 'dota': {**PARAMS, 'ssb': 2_000_000}}  # ssb costs most on dota
+    assert C.shortlist(_ties({'coco': {'ssb', 'lora'}, 'dota': {'ssb', 'lora'}}), params) == ['lora', 'ssb']
+    assert C.shortlist(_ties({'coco': {'ssb'}, 'dota': {'ssb'}}, unknown=('ssl', )), TASK_PARAMS) is None
 
 
 def test_shortlist_sentence_names_parameters_or_falls_back_to_each_task():
-    text = C.shortlist_sentence({'coco': {'lora', 'ssb'}, 'dota': {'ssb', 'lora'}}, PARAMS)
+    text = C.shortlist_sentence(_ties({'coco': {'lora', 'ssb'}, 'dota': {'ssb', 'lora'}}), TASK_PARAMS)
     assert 'ssb (24,163), lora (1,812,336).' in text and '(coco, dota)' in text
-    text = C.shortlist_sentence({'coco': {'lora', 'ssl'}, 'dota': {'flora'}}, PARAMS)
+    text = C.shortlist_sentence(_ties({'coco': {'lora', 'ssl'}, 'dota': {'flora'}}), TASK_PARAMS)
     assert 'no adapter is tied' in text and 'coco: ssl, lora; dota: flora.' in text
+    text = C.shortlist_sentence(_ties({'coco': {'lora'}, 'dota': {'lora'}}, unknown=('ssl', 'ssb')), TASK_PARAMS)
+    assert 'not formed yet -- 4 adapter row(s)' in text
 
 
 def test_readme_headline_is_the_run_files():
