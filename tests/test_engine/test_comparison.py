@@ -366,6 +366,27 @@ def test_resampled_metrics_are_kept_between_processes_and_never_stale(tmp_path, 
         C._resampled(changed, 50)
 
 
+def test_repeats_table_shows_every_repeat_and_whether_its_images_agree(tmp_path):
+    """Repeats 1 and 2 of one seed are both rows (not just the first); a repeat whose images are swapped keeps the
+    metric (a difference of 0) but is marked 'differ'; a repeat without its seed's first run is no row."""
+    from flora_mm.engine.analysis import miou
+    stats = np.array([[[10, 30]], [[20, 25]], [[5, 40]]])  # 3 images, 1 class: (intersection, union)
+    swapped = stats[[1, 0, 2]]  # the same images in another order: the same mIoU, other per-image statistics
+    worse = stats - np.array([[[5, 0]], [[0, 0]], [[0, 0]]])
+    for repeat, s in ((0, stats), (1, stats), (2, swapped), (3, worse)):
+        _test_run(tmp_path, 'flora', 0, s, repeat=repeat)
+    _test_run(tmp_path, 'lora', 4, stats, repeat=1)  # no s4.json
+    value, lower = miou(stats), miou(worse)
+    assert value == pytest.approx(miou(swapped)) and lower < value  # the oracle's premises
+    assert C.repeats_table(tmp_path, tasks=('ade20k', )) == [
+        ['ade20k', 'flora', '0', '1', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'identical'],
+        ['ade20k', 'flora', '0', '2', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'differ'],
+        ['ade20k', 'flora', '0', '3', f'{value:.4f}', f'{lower:.4f}', f'{lower - value:+.4f}', 'differ'],
+    ]
+    rows = {r['phase']: r for r in C.progress(tmp_path, tasks=('ade20k', ))}
+    assert (rows['same-seed repeat']['done'], rows['same-seed repeat']['to_run']) == (3, 0)
+
+
 def test_analysis_of_test_runs_gives_intervals_holm_and_claims(tmp_path):
     """Seeds 0-4 of FLoRA, LoRA, DoRA, TriLoRA: FLoRA - LoRA is read on 5 of its 10 pre-registered seeds (interim,
     and so is the FLoRA paper's claim), FLoRA - TriLoRA on all 5 of its own; seeds 5-9 complete the first."""
