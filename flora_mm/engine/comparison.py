@@ -725,12 +725,17 @@ def heldout_runs(out: Path, task: str, method: str, repeat: int = 0, setting: st
     return runs
 
 
+def _folder_runs(out: Path, task: str, method: str, setting: str) -> list[dict]:
+    """Every run file in ``setting``'s own folder for (task, method), first runs and repeats, in file-name order."""
+    folder = out / SETTINGS[setting] / task / method
+    return [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
+
+
 def _own_runs(out: Path, task: str, method: str, setting: str, repeat: int | None = 0) -> dict[int, dict]:
     """The run files in ``setting``'s own folder, by seed (``repeat``: that one; None: any), without the tuned runs
     that stand in for a method's default ones."""
-    folder = out / SETTINGS[setting] / task / method
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob('s*.json'))] if folder.exists() else []
-    return {r['seed']: r for r in runs if repeat is None or r.get('repeat', 0) == repeat}
+    return {r['seed']: r for r in _folder_runs(out, task, method, setting)
+            if repeat is None or r.get('repeat', 0) == repeat}
 
 
 def runs_fingerprint(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
@@ -745,9 +750,8 @@ def runs_fingerprint(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> str:
 
 def _repeat_runs(out: Path, task: str, method: str) -> list[dict]:
     """Every same-seed repeat among (task, method)'s tuned test runs (``s<seed>_r<repeat>.json``), by seed and repeat."""
-    folder = out / SETTINGS['tuned'] / task / method
-    runs = [json.loads(p.read_text()) for p in folder.glob('s*.json')] if folder.exists() else []
-    return sorted((r for r in runs if r.get('repeat', 0)), key=lambda r: (r['seed'], r['repeat']))
+    return sorted((r for r in _folder_runs(out, task, method, 'tuned') if r.get('repeat', 0)),
+                  key=lambda r: (r['seed'], r['repeat']))
 
 
 def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list[str]]:
