@@ -30,7 +30,7 @@ from mmengine.config import Config
 from .analysis import (bbox_map, coco_stats, dota_stats, holm, image_draws, metric_on_draws, miou, n_images,
                        paired_resampled, rbox_map, segmentation_stats, t_interval)
 from .targets import TASKS
-from .runs import git
+from .runs import environment, git
 from .tune import LR_MULT, SearchParam, Study, StudySettings, edge_extension, subprocess_launcher
 
 __all__ = ['ADAPTERS', 'analyse', 'batch_order', 'BRACKET', 'budget_table', 'BUDGET_TOLERANCE', 'CLAIMS', 'compare',
@@ -151,10 +151,12 @@ def _portable(text: str, *roots: Path) -> str:
 
 
 def _provenance(root: Path) -> dict:
-    """What every run file records of how it ran: threads, route policy, commit, and whether the code was dirty."""
+    """What every run file records of how it ran: threads, route policy, commit, whether the code was dirty, and the
+    environment (:func:`~flora_mm.engine.runs.environment`: CPU, kernel instruction set, package versions)."""
     return dict(threads=int(RUN_ENV['OMP_NUM_THREADS']), route_policy=RUN_ENV['FLORA_MM_ROUTE_POLICY'],
                 commit=git(root, 'rev-parse', 'HEAD'),
-                dirty=bool(git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')))
+                dirty=bool(git(root, 'status', '--porcelain', '--', 'flora_mm', 'configs', 'tools')),
+                environment=environment())
 
 
 def _run_file(out: Path, task: str, method: str, root: Path, record: dict) -> None:
@@ -754,10 +756,20 @@ def _repeat_runs(out: Path, task: str, method: str) -> list[dict]:
                   key=lambda r: (r['seed'], r['repeat']))
 
 
+def _same_environment(one: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """'same' / 'differs' where both run files record their environment (:func:`~flora_mm.engine.runs.environment`),
+    else 'not recorded' (run files written before it was recorded)."""
+    if 'environment' not in one or 'environment' not in other:
+        return 'not recorded'
+    return 'same' if one['environment'] == other['environment'] else 'differs'
+
+
 def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list[str]]:
-    """Rows (task, method, seed, repeat, first run, repeated run, difference, per-image statistics) of every same-seed
-    repeat, each against its seed's first run: determinism, shown. The last column says whether the repeat's metrics
-    and per-image statistics are both identical to the first run's (a metric can agree while its images differ)."""
+    """Rows (task, method, seed, repeat, first run, repeated run, difference, per-image statistics, environment) of
+    every same-seed repeat, each against its seed's first run: determinism, shown. 'per-image statistics' says
+    whether the repeat's metrics and per-image statistics are both identical to the first run's (a metric can agree
+    while its images differ); 'environment' whether the two runs recorded the same CPU kernels and package versions
+    (bit-identical repeats are expected only within one)."""
     rows = []
     for task in tasks:
         for method in METHODS:
@@ -767,7 +779,7 @@ def repeats_table(out: Path, tasks: tuple[str, ...] = tuple(TASKS)) -> list[list
                 same = one.get('metrics') == run.get('metrics') and one['image_stats'] == run['image_stats']
                 rows.append([task, method, str(run['seed']), str(run['repeat']), f'{one["value"]:.4f}',
                              f'{run["value"]:.4f}', f'{run["value"] - one["value"]:+.4f}',
-                             'identical' if same else 'differ'])
+                             'identical' if same else 'differ', _same_environment(one, run)])
     return rows
 
 
@@ -1012,8 +1024,8 @@ def report(out: Path, tasks: tuple[str, ...] = tuple(TASKS), resamples: int = 10
     repeats = repeats_table(out, tasks)
     if repeats:
         lines += ['\n### Same-seed repeats\n', *markdown_table(['task', 'method', 'seed', 'repeat', 'run', 'repeated run',
-                                                                  'difference', 'metrics and per-image statistics'],
-                                                                 repeats, right=2)]
+                                                                  'difference', 'metrics and per-image statistics',
+                                                                  'environment'], repeats, right=2)]
     lines += ['\n### Claims\n', *markdown_table(['claim', *tasks, 'overall'], _claim_rows(result['claims'], tasks),
                                                 right=len(tasks) + 2)]
     if any(r['interim'] for r in result['comparisons']) or any(c['overall_interim'] for c in result['claims'].values()):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
+from importlib import metadata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from ..cli import TEST, TRAIN, command
 from .logs import read_scalars
 
-__all__ = ['cli_options', 'git', 'last_checkpoint', 'last_validation', 'run_logged', 'test_config', 'train_config']
+__all__ = ['cli_options', 'environment', 'git', 'last_checkpoint', 'last_validation', 'run_logged', 'test_config', 'train_config']
 
 
 def cli_options(overrides: Mapping[str, Any]) -> list[str]:
@@ -26,6 +28,38 @@ def cli_options(overrides: Mapping[str, Any]) -> list[str]:
 def git(repo: Path, *args: str) -> str:
     """``git ARGS`` in ``repo``, its stripped standard output ('' where git fails, e.g. outside a checkout)."""
     return subprocess.run(['git', *args], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+#: the distributions whose versions can change a run's arithmetic or its evaluation
+ENVIRONMENT_PACKAGES = ('torch', 'torchvision', 'numpy', 'mmcv', 'mmengine', 'mmdet', 'mmsegmentation',
+                        'mmrotate_dev', 'timm', 'opencv-python', 'pillow', 'pycocotools', 'scipy', 'shapely')
+
+
+def _cpu_model(cpuinfo: Path = Path('/proc/cpuinfo')) -> str:
+    """The CPU's model name (Linux: ``cpuinfo``'s 'model name'; elsewhere :func:`platform.processor`)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Where a run ran, as far as it can change the run's numbers: the CPU model, the instruction set torch
+    dispatches its CPU kernels to (``AVX2``, ``AVX512``...: a different one changes the rounding, and a training run
+    amplifies it), the Python version and the installed version of each of :data:`ENVIRONMENT_PACKAGES` (``None``
+    where it is not installed). Same-seed runs are bit-identical only within one environment."""
+    import torch
+    versions = {}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return dict(cpu=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                python=platform.python_version(), packages=versions)
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: Mapping[str, str] | None = None,

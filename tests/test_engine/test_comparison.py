@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -292,6 +293,7 @@ def test_a_test_split_run_trains_at_the_selected_setting_and_evaluates_the_test_
     run = C.run_test_split(task, 'lora', 3, ROOT, out, quick=True, workspace=tmp_path)
     assert run['lr_mult'] == 4.0 and run['split'] == 'test' and run['seed'] == 3
     assert run['preregistration_commit'] == C.preregistration_commit(ROOT)
+    assert run['environment']['packages']['torch'] == torch.__version__.split('+')[0]  # where it ran, recorded
     resolved = Config.fromstring(run['resolved_config'], '.py')
     assert resolved.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 4.0
     assert resolved.randomness.seed == 3 and resolved.model.backbone.adapter.rank == 16
@@ -334,12 +336,13 @@ def test_verdicts_follow_the_preregistered_rules(lo, hi, holm_p, relation, expec
     assert C.verdict(dict(lo=lo, hi=hi, holm_p=holm_p), relation) == expected
 
 
-def _test_run(out, method, seed, stats, repeat=0, task='ade20k', folder='test', lr_mult=1.0):
+def _test_run(out, method, seed, stats, repeat=0, task='ade20k', folder='test', lr_mult=1.0, environment=None):
     from flora_mm.engine.analysis import miou
     path = out / folder / task / method / (f's{seed}.json' if not repeat else f's{seed}_r{repeat}.json')
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if environment is None else dict(environment=environment)
     path.write_text(json.dumps(dict(seed=seed, repeat=repeat, value=miou(stats), image_stats_kind='segmentation',
-                                    image_stats=stats.tolist(), lr_mult=lr_mult)))
+                                    image_stats=stats.tolist(), lr_mult=lr_mult, **extra)))
 
 
 def test_resampled_metrics_are_kept_between_processes_and_never_stale(tmp_path, monkeypatch):
@@ -368,20 +371,23 @@ def test_resampled_metrics_are_kept_between_processes_and_never_stale(tmp_path, 
 
 def test_repeats_table_shows_every_repeat_and_whether_its_images_agree(tmp_path):
     """Repeats 1 and 2 of one seed are both rows (not just the first); a repeat whose images are swapped keeps the
-    metric (a difference of 0) but is marked 'differ'; a repeat without its seed's first run is no row."""
+    metric (a difference of 0) but is marked 'differ'; a repeat without its seed's first run is no row. The last
+    column compares the recorded environments: equal, unequal (another CPU instruction set), or one missing."""
     from flora_mm.engine.analysis import miou
     stats = np.array([[[10, 30]], [[20, 25]], [[5, 40]]])  # 3 images, 1 class: (intersection, union)
     swapped = stats[[1, 0, 2]]  # the same images in another order: the same mIoU, other per-image statistics
     worse = stats - np.array([[[5, 0]], [[0, 0]], [[0, 0]]])
-    for repeat, s in ((0, stats), (1, stats), (2, swapped), (3, worse)):
-        _test_run(tmp_path, 'flora', 0, s, repeat=repeat)
+    here = dict(cpu='EPYC', cpu_capability='AVX2', python='3.11.7', packages=dict(torch='2.14.1'))
+    there = dict(here, cpu_capability='AVX512')
+    for repeat, s, env in ((0, stats, here), (1, stats, dict(here)), (2, swapped, None), (3, worse, there)):
+        _test_run(tmp_path, 'flora', 0, s, repeat=repeat, environment=env)
     _test_run(tmp_path, 'lora', 4, stats, repeat=1)  # no s4.json
     value, lower = miou(stats), miou(worse)
     assert value == pytest.approx(miou(swapped)) and lower < value  # the oracle's premises
     assert C.repeats_table(tmp_path, tasks=('ade20k', )) == [
-        ['ade20k', 'flora', '0', '1', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'identical'],
-        ['ade20k', 'flora', '0', '2', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'differ'],
-        ['ade20k', 'flora', '0', '3', f'{value:.4f}', f'{lower:.4f}', f'{lower - value:+.4f}', 'differ'],
+        ['ade20k', 'flora', '0', '1', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'identical', 'same'],
+        ['ade20k', 'flora', '0', '2', f'{value:.4f}', f'{value:.4f}', '+0.0000', 'differ', 'not recorded'],
+        ['ade20k', 'flora', '0', '3', f'{value:.4f}', f'{lower:.4f}', f'{lower - value:+.4f}', 'differ', 'differs'],
     ]
     rows = {r['phase']: r for r in C.progress(tmp_path, tasks=('ade20k', ))}
     assert (rows['same-seed repeat']['done'], rows['same-seed repeat']['to_run']) == (3, 0)
