@@ -8,15 +8,16 @@ import json
 import os
 import platform
 import subprocess
-from importlib import metadata
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ..cli import TEST, TRAIN, command
 from .logs import read_scalars
 
-__all__ = ['cli_options', 'environment', 'git', 'last_checkpoint', 'last_validation', 'run_logged', 'test_config', 'train_config']
+__all__ = ['cli_options', 'environment', 'git', 'last_checkpoint', 'last_validation', 'run_logged', 'test_config',
+           'train_config']
 
 
 def cli_options(overrides: Mapping[str, Any]) -> list[str]:

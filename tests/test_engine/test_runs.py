@@ -1,6 +1,7 @@
 """flora_mm.engine.runs: what a run file records of where it ran."""
 from importlib import metadata
 
+import numpy
 import pytest
 import torch
 
@@ -10,9 +11,8 @@ from flora_mm.engine import runs
 def test_environment_records_the_cpu_kernels_and_the_package_versions(monkeypatch):
     monkeypatch.setattr(runs, 'ENVIRONMENT_PACKAGES', ('torch', 'numpy', 'no-such-distribution-flora-mm'))
     env = runs.environment()
-    import numpy
-    assert env['packages'] == {'torch': torch.__version__.split('+')[0], 'numpy': numpy.__version__,  # the modules' own versions
-                               'no-such-distribution-flora-mm': None}
+    assert env['packages'] == {'torch': torch.__version__.split('+')[0], 'numpy': numpy.__version__,  # the modules'
+                               'no-such-distribution-flora-mm': None}  # own versions, and None for a missing one
     # the kernels torch dispatches to: one of the instruction sets its CPU build names
     assert env['cpu_capability'] in {'DEFAULT', 'NO AVX', 'AVX2', 'AVX512', 'VSX', 'ZVECTOR', 'SVE256', 'SVE'}
     assert env['cpu'] and env['python'].count('.') == 2
